@@ -1,0 +1,175 @@
+"""EJSON, Meteor's extended JSON (packages/ejson/ejson.js).
+
+``to_json_value`` turns Python values into JSON-compatible values, ``from_json_value``
+the reverse.  Converters are tried in Meteor's order: Date, RegExp, InfNaN, Binary,
+escape, custom ``$type``.  Key order is preserved both ways.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = [
+    "EJSONError", "RegExp", "ObjectID", "add_type", "to_json_value", "from_json_value",
+]
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_JS_FLAGS = "gimuy"
+
+
+class EJSONError(ValueError):
+    """A value that is not valid EJSON (Meteor answers such a frame with ``Parse error``)."""
+
+
+@dataclass(frozen=True)
+class RegExp:
+    """A JavaScript regular expression, kept as source and flags (JS syntax is not Python's)."""
+
+    source: str
+    flags: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectID:
+    """A MongoDB ObjectID (EJSON custom type ``oid``)."""
+
+    hex: str
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[0-9a-f]{24}", self.hex):
+            raise EJSONError(f"Invalid hexadecimal string for creating an ObjectID: {self.hex!r}")
+
+
+@dataclass(frozen=True)
+class _CustomType:
+    cls: type
+    to_json: Callable[[Any], Any]
+    from_json: Callable[[Any], Any]
+
+
+_types_by_name: dict[str, _CustomType] = {}
+_names_by_class: dict[type, str] = {}
+
+
+def add_type(name: str, cls: type, to_json: Callable[[Any], Any],
+             from_json: Callable[[Any], Any]) -> None:
+    """Register a custom EJSON type sent as ``{"$type": name, "$value": to_json(obj)}``."""
+    _types_by_name[name] = _CustomType(cls, to_json, from_json)
+    _names_by_class[cls] = name
+
+
+add_type("oid", ObjectID, lambda oid: oid.hex, ObjectID)
+
+
+def _date_ms(value: datetime.datetime) -> int:
+    if value.tzinfo is None:  # naive datetimes are taken as UTC, like Django with USE_TZ=False
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    delta = value - _EPOCH
+    return (delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000)
+
+
+def _matches_builtin(obj: dict) -> bool:
+    """True if a plain object would be read back as an EJSON type (so it needs ``$escape``)."""
+    n = len(obj)
+    if n == 1:
+        return next(iter(obj)) in ("$date", "$InfNaN", "$binary", "$escape")
+    if n == 2:
+        keys = set(obj)
+        return keys == {"$regexp", "$flags"} or keys == {"$type", "$value"}
+    return False
+
+
+def to_json_value(value: Any) -> Any:
+    """Convert a Python value to its EJSON wire form (a JSON-compatible value)."""
+    if value is None or value is True or value is False or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return {"$InfNaN": 0}
+        if math.isinf(value):
+            return {"$InfNaN": 1 if value > 0 else -1}
+        return value
+    if isinstance(value, dict):
+        converted = {str(k): to_json_value(v) for k, v in value.items()}
+        return {"$escape": converted} if _matches_builtin(value) else converted
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, datetime.datetime):
+        return {"$date": _date_ms(value)}
+    if isinstance(value, datetime.date):
+        return {"$date": _date_ms(datetime.datetime(value.year, value.month, value.day))}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$binary": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, RegExp):
+        return {"$regexp": value.source, "$flags": value.flags}
+    if isinstance(value, re.Pattern):
+        flags = ("i" if value.flags & re.IGNORECASE else "") + ("m" if value.flags & re.MULTILINE else "")
+        return {"$regexp": value.pattern, "$flags": flags}
+    name = _names_by_class.get(type(value))
+    if name is not None:
+        return {"$type": name, "$value": _types_by_name[name].to_json(value)}
+    raise TypeError(f"{type(value).__name__} is not EJSON serializable")
+
+
+def _from_special(obj: dict) -> Any:
+    """Decode ``obj`` if it is an EJSON type; return ``obj`` itself otherwise."""
+    n = len(obj)
+    if n > 2 or not all(isinstance(k, str) and k.startswith("$") for k in obj):
+        return obj
+    if n == 1:
+        key, val = next(iter(obj.items()))
+        if key == "$date":
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+                raise EJSONError(f"Invalid $date value: {val!r}")
+            return _EPOCH + datetime.timedelta(milliseconds=val)
+        if key == "$InfNaN":
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise EJSONError(f"Invalid $InfNaN value: {val!r}")
+            return math.nan if val == 0 else (math.inf if val > 0 else -math.inf)
+        if key == "$binary":
+            if not isinstance(val, str):
+                raise EJSONError("Invalid $binary value")
+            try:
+                return base64.b64decode(val, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise EJSONError(f"Invalid base64 in $binary: {exc}") from None
+        if key == "$escape":
+            if not isinstance(val, dict):
+                raise EJSONError("Invalid $escape value")
+            return {k: from_json_value(v) for k, v in val.items()}
+        return obj
+    if "$regexp" in obj and "$flags" in obj:
+        source, flags = obj["$regexp"], obj["$flags"]
+        if not isinstance(source, str) or not isinstance(flags, str):
+            raise EJSONError("Invalid $regexp value")
+        # Meteor drops unknown and repeated flags and keeps at most 50 characters.
+        kept = "".join(dict.fromkeys(f for f in flags[:50] if f in _JS_FLAGS))
+        return RegExp(source, kept)
+    if "$type" in obj and "$value" in obj:
+        custom = _types_by_name.get(obj["$type"])
+        if custom is None:
+            raise EJSONError(f"Custom EJSON type {obj['$type']} is not defined")
+        try:
+            return custom.from_json(obj["$value"])
+        except EJSONError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise EJSONError(f"Invalid value for EJSON type {obj['$type']}: {exc}") from None
+    return obj
+
+
+def from_json_value(value: Any) -> Any:
+    """Convert a parsed JSON value (EJSON wire form) to Python values."""
+    if isinstance(value, dict):
+        special = _from_special(value)
+        if special is not value:
+            return special
+        return {k: from_json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json_value(v) for v in value]
+    return value

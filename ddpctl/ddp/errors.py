@@ -1,0 +1,56 @@
+"""``Meteor.Error`` objects and the protocol-level error reasons Meteor's server sends."""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "MeteorError", "internal_server_error", "BAD_REQUEST", "MUST_CONNECT_FIRST",
+    "ALREADY_CONNECTED", "MALFORMED_SUBSCRIPTION", "MALFORMED_METHOD", "PARSE_ERROR",
+]
+
+# Reasons of ``{"msg": "error", "reason": ...}`` (livedata_server.js).
+BAD_REQUEST = "Bad request"
+MUST_CONNECT_FIRST = "Must connect first"
+ALREADY_CONNECTED = "Already connected"
+MALFORMED_SUBSCRIPTION = "Malformed subscription"
+MALFORMED_METHOD = "Malformed method invocation"
+PARSE_ERROR = "Parse error"
+
+_MISSING = object()
+
+
+class MeteorError(Exception):
+    """An error the client is meant to see, like ``new Meteor.Error(error, reason, details)``.
+
+    Raise it from a method or publication and the client receives it as given; any other
+    exception reaches the client as ``500 Internal server error``.
+    """
+
+    def __init__(self, error: str | int, reason: str | None = None, details: Any = _MISSING) -> None:
+        self.error = error
+        self.reason = reason
+        self.details = details
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.reason} [{self.error}]" if self.reason else f"[{self.error}]"
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire object, keys in Meteor's order."""
+        obj: dict[str, Any] = {"isClientSafe": True, "error": self.error}
+        if self.reason is not None:
+            obj["reason"] = self.reason
+        if self.details is not _MISSING:
+            obj["details"] = self.details
+        obj["message"] = self.message
+        obj["errorType"] = "Meteor.Error"
+        return obj
+
+    def __repr__(self) -> str:
+        return f"MeteorError({self.error!r}, {self.reason!r})"
+
+
+def internal_server_error() -> MeteorError:
+    """What the client sees for an exception that is not a ``MeteorError``."""
+    return MeteorError(500, "Internal server error")

@@ -1,0 +1,270 @@
+"""The DDP session state machine (livedata_server.js ``Server``/``Session``), free of I/O.
+
+A transport feeds each received frame to :meth:`Session.receive`.  The answer is a list of
+:class:`Send`, :class:`Close` and :class:`Enqueue` items: sends and closes go out at once
+(pings are answered even while a method runs, like Meteor); an ``Enqueue`` holds a
+``sub``/``unsub``/``method`` message that the server passes to :meth:`Session.process`
+strictly in arrival order.  ``process`` returns the replies it can decide alone plus at most
+one piece of work (:class:`MethodCall`, :class:`SubscriptionStart`, :class:`SubscriptionStop`)
+whose outcome the server reports back through ``method_*`` / ``subscription_*`` calls.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors
+from .errors import MeteorError
+from .mergebox import SessionView
+from .messages import ParseError, parse
+from .random import random_id
+
+__all__ = [
+    "SUPPORTED_VERSIONS", "Session", "Send", "Close", "Enqueue", "MethodCall",
+    "SubscriptionStart", "SubscriptionStop",
+]
+
+SUPPORTED_VERSIONS = ("1", "pre2", "pre1")
+Message = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Send:
+    message: Message
+
+
+@dataclass(slots=True)
+class Close:
+    """Close the transport (after ``failed``)."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class Enqueue:
+    message: Message
+
+
+@dataclass(slots=True)
+class MethodCall:
+    id: str
+    name: str
+    params: list[Any]
+    random_seed: str | None
+
+
+@dataclass(slots=True)
+class SubscriptionStart:
+    id: str
+    name: str
+    params: list[Any]
+
+
+@dataclass(slots=True)
+class SubscriptionStop:
+    id: str
+
+
+Work = MethodCall | SubscriptionStart | SubscriptionStop
+
+
+@dataclass
+class Processed:
+    """What :meth:`Session.process` decided: messages to send now, then work to run."""
+
+    messages: list[Message] = field(default_factory=list)
+    work: Work | None = None
+
+
+def _negotiate(client_support: list[str]) -> str:
+    return next((v for v in client_support if v in SUPPORTED_VERSIONS), SUPPORTED_VERSIONS[0])
+
+
+def _sub_handle(sub_id: str) -> str:
+    return "N" + sub_id
+
+
+class Session:
+    """One client's DDP session: handshake, validation, subscriptions and the mergebox."""
+
+    def __init__(self, *, has_method: Callable[[str], bool],
+                 has_publication: Callable[[str], bool],
+                 session_id_factory: Callable[[], str] = random_id) -> None:
+        self._has_method = has_method
+        self._has_publication = has_publication
+        self._session_id_factory = session_id_factory
+        self.id: str | None = None
+        self.version: str | None = None
+        self.view = SessionView()
+        self.subscriptions: dict[str, str] = {}  # sub id -> publication name
+        self._ready: set[str] = set()
+        self.failed = False
+
+    @property
+    def connected(self) -> bool:
+        return self.id is not None
+
+    @property
+    def heartbeats(self) -> bool:
+        """Whether the negotiated version has ping/pong (``pre1`` does not)."""
+        return self.connected and self.version != "pre1"
+
+    # -- frames from the transport -------------------------------------------------------
+
+    def receive(self, text: str | bytes) -> list[Send | Close | Enqueue]:
+        if self.failed:
+            return []  # after ``failed`` the client's pipelined frames are ignored
+        try:
+            msg = parse(text)
+        except ParseError:
+            return [Send({"msg": "error", "reason": errors.PARSE_ERROR})]
+        if msg is None:
+            return [Send({"msg": "error", "reason": errors.BAD_REQUEST})]
+        kind = msg.get("msg")
+        if not kind:
+            return [self._error(errors.BAD_REQUEST, msg)]
+        if kind == "connect":
+            if self.connected:
+                return [self._error(errors.ALREADY_CONNECTED, msg)]
+            return self._connect(msg)
+        if not self.connected:
+            return [self._error(errors.MUST_CONNECT_FIRST, msg)]
+        if self.version != "pre1":
+            if kind == "ping":
+                pong: Message = {"msg": "pong"}
+                if "id" in msg:
+                    pong["id"] = msg["id"]
+                return [Send(pong)]
+            if kind == "pong":
+                return []
+        return [Enqueue(msg)]
+
+    def _error(self, reason: str, offending: Message) -> Send:
+        return Send({"msg": "error", "reason": reason, "offendingMessage": offending})
+
+    def _connect(self, msg: Message) -> list[Send | Close | Enqueue]:
+        version, support = msg.get("version"), msg.get("support")
+        if not (isinstance(version, str) and isinstance(support, list)
+                and all(isinstance(v, str) for v in support) and version in support):
+            return self._fail(SUPPORTED_VERSIONS[0])
+        negotiated = _negotiate(support)
+        if version != negotiated:
+            return self._fail(negotiated)
+        # ``msg.session`` is ignored: like Meteor, every connect starts a new session.
+        self.id = self._session_id_factory()
+        self.version = version
+        return [Send({"msg": "connected", "session": self.id})]
+
+    def _fail(self, version: str) -> list[Send | Close | Enqueue]:
+        self.failed = True
+        return [Send({"msg": "failed", "version": version}), Close("version negotiation failed")]
+
+    # -- queued messages, in order -------------------------------------------------------
+
+    def process(self, msg: Message) -> Processed:
+        kind = msg.get("msg")
+        if kind == "sub":
+            return self._sub(msg)
+        if kind == "unsub":
+            return self._unsub(msg)
+        if kind == "method":
+            return self._method(msg)
+        return Processed([{"msg": "error", "reason": errors.BAD_REQUEST, "offendingMessage": msg}])
+
+    def _sub(self, msg: Message) -> Processed:
+        sub_id, name, params = msg.get("id"), msg.get("name"), msg.get("params", [])
+        if not isinstance(sub_id, str) or not isinstance(name, str) or not isinstance(params, list):
+            return Processed([self._error(errors.MALFORMED_SUBSCRIPTION, msg).message])
+        if not self._has_publication(name):
+            error = MeteorError(404, f"Subscription '{name}' not found")
+            return Processed([{"msg": "nosub", "id": sub_id, "error": error.to_json()}])
+        if sub_id in self.subscriptions:
+            return Processed()  # idempotent: clients resend their subs after a reconnect
+        self.subscriptions[sub_id] = name
+        return Processed(work=SubscriptionStart(sub_id, name, params))
+
+    def _unsub(self, msg: Message) -> Processed:
+        sub_id = msg.get("id")
+        out = Processed()
+        if isinstance(sub_id, str) and sub_id in self.subscriptions:
+            out.messages = self._forget_subscription(sub_id)
+            out.work = SubscriptionStop(sub_id)
+        nosub: Message = {"msg": "nosub"}
+        if "id" in msg:
+            nosub["id"] = sub_id
+        out.messages.append(nosub)
+        return out
+
+    def _method(self, msg: Message) -> Processed:
+        method_id, name, params = msg.get("id"), msg.get("method"), msg.get("params", [])
+        seed = msg.get("randomSeed")
+        if (not isinstance(method_id, str) or not isinstance(name, str)
+                or not isinstance(params, list) or ("randomSeed" in msg and not isinstance(seed, str))):
+            return Processed([self._error(errors.MALFORMED_METHOD, msg).message])
+        if not self._has_method(name):
+            error = MeteorError(404, f"Method '{name}' not found")
+            return Processed([{"msg": "result", "id": method_id, "error": error.to_json()},
+                              {"msg": "updated", "methods": [method_id]}])
+        return Processed(work=MethodCall(method_id, name, params, seed))
+
+    # -- outcomes of work ----------------------------------------------------------------
+
+    def method_returned(self, call: MethodCall, result: Any = None) -> list[Message]:
+        """``updated`` then ``result`` (``result`` omitted for ``None``, Meteor's undefined)."""
+        reply: Message = {"msg": "result", "id": call.id}
+        if result is not None:
+            reply["result"] = result
+        return [{"msg": "updated", "methods": [call.id]}, reply]
+
+    def method_failed(self, call: MethodCall, error: MeteorError) -> list[Message]:
+        return [{"msg": "updated", "methods": [call.id]},
+                {"msg": "result", "id": call.id, "error": error.to_json()}]
+
+    def is_active(self, sub_id: str) -> bool:
+        return sub_id in self.subscriptions
+
+    def subscription_added(self, sub_id: str, collection: str, doc_id: str,
+                           fields: Mapping[str, Any]) -> list[Message]:
+        if sub_id not in self.subscriptions:
+            return []
+        return self.view.added(_sub_handle(sub_id), collection, doc_id, fields)
+
+    def subscription_changed(self, sub_id: str, collection: str, doc_id: str,
+                             fields: Mapping[str, Any] | None = None,
+                             cleared: Iterable[str] = ()) -> list[Message]:
+        if sub_id not in self.subscriptions:
+            return []
+        return self.view.changed(_sub_handle(sub_id), collection, doc_id, fields, cleared)
+
+    def subscription_removed(self, sub_id: str, collection: str, doc_id: str) -> list[Message]:
+        if sub_id not in self.subscriptions:
+            return []
+        return self.view.removed(_sub_handle(sub_id), collection, doc_id)
+
+    def subscription_ready(self, sub_id: str) -> list[Message]:
+        if sub_id not in self.subscriptions or sub_id in self._ready:
+            return []
+        self._ready.add(sub_id)
+        return [{"msg": "ready", "subs": [sub_id]}]
+
+    def subscription_failed(self, sub_id: str, error: MeteorError) -> list[Message]:
+        """The publication raised: withdraw its documents, then ``nosub`` with the error."""
+        if sub_id not in self.subscriptions:
+            return []
+        out = self._forget_subscription(sub_id)
+        out.append({"msg": "nosub", "id": sub_id, "error": error.to_json()})
+        return out
+
+    def subscription_stopped(self, sub_id: str) -> list[Message]:
+        """The publication stopped itself (``this.stop()``)."""
+        if sub_id not in self.subscriptions:
+            return []
+        out = self._forget_subscription(sub_id)
+        out.append({"msg": "nosub", "id": sub_id})
+        return out
+
+    def _forget_subscription(self, sub_id: str) -> list[Message]:
+        del self.subscriptions[sub_id]
+        self._ready.discard(sub_id)
+        return self.view.remove_subscription(_sub_handle(sub_id))

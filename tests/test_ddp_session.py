@@ -1,0 +1,220 @@
+"""The DDP session state machine with plain calls: handshake, validation, replies."""
+import json
+
+import pytest
+
+from ddpctl.ddp.errors import MeteorError
+from ddpctl.ddp.heartbeat import Beat, Heartbeat
+from ddpctl.ddp.messages import stringify
+from ddpctl.ddp.session import (
+    Close, Enqueue, MethodCall, Send, Session, SubscriptionStart, SubscriptionStop,
+)
+
+
+def make_session():
+    return Session(has_method=lambda n: n == "add", has_publication=lambda n: n == "books",
+                   session_id_factory=lambda: "S" * 17)
+
+
+def recv(session, msg):
+    return session.receive(json.dumps(msg) if not isinstance(msg, str) else msg)
+
+
+def connected():
+    s = make_session()
+    assert recv(s, {"msg": "connect", "version": "1", "support": ["1"]}) == [
+        Send({"msg": "connected", "session": "S" * 17})]
+    return s
+
+
+def process(session, msg):
+    [item] = recv(session, msg)
+    assert isinstance(item, Enqueue)
+    return session.process(item.message)
+
+
+@pytest.mark.parametrize("msg, version", [
+    ({"msg": "connect", "support": ["1"]}, "1"),
+    ({"msg": "connect", "version": "1"}, "1"),
+    ({"msg": "connect", "version": "_", "support": ["_"]}, "1"),
+    ({"msg": "connect", "version": "pre1", "support": ["1", "pre1"]}, "1"),
+    ({"msg": "connect", "version": "2", "support": ["2", "pre2"]}, "pre2"),
+    ({"msg": "connect", "version": "1", "support": ["1", 7]}, "1"),
+])
+def test_failed_version_negotiation_then_close_and_ignore(msg, version):
+    s = make_session()
+    out = recv(s, msg)
+    assert out[0] == Send({"msg": "failed", "version": version})
+    assert isinstance(out[1], Close)
+    assert recv(s, {"msg": "ping"}) == []
+
+
+@pytest.mark.parametrize("version", ["1", "pre2", "pre1"])
+def test_each_supported_version_connects(version):
+    s = make_session()
+    out = recv(s, {"msg": "connect", "version": version, "support": [version]})
+    assert out[0].message["msg"] == "connected"
+    assert s.version == version
+
+
+def test_session_field_is_ignored_and_id_is_17_chars():
+    s = Session(has_method=bool, has_publication=bool)
+    [out] = recv(s, {"msg": "connect", "version": "1", "support": ["1"], "session": "old"})
+    assert len(out.message["session"]) == 17 and out.message["session"] != "old"
+
+
+@pytest.mark.parametrize("text, reply", [
+    ("not json", {"msg": "error", "reason": "Bad request"}),
+    ("[1,2]", {"msg": "error", "reason": "Bad request"}),
+    ('{"foo":"bar"}', {"msg": "error", "reason": "Bad request", "offendingMessage": {"foo": "bar"}}),
+    ('{"msg":"method","params":[{"$type":"zz","$value":1}]}', {"msg": "error", "reason": "Parse error"}),
+])
+def test_bad_frames(text, reply):
+    assert recv(make_session(), text) == [Send(reply)]
+
+
+@pytest.mark.parametrize("msg", [
+    {"msg": "ping"}, {"msg": "ping", "id": "x"}, {"msg": "method", "method": "add", "id": "1"},
+    {"msg": "sub", "id": "1", "name": "books"}, {"msg": "unsub", "id": "1"},
+])
+def test_must_connect_first(msg):
+    assert recv(make_session(), msg) == [
+        Send({"msg": "error", "reason": "Must connect first", "offendingMessage": msg})]
+
+
+def test_already_connected():
+    s = connected()
+    msg = {"msg": "connect", "version": "1", "support": ["1"]}
+    assert recv(s, msg) == [Send({"msg": "error", "reason": "Already connected", "offendingMessage": msg})]
+
+
+def test_ping_pong():
+    s = connected()
+    assert recv(s, {"msg": "ping"}) == [Send({"msg": "pong"})]
+    assert recv(s, {"msg": "ping", "id": "abc"}) == [Send({"msg": "pong", "id": "abc"})]
+    assert recv(s, {"msg": "pong"}) == []
+
+
+def test_pre1_has_no_ping():
+    s = make_session()
+    recv(s, {"msg": "connect", "version": "pre1", "support": ["pre1"]})
+    [item] = recv(s, {"msg": "ping"})
+    assert s.process(item.message).messages == [
+        {"msg": "error", "reason": "Bad request", "offendingMessage": {"msg": "ping"}}]
+    assert not s.heartbeats
+
+
+def test_unknown_message_after_connect():
+    s = connected()
+    out = process(s, {"msg": "frobnicate"})
+    assert out.messages == [{"msg": "error", "reason": "Bad request",
+                             "offendingMessage": {"msg": "frobnicate"}}]
+
+
+@pytest.mark.parametrize("msg", [
+    {"msg": "method", "id": "1"},
+    {"msg": "method", "method": "add"},
+    {"msg": "method", "method": "add", "id": 1},
+    {"msg": "method", "method": "add", "id": "1", "params": {}},
+    {"msg": "method", "method": "add", "id": "1", "randomSeed": 5},
+])
+def test_malformed_method(msg):
+    out = process(connected(), msg)
+    assert out.messages == [{"msg": "error", "reason": "Malformed method invocation",
+                             "offendingMessage": msg}]
+    assert out.work is None
+
+
+@pytest.mark.parametrize("msg", [
+    {"msg": "sub", "name": "books"},
+    {"msg": "sub", "id": "1"},
+    {"msg": "sub", "id": "1", "name": "books", "params": "x"},
+])
+def test_malformed_subscription(msg):
+    out = process(connected(), msg)
+    assert out.messages == [{"msg": "error", "reason": "Malformed subscription", "offendingMessage": msg}]
+
+
+def test_unknown_method_is_404_result_then_updated():
+    out = process(connected(), {"msg": "method", "method": "nope", "id": "7"})
+    assert [m["msg"] for m in out.messages] == ["result", "updated"]
+    assert out.messages[0]["error"] == {
+        "isClientSafe": True, "error": 404, "reason": "Method 'nope' not found",
+        "message": "Method 'nope' not found [404]", "errorType": "Meteor.Error"}
+    assert out.messages[1] == {"msg": "updated", "methods": ["7"]}
+
+
+def test_known_method_updated_then_result():
+    s = connected()
+    out = process(s, {"msg": "method", "method": "add", "id": "1", "params": [1, 2], "randomSeed": "abc"})
+    assert out.work == MethodCall("1", "add", [1, 2], "abc")
+    assert s.method_returned(out.work, 3) == [
+        {"msg": "updated", "methods": ["1"]}, {"msg": "result", "id": "1", "result": 3}]
+    assert s.method_returned(out.work, None)[1] == {"msg": "result", "id": "1"}
+    error = MeteorError("not-allowed", "No", {"x": 1})
+    assert s.method_failed(out.work, error)[1]["error"] == {
+        "isClientSafe": True, "error": "not-allowed", "reason": "No", "details": {"x": 1},
+        "message": "No [not-allowed]", "errorType": "Meteor.Error"}
+
+
+def test_unknown_publication_is_nosub_404():
+    out = process(connected(), {"msg": "sub", "id": "s1", "name": "nope"})
+    assert out.messages == [{"msg": "nosub", "id": "s1", "error": {
+        "isClientSafe": True, "error": 404, "reason": "Subscription 'nope' not found",
+        "message": "Subscription 'nope' not found [404]", "errorType": "Meteor.Error"}}]
+
+
+def test_subscription_lifecycle():
+    s = connected()
+    out = process(s, {"msg": "sub", "id": "s1", "name": "books", "params": [1]})
+    assert out.work == SubscriptionStart("s1", "books", [1])
+    assert process(s, {"msg": "sub", "id": "s1", "name": "books"}).work is None  # duplicate id
+    assert s.subscription_added("s1", "b", "1", {"t": "x"}) == [
+        {"msg": "added", "collection": "b", "id": "1", "fields": {"t": "x"}}]
+    assert s.subscription_ready("s1") == [{"msg": "ready", "subs": ["s1"]}]
+    assert s.subscription_ready("s1") == []
+    out = process(s, {"msg": "unsub", "id": "s1"})
+    assert out.messages == [{"msg": "removed", "collection": "b", "id": "1"}, {"msg": "nosub", "id": "s1"}]
+    assert out.work == SubscriptionStop("s1")
+    assert s.subscription_added("s1", "b", "2", {}) == []  # late data of a stopped sub is dropped
+
+
+def test_unsub_always_answers_nosub():
+    s = connected()
+    assert process(s, {"msg": "unsub", "id": "never"}).messages == [{"msg": "nosub", "id": "never"}]
+    assert process(s, {"msg": "unsub"}).messages == [{"msg": "nosub"}]
+
+
+def test_subscription_error_withdraws_documents():
+    s = connected()
+    process(s, {"msg": "sub", "id": "s1", "name": "books"})
+    s.subscription_added("s1", "b", "1", {})
+    out = s.subscription_failed("s1", MeteorError(500, "Internal server error"))
+    assert out[0] == {"msg": "removed", "collection": "b", "id": "1"}
+    assert out[1]["msg"] == "nosub" and out[1]["error"]["error"] == 500
+
+
+def test_stringify_applies_ejson_only_to_ejson_fields():
+    text = stringify({"msg": "result", "id": "1", "result": {"$date": 1}})
+    assert json.loads(text) == {"msg": "result", "id": "1", "result": {"$escape": {"$date": 1}}}
+
+
+def test_heartbeat_pings_when_idle_and_times_out():
+    hb = Heartbeat(15, 15, now=0)
+    assert hb.tick(10) is Beat.NOTHING
+    assert hb.tick(15) is Beat.PING
+    assert hb.tick(29) is Beat.NOTHING
+    assert hb.tick(30) is Beat.TIMEOUT
+
+
+def test_heartbeat_any_message_counts_as_pong():
+    hb = Heartbeat(15, 15, now=0)
+    assert hb.tick(15) is Beat.PING
+    hb.message_received()
+    assert hb.tick(30) is Beat.NOTHING  # traffic since the last tick: no ping this time
+    assert hb.tick(45) is Beat.PING
+
+
+def test_heartbeat_disabled_with_zero_interval():
+    hb = Heartbeat(0, 15)
+    assert hb.tick(1000) is Beat.NOTHING
