@@ -1,0 +1,11 @@
+"""The public API used from ``ddp.py`` modules of your apps."""
+from .ddp.ejson import ObjectID, RegExp, add_type
+from .ddp.errors import MeteorError
+from .invocation import ConnectionHandle, MethodInvocation, current_invocation
+from .methods import method
+from .publish import Subscription, publish
+
+__all__ = [
+    "MeteorError", "method", "publish", "Subscription", "current_invocation",
+    "MethodInvocation", "ConnectionHandle", "ObjectID", "RegExp", "add_type",
+]

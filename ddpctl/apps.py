@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class DdpctlConfig(AppConfig):
+    name = "ddpctl"
+    verbose_name = "ddpctl (DDP server)"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+
+        # Every installed app's ddp.py registers its methods and publications.
+        autodiscover_modules("ddp")

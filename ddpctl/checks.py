@@ -1,0 +1,24 @@
+"""System checks (``ddpctl.E0xx`` errors, ``ddpctl.W0xx`` warnings)."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register("ddpctl")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    problems: list[Error | Warning] = []
+    engine = settings.DATABASES.get("default", {}).get("ENGINE", "")
+    if "postgresql" not in engine and "postgis" not in engine:
+        problems.append(Error(
+            f"ddpctl needs PostgreSQL, but DATABASES['default'] uses {engine or 'nothing'!r}.",
+            hint="Set DATABASES['default'] to django.db.backends.postgresql "
+                 "(ddpctl.database.database_settings() reads DATABASE_URL).",
+            id="ddpctl.E001"))
+    workers = getattr(settings, "DDPCTL_DB_CONNECTIONS", 10)
+    if not isinstance(workers, int) or workers < 1:
+        problems.append(Error("DDPCTL_DB_CONNECTIONS must be a positive integer.",
+                              id="ddpctl.E002"))
+    return problems

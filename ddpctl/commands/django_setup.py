@@ -1,0 +1,47 @@
+"""``--settings``/``--pythonpath`` options and Django setup with one-line errors."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+__all__ = ["django_options", "setup_django"]
+
+
+def django_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--pythonpath", envvar="DDPCTL_PYTHONPATH", multiple=True, type=click.Path(file_okay=False),
+        help="A directory to add to the Python path (repeatable). The current directory "
+             "is always on it.  [env: DDPCTL_PYTHONPATH]")(command)
+    command = click.option(
+        "--settings", envvar=["DDPCTL_SETTINGS", "DJANGO_SETTINGS_MODULE"], metavar="MODULE",
+        help="Django settings module, e.g. mysite.settings.  "
+             "[env: DDPCTL_SETTINGS or DJANGO_SETTINGS_MODULE]")(command)
+    return command
+
+
+def setup_django(settings: str | None, pythonpath: tuple[str, ...] = ()) -> None:
+    """Import the settings and run ``django.setup()``; ``ClickException`` on failure."""
+    for path in reversed(pythonpath):
+        sys.path.insert(0, os.path.abspath(path))
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if not settings:
+        raise click.UsageError("no Django settings: pass --settings MODULE or set "
+                               "DJANGO_SETTINGS_MODULE")
+    try:
+        importlib.import_module(settings)
+    except ImportError as exc:
+        raise click.ClickException(f"cannot import settings module {settings!r}: {exc}") from None
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        django.setup()
+    except ImproperlyConfigured as exc:
+        raise click.ClickException(f"settings {settings!r}: {exc}") from None

@@ -1,0 +1,139 @@
+"""``ddpctl serve``."""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import ssl
+import sys
+
+import click
+
+from .. import __version__
+from ..config import ServeConfig, parse_listen
+from ..log import LEVELS, configure_logging
+from .django_setup import django_options, setup_django
+
+logger = logging.getLogger(__name__)
+
+
+def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, int]]:
+    try:
+        return [parse_listen(v) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@django_options
+@click.option("--listen", "-l", multiple=True, default=["127.0.0.1:8000"], show_default=True,
+              envvar="DDPCTL_LISTEN", metavar="HOST:PORT", callback=_listen,
+              help="Address to listen on (repeatable; ':8000' means every interface).  "
+                   "[env: DDPCTL_LISTEN, space-separated]")
+@click.option("--ssl-certfile", envvar="DDPCTL_SSL_CERTFILE", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, readable=True),
+              help="TLS certificate chain (PEM); serves https:// and wss://.  [env: DDPCTL_SSL_CERTFILE]")
+@click.option("--ssl-keyfile", envvar="DDPCTL_SSL_KEYFILE", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, readable=True),
+              help="TLS private key (PEM), if not inside the certificate file.  [env: DDPCTL_SSL_KEYFILE]")
+@click.option("--reload/--no-reload", default=False, envvar="DDPCTL_RELOAD",
+              help="Restart when a .py file under the current directory changes (development).  "
+                   "[env: DDPCTL_RELOAD]")
+@click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True,
+              envvar="DDPCTL_LOG_LEVEL", help="[env: DDPCTL_LOG_LEVEL]")
+@click.option("--max-frame-size", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
+              envvar="DDPCTL_MAX_FRAME_SIZE", metavar="BYTES",
+              help="Largest WebSocket message accepted; a bigger one closes that connection "
+                   "with 1008.  [env: DDPCTL_MAX_FRAME_SIZE]")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0), default=15.0, show_default=True,
+              envvar="DDPCTL_HEARTBEAT_INTERVAL", metavar="SECONDS",
+              help="Ping a client idle this long (0 disables).  [env: DDPCTL_HEARTBEAT_INTERVAL]")
+@click.option("--heartbeat-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+              envvar="DDPCTL_HEARTBEAT_TIMEOUT", metavar="SECONDS",
+              help="Close a client that does not answer a ping this fast.  [env: DDPCTL_HEARTBEAT_TIMEOUT]")
+@click.option("--db-connections", type=click.IntRange(min=1), default=10, show_default=True,
+              envvar="DDPCTL_DB_CONNECTIONS", metavar="N",
+              help="Most database connections this process opens.  [env: DDPCTL_DB_CONNECTIONS]")
+@click.option("--send-queue-size", type=click.IntRange(min=10), default=10_000, show_default=True,
+              envvar="DDPCTL_SEND_QUEUE_SIZE", metavar="MESSAGES",
+              help="Messages buffered for one client before it is disconnected as too slow.  "
+                   "[env: DDPCTL_SEND_QUEUE_SIZE]")
+@click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
+              help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
+                   "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
+def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
+          ssl_certfile: str | None, ssl_keyfile: str | None, reload: bool, log_level: str,
+          max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
+          db_connections: int, send_queue_size: int, legacy_server_id: bool) -> None:
+    """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
+
+    Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
+    close code 1001 after its queued messages, then the process exits 0.
+
+    \b
+    Examples:
+      ddpctl serve --settings mysite.settings
+      ddpctl serve --settings mysite.settings -l 0.0.0.0:8000 -l [::]:8000
+      DDPCTL_LISTEN=:443 ddpctl serve --ssl-certfile cert.pem --ssl-keyfile key.pem
+    """
+    configure_logging(log_level)
+    if reload:
+        _run_with_reloader()
+        return
+    config = ServeConfig(
+        settings=settings, listen=listen, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+        log_level=log_level, max_frame_size=max_frame_size, heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout, db_connections=db_connections,
+        send_queue_size=send_queue_size, legacy_server_id=legacy_server_id)
+    ssl_context = None
+    if ssl_certfile:
+        from ..server.runner import load_ssl_context
+        try:
+            ssl_context = load_ssl_context(ssl_certfile, ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.ClickException(f"cannot load the TLS certificate/key: {exc}") from None
+    elif ssl_keyfile:
+        raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
+    setup_django(settings, pythonpath)
+    from ..server.runner import DDPServer, bind_sockets
+
+    try:
+        sockets = bind_sockets(listen)
+    except OSError as exc:
+        raise click.ClickException(str(exc.strerror or exc)) from None
+    server = DDPServer(config, sockets, ssl_context)
+    _banner(config, server)
+    server.serve()
+
+
+def _banner(config: ServeConfig, server: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..methods import methods
+    from ..publish import publications
+
+    console = Console(stderr=True, highlight=False)
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan")
+    table.add_column()
+    ws = "wss" if config.ssl_certfile else "ws"
+    for host, port in server.addresses:  # type: ignore[attr-defined]
+        shown = f"[{host}]" if ":" in host else host
+        table.add_row("DDP", f"{ws}://{shown}:{port}/websocket  ·  SockJS {config.scheme}://{shown}:{port}/sockjs")
+        table.add_row("Django", f"{config.scheme}://{shown}:{port}/")
+    table.add_row("settings", str(config.settings))
+    table.add_row("serving", f"{len(methods.names())} method(s), {len(publications.names())} "
+                             f"publication(s), at most {config.db_connections} DB connections")
+    console.print(f"[bold]ddpctl {__version__}[/bold] (pid {os.getpid()}) - Ctrl-C or SIGTERM to stop")
+    console.print(table)
+
+
+def _run_with_reloader() -> None:
+    import watchfiles
+
+    args = [a for a in sys.argv[1:] if a != "--reload"]
+    command = shlex.join([sys.executable, "-m", "ddpctl", *args, "--no-reload"])
+    logger.info("watching %s for changes (reload)", os.getcwd())
+    watchfiles.run_process(os.getcwd(), target=command, target_type="command",
+                           watch_filter=watchfiles.PythonFilter())

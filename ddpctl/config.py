@@ -1,0 +1,50 @@
+"""``ddpctl serve`` configuration, separate from the CLI that fills it and the server that reads it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ServeConfig", "parse_listen"]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT``, ``PORT`` or ``[IPv6]:PORT`` -> ``(host, port)``."""
+    text = value.strip()
+    host = "127.0.0.1"
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1:end + 2] != ":":
+            raise ValueError(f"invalid listen address {value!r} (use [ADDR]:PORT)")
+        host, port_text = text[1:end], text[end + 2:]
+    elif ":" in text:
+        host_part, _, port_text = text.rpartition(":")
+        host = host_part or "0.0.0.0"
+    else:
+        port_text = text
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"invalid port in listen address {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in listen address {value!r}")
+    return host, port
+
+
+@dataclass
+class ServeConfig:
+    settings: str | None = None
+    listen: list[tuple[str, int]] = field(default_factory=lambda: [("127.0.0.1", 8000)])
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    log_level: str = "info"
+    max_frame_size: int = 1 << 20
+    heartbeat_interval: float = 15.0
+    heartbeat_timeout: float = 15.0
+    handshake_timeout: float = 45.0
+    send_queue_size: int = 10_000
+    db_connections: int = 10
+    shutdown_timeout: float = 5.0
+    legacy_server_id: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile else "http"

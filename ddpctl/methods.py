@@ -1,0 +1,92 @@
+"""Server methods: registration from ``ddp.py`` modules and invocation.
+
+    from ddpctl.api import method, MeteorError
+
+    @method                      # callable as "add"
+    def add(a, b):
+        return a + b
+
+    @method("books.rename")      # an explicit name
+    def rename(book_id, title): ...
+
+Params arrive positionally (DDP ``params``).  Params that do not fit the signature give
+``400 Match failed`` like Meteor's ``check``.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from django.db import transaction
+
+from .ddp.errors import MeteorError
+from .invocation import MethodInvocation, call_user_code
+
+__all__ = ["MethodRegistry", "methods", "method"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class MethodRegistry:
+    def __init__(self) -> None:
+        self._methods: dict[str, Callable[..., Any]] = {}
+        self._signatures: dict[str, inspect.Signature] = {}
+
+    def register(self, name: str, func: Callable[..., Any]) -> None:
+        existing = self._methods.get(name)
+        if existing is not None and existing is not func:
+            raise ValueError(f"A DDP method named {name!r} is already registered ({existing!r})")
+        self._methods[name] = func
+        self._signatures[name] = inspect.signature(func)
+
+    def unregister(self, name: str) -> None:
+        self._methods.pop(name, None)
+        self._signatures.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._methods
+
+    def names(self) -> list[str]:
+        return sorted(self._methods)
+
+    def invoke(self, name: str, params: list[Any], invocation: MethodInvocation,
+               atomic: bool = True) -> Any:
+        """Run a method; raises ``MeteorError`` (404, 400, the method's own, or 500)."""
+        func = self._methods.get(name)
+        if func is None:
+            raise MeteorError(404, f"Method '{name}' not found")
+        try:
+            self._signatures[name].bind(*params)
+        except TypeError as exc:
+            raise MeteorError(400, "Match failed", str(exc)) from None
+        if atomic:  # a method that raises leaves no writes behind
+            def run() -> Any:
+                with transaction.atomic():
+                    return func(*params)
+        else:
+            def run() -> Any:
+                return func(*params)
+        return call_user_code(f"method {name!r}", run, invocation=invocation)
+
+
+methods = MethodRegistry()
+
+
+@overload
+def method(name_or_func: F) -> F: ...
+@overload
+def method(name_or_func: str | None = None) -> Callable[[F], F]: ...
+
+
+def method(name_or_func: Any = None) -> Any:
+    """Register a function as a DDP method (``@method`` or ``@method("name")``)."""
+    if callable(name_or_func):
+        methods.register(name_or_func.__name__, name_or_func)
+        return name_or_func
+
+    def decorate(func: F) -> F:
+        methods.register(name_or_func or func.__name__, func)
+        return func
+
+    return decorate

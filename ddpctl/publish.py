@@ -1,0 +1,153 @@
+"""Low-level publications, Meteor's ``Meteor.publish(name, handler)``.
+
+The handler receives a :class:`Subscription` (Meteor's ``this`` in a publish function)
+and the subscription's params, and publishes documents by hand::
+
+    @publish("server_time")
+    def server_time(sub):
+        sub.added("clock", "now", {"at": datetime.now(timezone.utc)})
+        sub.ready()
+
+Model-backed publications build on this.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from .ddp.errors import MeteorError, internal_server_error
+from .invocation import ConnectionHandle, call_user_code
+
+__all__ = ["Subscription", "SubscriptionSink", "PublicationRegistry", "publications", "publish"]
+
+logger = logging.getLogger(__name__)
+
+
+class SubscriptionSink(Protocol):
+    """Where a subscription's output goes (the server's connection implements it)."""
+
+    def sub_added(self, sub_id: str, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None: ...
+    def sub_changed(self, sub_id: str, collection: str, doc_id: str,
+                    fields: Mapping[str, Any] | None, cleared: Iterable[str]) -> None: ...
+    def sub_removed(self, sub_id: str, collection: str, doc_id: str) -> None: ...
+    def sub_ready(self, sub_id: str) -> None: ...
+    def sub_failed(self, sub_id: str, error: MeteorError) -> None: ...
+    def sub_stopped(self, sub_id: str) -> None: ...
+
+
+class Subscription:
+    """One client's subscription to a publication."""
+
+    def __init__(self, sink: SubscriptionSink, sub_id: str, name: str, params: list[Any],
+                 connection: ConnectionHandle | None = None, user_id: Any = None) -> None:
+        self._sink = sink
+        self.id = sub_id
+        self.name = name
+        self.params = params
+        self.connection = connection
+        self.user_id = user_id
+        self.active = True
+        self._stop_callbacks: list[Callable[[], None]] = []
+
+    def added(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:
+        if self.active:
+            self._sink.sub_added(self.id, collection, doc_id, fields)
+
+    def changed(self, collection: str, doc_id: str, fields: Mapping[str, Any] | None = None,
+                cleared: Iterable[str] = ()) -> None:
+        if self.active:
+            self._sink.sub_changed(self.id, collection, doc_id, fields, cleared)
+
+    def removed(self, collection: str, doc_id: str) -> None:
+        if self.active:
+            self._sink.sub_removed(self.id, collection, doc_id)
+
+    def ready(self) -> None:
+        if self.active:
+            self._sink.sub_ready(self.id)
+
+    def error(self, exc: BaseException) -> None:
+        """End the subscription with an error (``nosub`` with the error)."""
+        if not self.active:
+            return
+        if not isinstance(exc, MeteorError):
+            logger.error("Error in publication %r", self.name, exc_info=exc)
+            exc = internal_server_error()
+        self._sink.sub_failed(self.id, exc)
+        self.deactivate()
+
+    def stop(self) -> None:
+        """End the subscription (``nosub`` without error)."""
+        if self.active:
+            self._sink.sub_stopped(self.id)
+            self.deactivate()
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        if self.active:
+            self._stop_callbacks.append(callback)
+        else:
+            callback()
+
+    def deactivate(self) -> None:
+        """Run the stop callbacks once (unsub, error, stop or connection close)."""
+        if not self.active:
+            return
+        self.active = False
+        callbacks, self._stop_callbacks = self._stop_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("Error in on_stop callback of publication %r", self.name)
+
+
+Handler = Callable[..., Any]
+
+
+class PublicationRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, name: str, handler: Handler) -> None:
+        existing = self._handlers.get(name)
+        if existing is not None and existing is not handler:
+            raise ValueError(f"A publication named {name!r} is already registered ({existing!r})")
+        self._handlers[name] = handler
+
+    def unregister(self, name: str) -> None:
+        self._handlers.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def start(self, sub: Subscription) -> None:
+        """Run the publication for ``sub``; errors end it with ``nosub`` and an error."""
+        handler = self._handlers.get(sub.name)
+        if handler is None:
+            sub.error(MeteorError(404, f"Subscription '{sub.name}' not found"))
+            return
+        try:
+            inspect.signature(handler).bind(sub, *sub.params)
+        except TypeError as exc:
+            sub.error(MeteorError(400, "Match failed", str(exc)))
+            return
+        try:
+            call_user_code(f"publication {sub.name!r}", handler, sub, *sub.params)
+        except MeteorError as exc:
+            sub.error(exc)
+
+
+publications = PublicationRegistry()
+
+
+def publish(name: str) -> Callable[[Handler], Handler]:
+    """Register a low-level publication handler under ``name``."""
+    def decorate(handler: Handler) -> Handler:
+        publications.register(name, handler)
+        return handler
+    return decorate

@@ -1,0 +1,306 @@
+"""One DDP client connection: transport, session, bounded send queue, heartbeats.
+
+Greenlets per connection: the reader (the pywsgi handler's own greenlet) answers pings at
+once and queues ``sub``/``unsub``/``method``; the processor handles those in arrival order
+(user code runs on the database workers); the writer drains the send queue, batching
+frames; the heartbeat pings an idle client and closes a silent one.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import gevent
+from gevent.event import Event
+from gevent.queue import Empty, Full, Queue
+
+from ..ddp.errors import MeteorError, internal_server_error
+from ..ddp.heartbeat import Beat, Heartbeat
+from ..ddp.messages import stringify
+from ..ddp.session import (
+    Close, Enqueue, MethodCall, Send, Session, SubscriptionStart, SubscriptionStop,
+)
+from ..invocation import ConnectionHandle, MethodInvocation
+from ..methods import methods
+from ..publish import Subscription, publications
+from . import sockjs
+from .websocket import ConnectionClosed, WebSocket
+
+if TYPE_CHECKING:
+    from .runner import DDPServer
+
+__all__ = ["DDPConnection", "RawTransport", "SockJSTransport"]
+
+logger = logging.getLogger(__name__)
+_BATCH = 256  # frames taken from the send queue per socket write
+
+
+class Transport(Protocol):
+    def open(self) -> None: ...
+    def receive(self) -> list[str]: ...
+    def send(self, texts: list[str]) -> None: ...
+    def close(self, code: int, reason: str) -> None: ...
+    def abort(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+
+
+class RawTransport:
+    """DDP messages as plain WebSocket text messages (``/websocket``)."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    def open(self) -> None:
+        pass
+
+    def receive(self) -> list[str]:
+        return [self.ws.receive()]
+
+    def send(self, texts: list[str]) -> None:
+        self.ws.send_many(texts)
+
+    def close(self, code: int, reason: str) -> None:
+        self.ws.close(code, reason)
+
+    def abort(self) -> None:
+        self.ws.abort()
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed is not None
+
+
+class SockJSTransport(RawTransport):
+    """DDP inside SockJS frames (``/sockjs/<server>/<session>/websocket``)."""
+
+    def open(self) -> None:
+        self.ws.send(sockjs.OPEN)
+
+    def receive(self) -> list[str]:
+        frame = self.ws.receive()
+        try:
+            return sockjs.decode_client_frame(frame)
+        except ValueError:
+            self.close(3000, "Broken framing.")
+            raise ConnectionClosed(3000, "Broken framing.") from None
+
+    def send(self, texts: list[str]) -> None:
+        self.ws.send(sockjs.messages_frame(texts))
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.ws.closed:
+            try:
+                self.ws.send(sockjs.close_frame(code, reason))
+            except ConnectionClosed:
+                pass  # the peer went away first; the socket is already shut
+        self.ws.close(code, reason)
+
+
+class _CloseRequest:
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
+
+
+class DDPConnection:
+    def __init__(self, server: DDPServer, transport: Transport, environ: Mapping[str, Any]) -> None:
+        self.server = server
+        self.config = server.config
+        self.transport = transport
+        self.session = Session(has_method=methods.__contains__,
+                               has_publication=publications.__contains__)
+        self.handle = ConnectionHandle(
+            id="", client_address=environ.get("REMOTE_ADDR"),
+            http_headers={k[5:].lower().replace("_", "-"): v for k, v in environ.items()
+                          if k.startswith("HTTP_")},
+            _close=lambda: self.close(1000, "Normal closure"))
+        self.user_id: Any = None
+        self.opened_at = time.time()
+        self._outbox: Queue = Queue(maxsize=self.config.send_queue_size)
+        self._inbox: Queue = Queue()
+        self._subs: dict[str, Subscription] = {}
+        self._connected = Event()
+        self._heartbeat = Heartbeat(self.config.heartbeat_interval, self.config.heartbeat_timeout)
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve the client until it goes away or the connection is closed."""
+        self.server.connections.add(self)
+        helpers = []
+        try:
+            self.transport.open()
+            if self.config.legacy_server_id:
+                self._queue_text('{"server_id":"0"}')
+            helpers = [gevent.spawn(self._write_loop), gevent.spawn(self._process_loop),
+                       gevent.spawn(self._heartbeat_loop)]
+            self._read_loop()
+        except ConnectionClosed:
+            pass  # the client left; cleanup below is all there is to do
+        finally:
+            self._closing = True
+            writer = helpers[0] if helpers else None
+            if writer is not None and not self.transport_closed():
+                writer.join(timeout=self.config.shutdown_timeout)  # flush, then the close frame
+            gevent.killall([g for g in helpers if not g.dead], block=False)
+            self.transport.abort()
+            for sub in list(self._subs.values()):
+                sub.deactivate()
+            self._subs.clear()
+            self.server.connections.discard(self)
+
+    def close(self, code: int = 1000, reason: str = "Normal closure") -> None:
+        """Send what is queued, then close with ``code``."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self._outbox.put_nowait(_CloseRequest(code, reason))
+        except Full:
+            self.transport.abort()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        while not self._closing:
+            for text in self.transport.receive():
+                self._heartbeat.message_received()
+                for item in self.session.receive(text):
+                    if isinstance(item, Send):
+                        self._send(item.message)
+                    elif isinstance(item, Enqueue):
+                        self._inbox.put(item.message)
+                    elif isinstance(item, Close):
+                        self.close(1000, "Normal closure")
+                if self.session.connected and not self._connected.is_set():
+                    self.handle.id = self.session.id or ""
+                    self._connected.set()
+
+    # -- processing, in order -----------------------------------------------------------
+
+    def _process_loop(self) -> None:
+        while True:
+            msg = self._inbox.get()
+            processed = self.session.process(msg)
+            self._send_all(processed.messages)
+            work = processed.work
+            if isinstance(work, MethodCall):
+                self._run_method(work)
+            elif isinstance(work, SubscriptionStart):
+                self._start_subscription(work)
+            elif isinstance(work, SubscriptionStop):
+                sub = self._subs.pop(work.id, None)
+                if sub is not None:
+                    self.server.db.run(sub.deactivate)
+
+    def _run_method(self, call: MethodCall) -> None:
+        invocation = MethodInvocation(call.name, self.handle, call.random_seed, self.user_id)
+        try:
+            result = self.server.db.run(methods.invoke, call.name, call.params, invocation)
+        except MeteorError as exc:
+            self._send_all(self.session.method_failed(call, exc))
+            return
+        replies = self.session.method_returned(call, result)
+        try:
+            texts = [stringify(m) for m in replies]
+        except (TypeError, ValueError):
+            logger.exception("method %r returned a value that is not EJSON", call.name)
+            texts = [stringify(m) for m in self.session.method_failed(call, internal_server_error())]
+        for text in texts:
+            self._queue_text(text)
+
+    def _start_subscription(self, start: SubscriptionStart) -> None:
+        sub = Subscription(self, start.id, start.name, start.params, self.handle, self.user_id)
+        self._subs[start.id] = sub
+        self.server.db.run(publications.start, sub)
+
+    # SubscriptionSink: a publication's output goes through this session's mergebox.
+
+    def sub_added(self, sub_id: str, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:
+        self._send_all(self.session.subscription_added(sub_id, collection, doc_id, fields))
+
+    def sub_changed(self, sub_id: str, collection: str, doc_id: str,
+                    fields: Mapping[str, Any] | None, cleared: Iterable[str]) -> None:
+        self._send_all(self.session.subscription_changed(sub_id, collection, doc_id, fields, cleared))
+
+    def sub_removed(self, sub_id: str, collection: str, doc_id: str) -> None:
+        self._send_all(self.session.subscription_removed(sub_id, collection, doc_id))
+
+    def sub_ready(self, sub_id: str) -> None:
+        self._send_all(self.session.subscription_ready(sub_id))
+
+    def sub_failed(self, sub_id: str, error: MeteorError) -> None:
+        self._subs.pop(sub_id, None)
+        self._send_all(self.session.subscription_failed(sub_id, error))
+
+    def sub_stopped(self, sub_id: str) -> None:
+        self._subs.pop(sub_id, None)
+        self._send_all(self.session.subscription_stopped(sub_id))
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._queue_text(stringify(message))
+
+    def _send_all(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            self._queue_text(stringify(message))
+
+    def _queue_text(self, text: str) -> None:
+        try:
+            self._outbox.put_nowait(text)
+        except Full:
+            # A client that cannot keep up would make the server buffer without bound.
+            logger.warning("closing connection %s: send queue full (%d messages)",
+                           self.handle.id, self.config.send_queue_size)
+            self._closing = True
+            self.transport.abort()
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._outbox.get()]
+            try:
+                while len(batch) < _BATCH:
+                    batch.append(self._outbox.get_nowait())
+            except Empty:
+                pass  # the batch holds everything queued so far
+            texts: list[str] = []
+            for item in batch:
+                if isinstance(item, _CloseRequest):
+                    if texts:
+                        self.transport.send(texts)
+                    self.transport.close(item.code, item.reason)
+                    return
+                texts.append(item)
+            self.transport.send(texts)
+
+    def transport_closed(self) -> bool:
+        return self.transport.closed
+
+    # -- heartbeats ---------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        # Before the handshake, Meteor closes a socket that stays silent for 45 s.
+        if not self._connected.wait(timeout=self.config.handshake_timeout):
+            logger.info("closing a connection that sent no connect in %.0f s",
+                        self.config.handshake_timeout)
+            self.close(1000, "Normal closure")
+            return
+        if not self.session.heartbeats or not self._heartbeat.enabled:
+            return
+        heartbeat = self._heartbeat = Heartbeat(self.config.heartbeat_interval,
+                                                self.config.heartbeat_timeout, now=time.monotonic())
+        while True:
+            gevent.sleep(max(0.01, heartbeat.next_deadline() - time.monotonic()))
+            beat = heartbeat.tick(time.monotonic())
+            if beat is Beat.PING:
+                self._send({"msg": "ping"})
+            elif beat is Beat.TIMEOUT:
+                logger.info("closing connection %s: heartbeat timed out", self.handle.id)
+                self.close(1000, "Normal closure")
+                return

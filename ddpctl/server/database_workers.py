@@ -1,0 +1,58 @@
+"""A fixed set of greenlets that run every piece of ORM work of DDP connections.
+
+Django keeps one database connection per greenlet.  If each WebSocket greenlet touched
+the ORM itself, every client would hold a connection (django-ddp ran out of
+``max_connections`` at ~100 clients).  Here ``size`` worker greenlets take jobs from a
+queue, so a process never holds more than ``size`` connections for DDP, whatever the
+number of clients, and each worker keeps its connection between jobs.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.queue import Queue
+
+__all__ = ["DatabaseWorkers"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DatabaseWorkers:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._queue: Queue = Queue()
+        self._workers = [gevent.spawn(self._work) for _ in range(size)]
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on a worker; block this greenlet until done; re-raise errors."""
+        result: AsyncResult = AsyncResult()
+        self._queue.put((fn, args, result))
+        return result.get()
+
+    def _work(self) -> None:
+        from django.db import close_old_connections, connections
+
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    return
+                fn, args, result = job
+                close_old_connections()  # drops connections that broke or outlived CONN_MAX_AGE
+                try:
+                    result.set(fn(*args))
+                except BaseException as exc:  # handed to the waiting greenlet, which re-raises
+                    result.set_exception(exc)
+        finally:
+            connections.close_all()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for _ in self._workers:
+            self._queue.put(None)
+        gevent.joinall(self._workers, timeout=timeout)
+        gevent.killall([w for w in self._workers if not w.dead])

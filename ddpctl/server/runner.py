@@ -1,0 +1,122 @@
+"""The server process: bind, serve, and shut down gracefully on SIGTERM/SIGINT.
+
+Shutdown (like uvicorn): stop accepting, close every DDP connection with 1001 after its
+queued messages, wait up to ``shutdown_timeout`` for them, then stop the database workers.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import gevent
+from gevent import pywsgi
+from gevent.event import Event
+from gevent.lock import BoundedSemaphore
+
+from .database_workers import DatabaseWorkers
+from .handler import DDPHandler, Router
+
+if TYPE_CHECKING:
+    from ..config import ServeConfig
+    from .connection import DDPConnection
+
+__all__ = ["DDPServer", "bind_sockets", "load_ssl_context"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_ssl_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    """A server TLS context; ``OSError``/``ssl.SSLError`` for unreadable or invalid files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def bind_sockets(addresses: list[tuple[str, int]], backlog: int = 2048) -> list[socket.socket]:
+    """Listening sockets for every address; ``OSError`` (e.g. port in use) if one fails."""
+    sockets: list[socket.socket] = []
+    try:
+        for host, port in addresses:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class DDPServer:
+    def __init__(self, config: ServeConfig, sockets: list[socket.socket],
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        from django.core.wsgi import get_wsgi_application
+        from django.db import connections
+
+        self.config = config
+        self.connections: set[DDPConnection] = set()
+        self.draining = False
+        self.db = DatabaseWorkers(config.db_connections)
+        app = Router(get_wsgi_application(), BoundedSemaphore(config.db_connections),
+                     connections.close_all)
+        access_log = logging.getLogger("ddpctl.access")
+        tls = {"ssl_context": ssl_context} if ssl_context else {}
+        self._servers = []
+        for sock in sockets:
+            server = pywsgi.WSGIServer(sock, app, handler_class=DDPHandler, log=access_log,
+                                       error_log=logging.getLogger("ddpctl.server.error"), **tls)
+            server.ddp_server = self
+            self._servers.append(server)
+        self._stop = Event()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [s.address[:2] for s in self._servers]
+
+    def request_shutdown(self, signum: int | None = None) -> None:
+        if self._stop.is_set():
+            return
+        name = signal.Signals(signum).name if signum else "request"
+        logger.info("shutting down (%s)", name)
+        self._stop.set()
+
+    def serve(self) -> None:
+        """Serve until SIGTERM/SIGINT (or ``request_shutdown``), then shut down."""
+        handlers = [gevent.signal_handler(sig, self.request_shutdown, sig)
+                    for sig in (signal.SIGTERM, signal.SIGINT)]
+        try:
+            for server in self._servers:
+                server.start()
+            self._stop.wait()
+        finally:
+            for handler in handlers:
+                handler.cancel()
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.draining = True
+        for server in self._servers:
+            server.close()  # stop accepting; the listening socket goes away
+        conns = list(self.connections)
+        if conns:
+            logger.info("closing %d DDP connection(s)", len(conns))
+        for conn in conns:
+            conn.close(1001, "Server shutting down")
+        deadline = gevent.Timeout(self.config.shutdown_timeout, False)
+        with deadline:
+            while self.connections:
+                gevent.sleep(0.02)
+        for server in self._servers:
+            server.stop(timeout=0.5)
+        self.db.stop(timeout=1.0)
+        logger.info("stopped")

@@ -1,0 +1,157 @@
+"""A server-side WebSocket over a gevent socket, framed by wsproto (sans-IO).
+
+The HTTP upgrade is answered through pywsgi's own ``start_response`` (see
+:mod:`ddpctl.server.handler`); this module then owns the socket.  Messages larger than
+``max_message_size`` close the connection with 1008 (policy violation) before the
+payload is even buffered whole.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import socket
+from collections.abc import Callable
+
+from gevent.lock import Semaphore
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage, CloseConnection, Message, Ping, TextMessage,
+)
+
+__all__ = ["WebSocket", "accept_key", "ConnectionClosed"]
+
+logger = logging.getLogger(__name__)
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_READ_SIZE = 65536
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
+
+
+class ConnectionClosed(Exception):
+    """The WebSocket is closed; ``code`` says how."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"{code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class WebSocket:
+    def __init__(self, read: Callable[[int], bytes], sendall: Callable[[bytes], None],
+                 sock: socket.socket | None, max_message_size: int) -> None:
+        self._read = read
+        self._sendall_unlocked = sendall
+        # The reader answers pings and close frames while the writer may be mid-send.
+        self._write_lock = Semaphore()
+        self._socket = sock
+        self._ws = Connection(ConnectionType.SERVER)
+        self._max = max_message_size
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self._pending: list[str] = []
+        self.closed: ConnectionClosed | None = None
+
+    def receive(self) -> str:
+        """Block until the next complete text message; raises ``ConnectionClosed``."""
+        while not self._pending:
+            if self.closed:
+                raise self.closed
+            try:
+                data = self._read(_READ_SIZE)
+            except OSError as exc:
+                self._abort(1006, f"read failed: {exc}")
+                raise self.closed from None  # type: ignore[misc]
+            if not data:
+                self._abort(1006, "connection lost")
+                raise self.closed  # type: ignore[misc]
+            self._ws.receive_data(data)
+            self._handle_events()
+        return self._pending.pop(0)
+
+    def _handle_events(self) -> None:
+        for event in self._ws.events():
+            if isinstance(event, Message):
+                self._message_part(event)
+            elif isinstance(event, Ping):
+                self._write(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._write(self._ws.send(event.response()))
+                    self._abort(event.code, event.reason or "")
+                else:  # wsproto could not parse the peer's frames
+                    logger.info("WebSocket protocol error: %s", event.reason)
+                    self.close(int(event.code), "protocol error")
+                return
+            if self.closed:
+                return
+
+    def _message_part(self, event: Message) -> None:
+        self._size += len(event.data)
+        if self._size > self._max:
+            logger.warning("closing a WebSocket: message over %d bytes", self._max)
+            self.close(1008, "message too big")
+            return
+        if isinstance(event, BytesMessage):
+            # DDP is text; a binary message is decoded as UTF-8 like Meteor's transports do.
+            self._parts.append(bytes(event.data))
+        else:
+            self._parts.append(event.data)
+        if event.message_finished:
+            parts, self._parts, self._size = self._parts, [], 0
+            if isinstance(event, TextMessage):
+                self._pending.append("".join(parts))  # type: ignore[arg-type]
+            else:
+                try:
+                    self._pending.append(b"".join(parts).decode("utf-8"))  # type: ignore[arg-type]
+                except UnicodeDecodeError:
+                    self.close(1007, "invalid UTF-8")
+
+    def send(self, text: str) -> None:
+        self.send_many([text])
+
+    def send_many(self, texts: list[str]) -> None:
+        """Send each text as its own message, in one socket write."""
+        if self.closed:
+            raise self.closed
+        data = b"".join(self._ws.send(TextMessage(data=t)) for t in texts)
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._sendall(data)
+        except OSError as exc:
+            self._abort(1006, f"write failed: {exc}")
+            raise self.closed from None  # type: ignore[misc]
+
+    def _sendall(self, data: bytes) -> None:
+        with self._write_lock:
+            self._sendall_unlocked(data)
+
+    def abort(self) -> None:
+        """Drop the connection without a close frame (the peer sees 1006)."""
+        self._abort(1006, "aborted")
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame (if still possible) and shut the socket down."""
+        if self.closed:
+            return
+        if self._ws.state is ConnectionState.OPEN:
+            try:
+                self._sendall(self._ws.send(CloseConnection(code=code, reason=reason)))
+            except OSError:
+                pass  # the peer is gone; there is nobody to tell
+        self._abort(code, reason)
+
+    def _abort(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = ConnectionClosed(code, reason)
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already disconnected

@@ -1,0 +1,1 @@
+"""The bookstore example: the Django project every README example and test uses."""

@@ -1,0 +1,20 @@
+from django.db import models
+
+
+class Author(models.Model):
+    name = models.CharField(max_length=200)
+    email = models.EmailField(unique=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Book(models.Model):
+    title = models.CharField(max_length=200)
+    author = models.ForeignKey(Author, related_name="books", on_delete=models.CASCADE)
+    pages = models.PositiveIntegerField(default=0)
+    published = models.DateField(null=True, blank=True)
+    blurb = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.title

@@ -1,0 +1,36 @@
+"""Settings of the bookstore example.
+
+With no ``DATABASE_URL`` the example runs on an embedded PostgreSQL kept in
+``examples/bookstore/.pgdata`` (started on first use, stopped with the last process).
+"""
+import os
+from pathlib import Path
+
+from ddpctl.database import database_settings
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "bookstore-example-not-for-production")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]").split()
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "ddpctl",
+    "bookstore",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+ROOT_URLCONF = "bookstore.urls"
+WSGI_APPLICATION = "bookstore.wsgi.application"
+TEMPLATES = []
+
+DATABASES = {"default": database_settings(embedded_dir=BASE_DIR / ".pgdata")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
