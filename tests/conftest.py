@@ -1,0 +1,80 @@
+"""Fixtures: a database for server processes, and live ``ddpctl serve`` processes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg2
+import pytest
+from django.conf import settings
+
+from ddpctl.testing import DDPClient, LiveServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHONPATH_ARGS = ["--pythonpath", str(ROOT / "examples" / "bookstore"), "--pythonpath", str(ROOT / "tests")]
+SERVER_ARGS = ["--settings", "test_settings", *PYTHONPATH_ARGS]
+
+
+def _url(dbname: str) -> str:
+    db = settings.DATABASES["default"]
+    auth = quote(db["USER"] or "") + (":" + quote(db["PASSWORD"]) if db["PASSWORD"] else "")
+    host = db["HOST"] or ""
+    port = db["PORT"] or "5432"
+    if host.startswith("/"):
+        return f"postgresql://{auth}@:{port}/{dbname}?host={quote(host)}"
+    return f"postgresql://{auth}@{host}:{port}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def live_database_url(django_db_blocker):
+    """A fresh, migrated database that server processes started by the tests share."""
+    name = f"ddpctl_it_{os.getpid()}"
+    admin = psycopg2.connect(_url("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = _url(name)
+    subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *SERVER_ARGS],
+                   env={**os.environ, "DATABASE_URL": url}, check=True, capture_output=True)
+    yield url
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def start_server(live_database_url):
+    """Start ``ddpctl serve`` with extra arguments; every server is stopped after the test."""
+    servers: list[LiveServer] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> LiveServer:
+        server = LiveServer([*SERVER_ARGS, *args],
+                            env={"DATABASE_URL": live_database_url, **(env or {})})
+        servers.append(server.start())
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(live_database_url):
+    """One ``ddpctl serve`` with default options, shared by a test module."""
+    with LiveServer(SERVER_ARGS, env={"DATABASE_URL": live_database_url}) as live:
+        yield live
+
+
+@pytest.fixture(params=["raw", "sockjs"])
+def client_url(request, server):
+    return server.ws_url if request.param == "raw" else server.sockjs_url
+
+
+@pytest.fixture
+def client(client_url):
+    with DDPClient(client_url) as ddp:
+        yield ddp

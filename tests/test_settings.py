@@ -1,0 +1,22 @@
+"""Settings for the test suite: the bookstore plus a test-only app.
+
+The database: ``DATABASE_URL`` (what the test fixtures hand to server processes), else
+``DDPCTL_TEST_DATABASE_URL``, else an embedded PostgreSQL in the temp directory, kept
+between runs so only the first run pays for ``initdb``.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+from bookstore.settings import *  # noqa: F403
+
+from ddpctl.database import database_settings, parse_database_url
+
+INSTALLED_APPS = INSTALLED_APPS + ["testapp"]  # noqa: F405
+
+_url = os.environ.get("DATABASE_URL") or os.environ.get("DDPCTL_TEST_DATABASE_URL")
+if _url:
+    DATABASES = {"default": {**parse_database_url(_url), "CONN_HEALTH_CHECKS": True}}
+else:
+    DATABASES = {"default": database_settings(
+        embedded_dir=Path(tempfile.gettempdir()) / f"ddpctl-test-pgdata-{os.getuid()}")}

@@ -1,0 +1,1 @@
+"""A Django app with methods and publications that only the tests use."""
