@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,8 @@ from .ddp.ejson import from_json_value, to_json_value
 from .ddp.errors import MeteorError
 
 __all__ = ["free_port", "LiveServer", "DDPClient", "ServerDidNotStart"]
+
+_SOCKJS_URL = re.compile(r"/sockjs/[^/.]+/[^/.]+/websocket/?$")
 
 
 def free_port() -> int:
@@ -112,7 +115,7 @@ class DDPClient:
                  auto_pong: bool = True, **options: Any) -> None:
         import websocket  # websocket-client
 
-        self.sockjs = "/sockjs/" in url if sockjs is None else sockjs
+        self.sockjs = bool(_SOCKJS_URL.search(url)) if sockjs is None else sockjs
         self.ws = websocket.create_connection(url, timeout=timeout, **options)
         self.auto_pong = auto_pong
         self.session: str | None = None

@@ -16,7 +16,7 @@ def django_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option(
         "--pythonpath", envvar="DDPCTL_PYTHONPATH", multiple=True, type=click.Path(file_okay=False),
         help="A directory to add to the Python path (repeatable). The current directory "
-             "is always on it.  [env: DDPCTL_PYTHONPATH]")(command)
+             f"is always on it.  [env: DDPCTL_PYTHONPATH, '{os.pathsep}'-separated]")(command)
     command = click.option(
         "--settings", envvar=["DDPCTL_SETTINGS", "DJANGO_SETTINGS_MODULE"], metavar="MODULE",
         help="Django settings module, e.g. mysite.settings.  "

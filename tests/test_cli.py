@@ -1,0 +1,136 @@
+"""The ``ddpctl`` command line: help, errors with one-line messages, exit codes."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SERVER_ARGS
+from ddpctl.config import parse_listen
+
+COMMANDS = [[], ["serve"], ["migrate"]]
+
+
+def ddpctl(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "ddpctl", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "ddpctl")
+def test_help(command):
+    result = ddpctl(*command, "--help")
+    assert result.returncode == 0
+    assert "Usage: ddpctl" in result.stdout
+    if command:
+        assert "Example" in result.stdout
+
+
+def test_serve_help_names_every_environment_variable():
+    out = ddpctl("serve", "--help").stdout
+    for var in ["DDPCTL_LISTEN", "DDPCTL_SETTINGS", "DDPCTL_SSL_CERTFILE", "DDPCTL_SSL_KEYFILE",
+                "DDPCTL_RELOAD", "DDPCTL_LOG_LEVEL", "DDPCTL_MAX_FRAME_SIZE", "DDPCTL_PYTHONPATH"]:
+        assert var in out
+
+
+def test_version():
+    result = ddpctl("--version")
+    assert result.returncode == 0 and "ddpctl, version" in result.stdout
+
+
+def one_line_error(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    return lines[-1]
+
+
+def test_missing_settings_module():
+    result = ddpctl("serve", "--settings", "no_such_project.settings", env={"DJANGO_SETTINGS_MODULE": ""})
+    assert "cannot import settings module 'no_such_project.settings'" in one_line_error(result)
+
+
+def test_no_settings_at_all():
+    env = {"DJANGO_SETTINGS_MODULE": "", "DDPCTL_SETTINGS": ""}
+    assert "no Django settings" in one_line_error(ddpctl("serve", env=env))
+
+
+def test_port_in_use(live_database_url):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = ddpctl("serve", *SERVER_ARGS, "--listen", f"127.0.0.1:{port}",
+                        env={"DATABASE_URL": live_database_url})
+    line = one_line_error(result)
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "in use" in line
+
+
+def test_missing_tls_file(tmp_path):
+    result = ddpctl("serve", *SERVER_ARGS, "--ssl-certfile", str(tmp_path / "nope.pem"))
+    assert "does not exist" in one_line_error(result)
+
+
+def test_invalid_tls_file(tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    result = ddpctl("serve", *SERVER_ARGS, "--ssl-certfile", str(bad))
+    assert "cannot load the TLS certificate/key" in one_line_error(result)
+
+
+def test_unreadable_tls_file(tmp_path):
+    if os.geteuid() == 0:
+        # root reads any file; make the path a directory instead, which is unreadable as a file
+        target = tmp_path / "dir.pem"
+        target.mkdir()
+    else:
+        target = tmp_path / "secret.pem"
+        target.write_text("x")
+        target.chmod(0)
+    result = ddpctl("serve", *SERVER_ARGS, "--ssl-certfile", str(target))
+    assert "--ssl-certfile" in one_line_error(result)
+
+
+def test_bad_listen_address():
+    result = ddpctl("serve", *SERVER_ARGS, "--listen", "localhost:http")
+    assert "invalid port" in one_line_error(result)
+
+
+def test_listen_from_environment(live_database_url):
+    from ddpctl.testing import DDPClient, free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ddpctl", "serve"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            env={**os.environ, "DATABASE_URL": live_database_url,
+                                 "DDPCTL_LISTEN": f"127.0.0.1:{port}", "DDPCTL_SETTINGS": "test_settings",
+                                 "DDPCTL_PYTHONPATH": os.pathsep.join([SERVER_ARGS[3], SERVER_ARGS[5]])})
+    try:
+        import time
+        for _ in range(200):
+            try:
+                with DDPClient(f"ws://127.0.0.1:{port}/websocket") as client:
+                    client.connect()
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("server did not start from environment variables")
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:8000", ("127.0.0.1", 8000)),
+    (":9000", ("0.0.0.0", 9000)),
+    ("9000", ("127.0.0.1", 9000)),
+    ("[::1]:8000", ("::1", 8000)),
+])
+def test_parse_listen(text, expected):
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host:", "host:99999", "[::1]8000"])
+def test_parse_listen_rejects(text):
+    with pytest.raises(ValueError):
+        parse_listen(text)
