@@ -67,20 +67,23 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/sockjs/123/abcdefgh/websocket"
 
     def start(self) -> LiveServer:
-        cmd = [sys.executable, "-m", "ddpctl", "serve", "--listen", f"127.0.0.1:{self.port}", *self.args]
+        cmd = [sys.executable, "-m", "ddpctl", "serve", "--listen", f"127.0.0.1:{self.port}",
+               *self.args]
         self.process = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=self._log,
                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerDidNotStart(f"ddpctl serve exited with {self.process.returncode}:\n{self.output()}")
+                raise ServerDidNotStart(
+                    f"ddpctl serve exited with {self.process.returncode}:\n{self.output()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise ServerDidNotStart(f"ddpctl serve did not listen within {self.startup_timeout} s:\n{self.output()}")
+        raise ServerDidNotStart(
+            f"ddpctl serve did not listen within {self.startup_timeout} s:\n{self.output()}")
 
     def output(self) -> str:
         """Everything the server printed so far."""
@@ -123,7 +126,7 @@ class DDPClient:
         self._next_id = 0
         self.collections: dict[str, dict[str, dict[str, Any]]] = {}
         if self.sockjs:
-            opening = self.ws.recv()
+            opening = self._recv_frame()
             if opening != "o":
                 raise AssertionError(f"expected SockJS open frame, got {opening!r}")
 
@@ -138,7 +141,7 @@ class DDPClient:
     def recv_raw(self) -> str:
         """The next DDP message text (SockJS ``a`` frames are unpacked)."""
         while not self._pending:
-            frame = self.ws.recv()
+            frame = self._recv_frame()
             if not self.sockjs:
                 return frame
             if frame.startswith("a"):
@@ -146,6 +149,15 @@ class DDPClient:
             elif frame.startswith("c"):
                 raise ConnectionError(f"SockJS close frame: {frame}")
         return self._pending.pop(0)
+
+    def _recv_frame(self) -> str:
+        import websocket
+
+        opcode, data = self.ws.recv_data()
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            raise ConnectionError(f"WebSocket closed by the server (code {code})")
+        return data.decode("utf-8")
 
     def recv(self) -> dict[str, Any]:
         """The next DDP message, answering server pings unless ``auto_pong`` is off."""

@@ -1,7 +1,7 @@
 """Method and publication registration, invocation and database settings, in-process."""
 import pytest
-
 from bookstore.models import Book
+
 from ddpctl.api import MeteorError
 from ddpctl.database import parse_database_url
 from ddpctl.invocation import MethodInvocation, current_invocation

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import SERVER_ARGS
+
 from ddpctl.config import parse_listen
 
 COMMANDS = [[], ["serve"], ["migrate"]]

@@ -6,7 +6,7 @@ import pytest
 
 from ddpctl.ddp.ejson import EJSONError, ObjectID, RegExp, from_json_value, to_json_value
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 @pytest.mark.parametrize("value, wire", [

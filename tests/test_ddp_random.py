@@ -1,6 +1,10 @@
 """Meteor's Random and randomSeed streams: the test vectors of packages/random."""
 from ddpctl.ddp.random import (
-    UNMISTAKABLE_CHARS, RandomGenerator, random_id, random_secret, random_stream,
+    UNMISTAKABLE_CHARS,
+    RandomGenerator,
+    random_id,
+    random_secret,
+    random_stream,
 )
 
 

@@ -7,7 +7,13 @@ from ddpctl.ddp.errors import MeteorError
 from ddpctl.ddp.heartbeat import Beat, Heartbeat
 from ddpctl.ddp.messages import stringify
 from ddpctl.ddp.session import (
-    Close, Enqueue, MethodCall, Send, Session, SubscriptionStart, SubscriptionStop,
+    Close,
+    Enqueue,
+    MethodCall,
+    Send,
+    Session,
+    SubscriptionStart,
+    SubscriptionStop,
 )
 
 

@@ -11,14 +11,15 @@ import binascii
 import datetime
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = [
     "EJSONError", "RegExp", "ObjectID", "add_type", "to_json_value", "from_json_value",
 ]
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _JS_FLAGS = "gimuy"
 
 
@@ -68,7 +69,7 @@ add_type("oid", ObjectID, lambda oid: oid.hex, ObjectID)
 
 def _date_ms(value: datetime.datetime) -> int:
     if value.tzinfo is None:  # naive datetimes are taken as UTC, like Django with USE_TZ=False
-        value = value.replace(tzinfo=datetime.timezone.utc)
+        value = value.replace(tzinfo=datetime.UTC)
     delta = value - _EPOCH
     return (delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000)
 

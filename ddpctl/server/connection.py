@@ -20,7 +20,13 @@ from ..ddp.errors import MeteorError, internal_server_error
 from ..ddp.heartbeat import Beat, Heartbeat
 from ..ddp.messages import stringify
 from ..ddp.session import (
-    Close, Enqueue, MethodCall, Send, Session, SubscriptionStart, SubscriptionStop,
+    Close,
+    Enqueue,
+    MethodCall,
+    Send,
+    Session,
+    SubscriptionStart,
+    SubscriptionStop,
 )
 from ..invocation import ConnectionHandle, MethodInvocation
 from ..methods import methods

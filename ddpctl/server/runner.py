@@ -35,8 +35,12 @@ def load_ssl_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
     return context
 
 
-def bind_sockets(addresses: list[tuple[str, int]], backlog: int = 2048) -> list[socket.socket]:
-    """Listening sockets for every address; ``OSError`` (e.g. port in use) if one fails."""
+def bind_sockets(addresses: list[tuple[str, int]]) -> list[socket.socket]:
+    """Bound sockets for every address; ``OSError`` (e.g. port in use) if one fails.
+
+    They listen only once :meth:`DDPServer.serve` has its signal handlers in place, so a
+    client (or a test) that sees the port open can rely on graceful shutdown.
+    """
     sockets: list[socket.socket] = []
     try:
         for host, port in addresses:
@@ -48,7 +52,6 @@ def bind_sockets(addresses: list[tuple[str, int]], backlog: int = 2048) -> list[
                 sock.bind((host, port))
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-            sock.listen(backlog)
             sock.setblocking(False)
     except OSError:
         for sock in sockets:
@@ -58,6 +61,8 @@ def bind_sockets(addresses: list[tuple[str, int]], backlog: int = 2048) -> list[
 
 
 class DDPServer:
+    backlog = 2048
+
     def __init__(self, config: ServeConfig, sockets: list[socket.socket],
                  ssl_context: ssl.SSLContext | None = None) -> None:
         from django.core.wsgi import get_wsgi_application
@@ -71,6 +76,7 @@ class DDPServer:
                      connections.close_all)
         access_log = logging.getLogger("ddpctl.access")
         tls = {"ssl_context": ssl_context} if ssl_context else {}
+        self._sockets = sockets
         self._servers = []
         for sock in sockets:
             server = pywsgi.WSGIServer(sock, app, handler_class=DDPHandler, log=access_log,
@@ -95,6 +101,8 @@ class DDPServer:
         handlers = [gevent.signal_handler(sig, self.request_shutdown, sig)
                     for sig in (signal.SIGTERM, signal.SIGINT)]
         try:
+            for sock in self._sockets:
+                sock.listen(self.backlog)
             for server in self._servers:
                 server.start()
             self._stop.wait()

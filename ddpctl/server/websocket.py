@@ -16,7 +16,11 @@ from collections.abc import Callable
 from gevent.lock import Semaphore
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
-    BytesMessage, CloseConnection, Message, Ping, TextMessage,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    TextMessage,
 )
 
 __all__ = ["WebSocket", "accept_key", "ConnectionClosed"]

@@ -1,8 +1,8 @@
 import time
 
-from ddpctl.api import MeteorError, current_invocation, method, publish
-
 from bookstore.models import Author, Book
+
+from ddpctl.api import MeteorError, current_invocation, method, publish
 
 
 @method
