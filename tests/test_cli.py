@@ -134,3 +134,37 @@ def test_parse_listen(text, expected):
 def test_parse_listen_rejects(text):
     with pytest.raises(ValueError):
         parse_listen(text)
+
+
+def test_reload_restarts_the_server_on_code_change(live_database_url, tmp_path):
+    import time
+
+    from ddpctl.testing import DDPClient, free_port
+    module = tmp_path / "watched.py"
+    module.write_text("VALUE = 1\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ddpctl", "serve", "--reload", *SERVER_ARGS,
+         "--listen", f"127.0.0.1:{port}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "DATABASE_URL": live_database_url})
+
+    def wait_until_serving():
+        for _ in range(300):
+            try:
+                with DDPClient(f"ws://127.0.0.1:{port}/websocket") as client:
+                    client.connect()
+                    return
+            except (OSError, ConnectionError):
+                time.sleep(0.05)
+        raise AssertionError("server did not come up")
+
+    try:
+        wait_until_serving()
+        module.write_text("VALUE = 2\n")
+        time.sleep(1.5)  # watchfiles debounces, then restarts the child
+        wait_until_serving()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert out.count("ddpctl 0.1.0 (pid") == 2, out
