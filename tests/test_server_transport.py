@@ -5,6 +5,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -141,3 +142,40 @@ def test_tls(start_server, certificate):
                    sslopt={"ca_certs": str(cert), "check_hostname": False}) as client:
         client.connect()
         assert client.call("echo", "secure") == ["secure"]
+
+
+def test_sockjs_heartbeat_frames(start_server):
+    live = start_server("--sockjs-heartbeat", "0.2")
+    with DDPClient(live.sockjs_url) as client:
+        assert client.ws.recv() == "h"
+
+
+def test_database_connections_are_bounded_and_queries_do_not_block_the_process(
+        start_server, live_database_url):
+    import select
+
+    import psycopg2
+    live = start_server("--db-connections", "2")
+    name = urllib.parse.urlsplit(live_database_url).path.lstrip("/")
+    clients = [DDPClient(live.ws_url) for _ in range(6)]
+    try:
+        for c in clients:
+            c.connect()
+        for c in clients:  # six 0.5 s queries at once, two connections
+            c.send({"msg": "method", "method": "pg_sleep", "id": "s", "params": [0.5]})
+        with DDPClient(live.ws_url) as probe:
+            probe.connect()
+            probe.send({"msg": "ping", "id": "p"})
+            assert probe.recv() == {"msg": "pong", "id": "p"}
+        # The pong came while queries run: psycopg2 waits on the gevent hub, not the process.
+        assert not any(select.select([c.ws.sock], [], [], 0)[0] for c in clients)
+        with psycopg2.connect(live_database_url) as admin, admin.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'active'"
+                        " AND query LIKE 'SELECT pg_sleep%%'", [name])
+            assert 1 <= cur.fetchone()[0] <= 2
+        for c in clients:
+            replies = [c.recv(), c.recv()]
+            assert {"msg": "result", "id": "s", "result": 0.5} in replies
+    finally:
+        for c in clients:
+            c.close()

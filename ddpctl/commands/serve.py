@@ -58,13 +58,17 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               envvar="DDPCTL_SEND_QUEUE_SIZE", metavar="MESSAGES",
               help="Messages buffered for one client before it is disconnected as too slow.  "
                    "[env: DDPCTL_SEND_QUEUE_SIZE]")
+@click.option("--sockjs-heartbeat", type=click.FloatRange(min=0), default=45.0, show_default=True,
+              envvar="DDPCTL_SOCKJS_HEARTBEAT", metavar="SECONDS",
+              help="Interval of SockJS 'h' frames (0 disables).  [env: DDPCTL_SOCKJS_HEARTBEAT]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
 def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
           ssl_certfile: str | None, ssl_keyfile: str | None, reload: bool, log_level: str,
           max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
-          db_connections: int, send_queue_size: int, legacy_server_id: bool) -> None:
+          db_connections: int, send_queue_size: int, sockjs_heartbeat: float,
+          legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -84,7 +88,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         settings=settings, listen=listen, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         log_level=log_level, max_frame_size=max_frame_size, heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout, db_connections=db_connections,
-        send_queue_size=send_queue_size, legacy_server_id=legacy_server_id)
+        send_queue_size=send_queue_size, sockjs_heartbeat=sockjs_heartbeat,
+        legacy_server_id=legacy_server_id)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context

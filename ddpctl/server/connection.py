@@ -49,6 +49,7 @@ class Transport(Protocol):
     def send(self, texts: list[str]) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
     def abort(self) -> None: ...
+    def send_heartbeat(self) -> None: ...
     @property
     def closed(self) -> bool: ...
 
@@ -74,6 +75,9 @@ class RawTransport:
     def abort(self) -> None:
         self.ws.abort()
 
+    def send_heartbeat(self) -> None:
+        """Raw WebSockets have no transport heartbeat (DDP pings do the job)."""
+
     @property
     def closed(self) -> bool:
         return self.ws.closed is not None
@@ -96,6 +100,9 @@ class SockJSTransport(RawTransport):
     def send(self, texts: list[str]) -> None:
         self.ws.send(sockjs.messages_frame(texts))
 
+    def send_heartbeat(self) -> None:
+        self.ws.send(sockjs.HEARTBEAT)
+
     def close(self, code: int, reason: str) -> None:
         if not self.ws.closed:
             try:
@@ -103,6 +110,13 @@ class SockJSTransport(RawTransport):
             except ConnectionClosed:
                 pass  # the peer went away first; the socket is already shut
         self.ws.close(code, reason)
+
+
+class _TransportHeartbeat:
+    """Queued like a message so that it never interleaves with a write in progress."""
+
+
+_TRANSPORT_HEARTBEAT = _TransportHeartbeat()
 
 
 class _CloseRequest:
@@ -145,6 +159,8 @@ class DDPConnection:
                 self._queue_text('{"server_id":"0"}')
             helpers = [gevent.spawn(self._write_loop), gevent.spawn(self._process_loop),
                        gevent.spawn(self._heartbeat_loop)]
+            if isinstance(self.transport, SockJSTransport) and self.config.sockjs_heartbeat > 0:
+                helpers.append(gevent.spawn(self._transport_heartbeat_loop))
             self._read_loop()
         except ConnectionClosed:
             pass  # the client left; cleanup below is all there is to do
@@ -277,18 +293,32 @@ class DDPConnection:
                 pass  # the batch holds everything queued so far
             texts: list[str] = []
             for item in batch:
+                if isinstance(item, str):
+                    texts.append(item)
+                    continue
+                if texts:
+                    self.transport.send(texts)
+                    texts = []
                 if isinstance(item, _CloseRequest):
-                    if texts:
-                        self.transport.send(texts)
                     self.transport.close(item.code, item.reason)
                     return
-                texts.append(item)
-            self.transport.send(texts)
+                self.transport.send_heartbeat()
+            if texts:
+                self.transport.send(texts)
 
     def transport_closed(self) -> bool:
         return self.transport.closed
 
     # -- heartbeats ---------------------------------------------------------------------
+
+    def _transport_heartbeat_loop(self) -> None:
+        """SockJS ``h`` frames keep proxies from closing a quiet connection."""
+        while True:
+            gevent.sleep(self.config.sockjs_heartbeat)
+            try:
+                self._outbox.put_nowait(_TRANSPORT_HEARTBEAT)
+            except Full:
+                pass  # plenty is queued already; the next write keeps the line busy
 
     def _heartbeat_loop(self) -> None:
         # Before the handshake, Meteor closes a socket that stays silent for 45 s.

@@ -62,3 +62,13 @@ def numbers(sub, count=3):
 def failing(sub):
     sub.added("numbers", "x", {"value": 1})
     raise RuntimeError("deliberate failure in a test publication")
+
+
+@method
+def pg_sleep(seconds):
+    """Sleep inside PostgreSQL: holds a database connection the whole time."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
+    return seconds
