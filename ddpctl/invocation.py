@@ -46,6 +46,16 @@ class MethodInvocation:
     user_id: Any = None
     is_simulation: bool = False
     _streams: dict[str, RandomGenerator] = field(default_factory=dict, repr=False)
+    user_changed: bool = field(default=False, repr=False)
+
+    def set_user_id(self, user_id: Any) -> None:
+        """Meteor's ``this.setUserId``: the connection's user from now on.
+
+        When the method returns, every subscription of the connection runs again as the new
+        user and the client receives only the differences.
+        """
+        self.user_id = user_id
+        self.user_changed = True
 
     def random_stream(self, name: str) -> RandomGenerator:
         """``DDP.randomStream(name)``: reproduces the client stub's ids for ``randomSeed``.

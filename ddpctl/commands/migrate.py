@@ -9,18 +9,46 @@ from .django_setup import django_options, setup_django
 @click.command()
 @django_options
 @click.option("--noinput", is_flag=True, help="Never prompt.")
+@click.option("--check", is_flag=True,
+              help="Change nothing; exit 1 if migrations are unapplied or a published table lacks "
+                   "its change-capture triggers, naming them.")
 @click.argument("app_label", required=False)
 @click.argument("migration_name", required=False)
-def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool,
+def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool, check: bool,
             app_label: str | None, migration_name: str | None) -> None:
-    """Create and update the database tables (Django's migrate).
+    """Create and update the tables (Django's migrate), then install change capture.
+
+    Every model with a Collection (and its many-to-many tables) gets triggers that record
+    each committed INSERT, UPDATE, DELETE and TRUNCATE, whoever makes it: the ORM, bulk
+    statements, raw SQL, psql, other services.  Running it again is safe; live state is
+    never wiped.
 
     \b
-    Example:
+    Examples:
       ddpctl migrate --settings mysite.settings
+      ddpctl migrate --settings mysite.settings --check    # in CI or a deploy check
     """
     setup_django(settings, pythonpath)
     from django.core.management import call_command
 
+    from .. import capture
+
     args = [a for a in (app_label, migration_name) if a]
+    if check:
+        problems = []
+        try:
+            call_command("migrate", *args, check_unapplied=True, verbosity=0)
+        except SystemExit:
+            problems.append("unapplied migrations (run: ddpctl migrate)")
+        lacking = capture.missing()
+        if lacking:
+            problems.append("published tables without change-capture triggers: " + ", ".join(lacking))
+        if problems:
+            raise click.ClickException("; ".join(problems))
+        click.echo(f"ok: migrations applied; change capture on {len(capture.targets())} table(s)")
+        return
     call_command("migrate", *args, interactive=not noinput)
+    installed, removed = capture.install()
+    click.echo(f"Change capture installed on {len(installed)} table(s): {', '.join(installed) or '-'}")
+    if removed:
+        click.echo(f"Change capture removed from tables no longer published: {', '.join(removed)}")

@@ -156,6 +156,32 @@ class SessionView:
             view.clear_field(handle, key, changes, cleared)
         return _changed(collection, doc_id, changes, cleared)
 
+    def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """What the client sees: collection -> id -> fields."""
+        return {name: {doc_id: view.fields() for doc_id, view in docs.items()}
+                for name, docs in self._collections.items()}
+
+    def diff(self, before: dict[str, dict[str, dict[str, Any]]]) -> list[Message]:
+        """Messages that take a client from ``before`` (a snapshot) to the current view."""
+        out: list[Message] = []
+        after = self.snapshot()
+        for name in sorted(set(before) | set(after)):
+            old, new = before.get(name, {}), after.get(name, {})
+            for doc_id in sorted(set(old) | set(new)):
+                if doc_id not in new:
+                    out.append({"msg": "removed", "collection": name, "id": doc_id})
+                elif doc_id not in old:
+                    msg: Message = {"msg": "added", "collection": name, "id": doc_id}
+                    if new[doc_id]:
+                        msg["fields"] = new[doc_id]
+                    out.append(msg)
+                else:
+                    changes = {k: v for k, v in new[doc_id].items()
+                               if k not in old[doc_id] or not _equals(old[doc_id][k], v)}
+                    cleared = [k for k in old[doc_id] if k not in new[doc_id]]
+                    out.extend(_changed(name, doc_id, changes, cleared))
+        return out
+
     def holds(self, handle: str, collection: str, doc_id: str) -> bool:
         return doc_id in self._held.get(handle, {}).get(collection, ())
 

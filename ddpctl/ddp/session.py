@@ -264,6 +264,10 @@ class Session:
         out.append({"msg": "nosub", "id": sub_id})
         return out
 
+    def forget_documents(self, sub_id: str) -> list[Message]:
+        """Withdraw a subscription's documents but keep it active (it is about to re-run)."""
+        return self.view.remove_subscription(_sub_handle(sub_id))
+
     def _forget_subscription(self, sub_id: str) -> list[Message]:
         del self.subscriptions[sub_id]
         self._ready.discard(sub_id)

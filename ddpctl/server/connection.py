@@ -41,6 +41,7 @@ __all__ = ["DDPConnection", "RawTransport", "SockJSTransport"]
 
 logger = logging.getLogger(__name__)
 _BATCH = 256  # frames taken from the send queue per socket write
+_DATA_MESSAGES = frozenset(("added", "changed", "removed"))
 
 
 class Transport(Protocol):
@@ -146,6 +147,7 @@ class DDPConnection:
         self._connected = Event()
         self._heartbeat = Heartbeat(self.config.heartbeat_interval, self.config.heartbeat_timeout)
         self._closing = False
+        self._mute_data = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -225,8 +227,13 @@ class DDPConnection:
         try:
             result = self.server.db.run(methods.invoke, call.name, call.params, invocation)
         except MeteorError as exc:
+            self._write_fence()
             self._send_all(self.session.method_failed(call, exc))
             return
+        finally:
+            if invocation.user_changed:
+                self._change_user(invocation.user_id)
+        self._write_fence()
         replies = self.session.method_returned(call, result)
         try:
             texts = [stringify(m) for m in replies]
@@ -235,6 +242,27 @@ class DDPConnection:
             texts = [stringify(m) for m in self.session.method_failed(call, internal_server_error())]
         for text in texts:
             self._queue_text(text)
+
+    def _write_fence(self) -> None:
+        """Before ``updated``: the data of the method's writes must be on its way."""
+        if self._subs:
+            self.server.dispatcher.sync()
+
+    def _change_user(self, user_id: Any) -> None:
+        """Re-run every subscription as ``user_id``; send the client only what differs."""
+        self.user_id = user_id
+        before = self.session.view.snapshot()
+        self._mute_data = True
+        try:
+            for sub_id, sub in list(self._subs.items()):
+                self.server.db.run(sub.deactivate)
+                self.session.forget_documents(sub_id)
+                replacement = Subscription(self, sub_id, sub.name, sub.params, self.handle, user_id)
+                self._subs[sub_id] = replacement
+                self.server.db.run(publications.start, replacement)
+        finally:
+            self._mute_data = False
+        self._send_all(self.session.view.diff(before))
 
     def _start_subscription(self, start: SubscriptionStart) -> None:
         sub = Subscription(self, start.id, start.name, start.params, self.handle, self.user_id)
@@ -271,6 +299,8 @@ class DDPConnection:
 
     def _send_all(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
+            if self._mute_data and message.get("msg") in _DATA_MESSAGES:
+                continue  # a user change is re-running subscriptions; the diff follows
             self._queue_text(stringify(message))
 
     def _queue_text(self, text: str) -> None:

@@ -17,6 +17,7 @@ from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
 from .database_workers import DatabaseWorkers
+from .dispatcher import Dispatcher
 from .handler import DDPHandler, Router
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class DDPServer:
         self.connections: set[DDPConnection] = set()
         self.draining = False
         self.db = DatabaseWorkers(config.db_connections)
+        params = connections["default"].get_connection_params()
+        params.pop("cursor_factory", None)
+        self.dispatcher = Dispatcher(params, self.db, config.db_connections)
         app = Router(get_wsgi_application(), BoundedSemaphore(config.db_connections),
                      connections.close_all)
         access_log = logging.getLogger("ddpctl.access")
@@ -101,6 +105,7 @@ class DDPServer:
         handlers = [gevent.signal_handler(sig, self.request_shutdown, sig)
                     for sig in (signal.SIGTERM, signal.SIGINT)]
         try:
+            self.dispatcher.start()
             for sock in self._sockets:
                 sock.listen(self.backlog)
             for server in self._servers:
@@ -126,5 +131,6 @@ class DDPServer:
                 gevent.sleep(0.02)
         for server in self._servers:
             server.stop(timeout=0.5)
+        self.dispatcher.stop()
         self.db.stop(timeout=1.0)
         logger.info("stopped")

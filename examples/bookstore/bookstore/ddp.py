@@ -1,7 +1,34 @@
-"""The bookstore's DDP methods (discovered by ddpctl at start)."""
-from ddpctl.api import MeteorError, method
+"""The bookstore's DDP API: collections, publications and methods (found by ddpctl at start)."""
+from ddpctl.api import Collection, MeteorError, Publication, method
 
-from .models import Author, Book
+from .models import Author, Book, Genre
+
+
+class Authors(Collection):
+    model = Author
+
+
+class Books(Collection):
+    model = Book
+
+
+class Genres(Collection):
+    model = Genre
+
+
+class AllBooks(Publication):
+    queries = [Author.objects.all(), Book.objects.all()]
+
+
+class BooksByAuthorEmail(Publication):
+    def get_queries(self, email):
+        if not isinstance(email, str):
+            raise MeteorError(400, "Match failed", "email must be a string")
+        return [Book.objects.filter(author__email=email), Author.objects.filter(email=email)]
+
+
+class AllGenres(Publication):
+    queries = [Genre.objects.all()]
 
 
 def _book(book_id: object) -> Book:

@@ -9,12 +9,20 @@ class Author(models.Model):
         return self.name
 
 
+class Genre(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Book(models.Model):
     title = models.CharField(max_length=200)
     author = models.ForeignKey(Author, related_name="books", on_delete=models.CASCADE)
     pages = models.PositiveIntegerField(default=0)
     published = models.DateField(null=True, blank=True)
     blurb = models.TextField(blank=True)
+    genres = models.ManyToManyField(Genre, related_name="books", blank=True)
 
     def __str__(self) -> str:
         return self.title

@@ -1,0 +1,151 @@
+"""Collections: how a Django model appears to DDP clients.
+
+    class Books(Collection):
+        model = Book
+        exclude = ["internal_notes"]
+
+        def visible(self, queryset, user):       # row visibility, applied before anything is sent
+            return queryset.filter(owner=user) if user else queryset.none()
+
+Defining the class registers it (and its table for change capture).  The collection name
+defaults to ``app_label.modelname``.
+
+Document ids: a primary key ``pk`` is sent as ``str(pk)``: integer 42 -> ``"42"``,
+UUID -> its canonical text.  Foreign keys go out as ``<name>_id`` holding that string;
+many-to-many fields as ``<name>_ids`` lists of them.  Dates and datetimes are EJSON
+``$date``; ``Decimal`` is sent as a string (JSON numbers would lose digits); ``time`` as
+``"HH:MM:SS[.ffffff]"``; ``timedelta`` as seconds; ``JSONField`` values as they are;
+binary as EJSON ``$binary``.
+"""
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+from typing import Any, ClassVar
+
+from django.db import models
+from django.db.models import Model, QuerySet
+
+__all__ = ["Collection", "CollectionRegistry", "collections", "to_ddp_value"]
+
+
+def to_ddp_value(value: Any) -> Any:
+    """A model field value as an EJSON-ready value."""
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, str) and type(value) is not str:
+        return str(value)  # TextChoices and other str subclasses
+    return value
+
+
+class Collection:
+    model: ClassVar[type[Model]]
+    name: ClassVar[str] = ""
+    fields: ClassVar[list[str] | None] = None
+    exclude: ClassVar[list[str]] = []
+
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "model", None):
+            return
+        if not cls.name:
+            cls.name = f"{cls.model._meta.app_label}.{cls.model._meta.model_name}"
+        if register:
+            collections.register(cls)
+
+    def __init__(self) -> None:
+        opts = self.model._meta
+        wanted = set(self.fields) if self.fields is not None else None
+        excluded = set(self.exclude)
+
+        def keep(name: str) -> bool:
+            return (wanted is None or name in wanted) and name not in excluded
+
+        self.plain: list[models.Field] = []
+        self.foreign: list[models.Field] = []
+        for field in opts.concrete_fields:
+            if field.primary_key or not keep(field.name):
+                continue
+            (self.foreign if field.is_relation else self.plain).append(field)
+        self.many: list[models.ManyToManyField] = [f for f in opts.local_many_to_many if keep(f.name)]
+        self.table = opts.db_table
+
+    @property
+    def user_dependent(self) -> bool:
+        """True if ``visible`` is overridden (each user then gets their own observer)."""
+        return type(self).visible is not Collection.visible
+
+    def visible(self, queryset: QuerySet, user: Any) -> QuerySet:
+        """The rows of ``queryset`` that ``user`` (a User or ``None``) may see."""
+        return queryset
+
+    def prepare(self, queryset: QuerySet) -> QuerySet:
+        """The queryset as observers run it (many-to-many prefetched)."""
+        return queryset.prefetch_related(*(f.name for f in self.many)) if self.many else queryset
+
+    @staticmethod
+    def doc_id(pk: Any) -> str:
+        return str(pk)
+
+    def pk_from_id(self, doc_id: str) -> Any:
+        """The primary key for a DDP document id (``ValueError`` if it cannot be one)."""
+        return self.model._meta.pk.to_python(doc_id)
+
+    def serialize(self, obj: Model) -> tuple[str, dict[str, Any]]:
+        """``(document id, fields)`` for a row."""
+        fields: dict[str, Any] = {}
+        for field in self.plain:
+            fields[field.name] = to_ddp_value(field.value_from_object(obj))
+        for field in self.foreign:
+            value = getattr(obj, field.attname)
+            fields[field.attname] = None if value is None else str(value)
+        for field in self.many:
+            fields[f"{field.name}_ids"] = [str(o.pk) for o in getattr(obj, field.name).all()]
+        return str(obj.pk), fields
+
+
+class CollectionRegistry:
+    def __init__(self) -> None:
+        self._by_model: dict[type[Model], Collection] = {}
+        self._by_name: dict[str, Collection] = {}
+
+    def register(self, cls: type[Collection]) -> None:
+        existing = self._by_model.get(cls.model)
+        if existing is not None and type(existing).__qualname__ != cls.__qualname__:
+            raise ValueError(f"{cls.model.__name__} already has a collection: {type(existing).__name__}")
+        instance = cls()
+        self._by_model[cls.model] = instance
+        self._by_name[cls.name] = instance
+
+    def unregister(self, cls: type[Collection]) -> None:
+        self._by_model.pop(cls.model, None)
+        self._by_name.pop(cls.name, None)
+
+    def for_model(self, model: type[Model]) -> Collection:
+        try:
+            return self._by_model[model]
+        except KeyError:
+            raise LookupError(
+                f"{model._meta.label} is published but has no Collection; define one in ddp.py "
+                "so its table gets change-capture triggers") from None
+
+    def by_name(self, name: str) -> Collection | None:
+        return self._by_name.get(name)
+
+    def all(self) -> list[Collection]:
+        return list(self._by_model.values())
+
+    def by_table(self) -> dict[str, Collection]:
+        return {c.table: c for c in self._by_model.values()}
+
+
+collections = CollectionRegistry()

@@ -1,0 +1,171 @@
+"""The change dispatcher: one LISTEN connection per serving process.
+
+It sleeps until PostgreSQL's ``NOTIFY ddpctl`` (or a one-second poll, so a lost NOTIFY
+only delays), reads the changelog after its position (:mod:`ddpctl.changelog`), and hands
+each batch to the observers that read the changed tables.  If the connection dies or
+PostgreSQL restarts, it reconnects with backoff and catches up from where it was: nothing
+is lost.  A batch that fails (the database went away mid-way) is retried whole; observers
+diff against what they sent, so a retry never duplicates a message.
+
+``sync()`` is the write fence: it returns once every change committed before the call
+has been handed to the sessions, so a method's ``updated`` follows its data.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import psycopg2
+import psycopg2.extensions
+from gevent.event import AsyncResult, Event
+from gevent.pool import Pool
+from gevent.socket import wait_read
+
+from ..capture import CHANNEL
+from ..changelog import ChangelogReader, ChangeRow
+from ..observer import ChangeSet, observers
+
+if TYPE_CHECKING:
+    from .database_workers import DatabaseWorkers
+
+__all__ = ["Dispatcher", "changes_of"]
+
+logger = logging.getLogger(__name__)
+POLL_INTERVAL = 1.0
+
+
+def changes_of(rows: list[ChangeRow]) -> ChangeSet:
+    changes = ChangeSet()
+    for row in rows:
+        changes.add(row.table, None if row.op == "T" else row.row)
+    return changes
+
+
+class Dispatcher:
+    def __init__(self, dsn: dict[str, Any], db: DatabaseWorkers, concurrency: int) -> None:
+        self._dsn = dsn
+        self._db = db
+        self._pool = Pool(concurrency)
+        self._wake = Event()
+        self._waiters: list[AsyncResult] = []
+        self._conn: Any = None
+        self.reader: ChangelogReader | None = None
+        self.connected = Event()
+        self.batches = 0
+        self.changes = 0
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=2)
+        self._close()
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait until changes committed before now have reached the sessions."""
+        waiter: AsyncResult = AsyncResult()
+        self._waiters.append(waiter)
+        self._wake.set()
+        try:
+            waiter.get(timeout=timeout)
+            return True
+        except gevent.Timeout:
+            logger.warning("write fence: changes were not dispatched within %.0f s", timeout)
+            return False
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self._connect()
+                delay = 0.1
+                self._loop()
+            except Exception as exc:  # psycopg2's, Django's (from observers) or socket errors
+                self.connected.clear()
+                self._close()
+                logger.warning("change dispatcher: %s: %s; reconnecting in %.1f s", type(exc).__name__,
+                               str(exc).strip(), delay, exc_info=logger.isEnabledFor(logging.DEBUG))
+                gevent.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _connect(self) -> None:
+        conn = psycopg2.connect(**self._dsn)
+        conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+        with conn.cursor() as cur:
+            cur.execute(f"LISTEN {CHANNEL}")
+            if self.reader is None:
+                self.reader = ChangelogReader.at_end(cur)
+                logger.info("change dispatcher listening from position %d", self.reader.position)
+            else:
+                logger.info("change dispatcher reconnected; catching up from position %d",
+                            self.reader.position)
+        self._conn = conn
+        self.connected.set()
+        self._wake.set()  # read right away: changes may have committed while we were away
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg2.Error:
+                logger.debug("closing a broken dispatcher connection failed", exc_info=True)
+
+    def _loop(self) -> None:
+        conn = self._conn
+        assert self.reader is not None
+        while True:
+            if not self._wake.is_set():
+                # Wake on a NOTIFY, a sync() request or the poll timer, whichever comes first.
+                waiter = gevent.spawn(wait_read, conn.fileno())
+                gevent.wait([waiter, self._wake], timeout=POLL_INTERVAL, count=1)
+                if not waiter.dead:
+                    waiter.kill()
+                elif waiter.exception is not None:
+                    raise waiter.exception
+            self._wake.clear()
+            conn.poll()
+            conn.notifies.clear()
+            waiters, self._waiters = self._waiters, []
+            self._read_and_dispatch(conn)
+            for waiter in waiters:
+                waiter.set(True)
+
+    def _read_and_dispatch(self, conn: Any) -> None:
+        assert self.reader is not None
+        while True:
+            saved = (self.reader.position, dict(self.reader.gaps))
+            with conn.cursor() as cur:
+                rows = self.reader.read(cur)
+            if not rows:
+                return
+            try:
+                self._dispatch(rows)
+            except Exception:
+                # Keep the batch: move the reader back so it is read and dispatched again.
+                self.reader.position, self.reader.gaps = saved
+                raise
+            if len(rows) < self.reader.batch_size:
+                return
+
+    def _dispatch(self, rows: list[ChangeRow]) -> None:
+        changes = changes_of(rows)
+        self.batches += 1
+        self.changes += len(rows)
+        affected = observers.affected(changes)
+        if not affected:
+            return
+        started = time.monotonic()
+        jobs = [self._pool.spawn(self._db.run, observer.refresh, changes) for observer in affected]
+        gevent.joinall(jobs)
+        failed = [job.exception for job in jobs if job.exception is not None]
+        if failed:
+            raise failed[0]
+        logger.debug("dispatched %d change(s) to %d observer(s) in %.1f ms", len(rows), len(affected),
+                     (time.monotonic() - started) * 1000)
