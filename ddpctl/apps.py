@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -12,3 +13,11 @@ class DdpctlConfig(AppConfig):
 
         # Every installed app's ddp.py registers its methods and publications.
         autodiscover_modules("ddp")
+        post_migrate.connect(_install_capture, sender=self)
+
+
+def _install_capture(sender: AppConfig, using: str = "default", **kwargs: object) -> None:
+    """``manage.py migrate`` (and test databases) get the change-capture triggers too."""
+    from .capture import install
+
+    install(using)

@@ -77,7 +77,8 @@ class Cursor:
         self.docs: Docs = {}
 
     def fetch_all(self) -> Docs:
-        return dict(self.collection.serialize(obj) for obj in self.queryset)
+        # .all(): a fresh clone, never the QuerySet's result cache from the last run
+        return dict(self.collection.serialize(obj) for obj in self.queryset.all())
 
     def fetch(self, pks: Iterable[str]) -> Docs:
         keys = []

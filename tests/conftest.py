@@ -40,7 +40,10 @@ def live_database_url(django_db_blocker):
     url = _url(name)
     subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *SERVER_ARGS],
                    env={**os.environ, "DATABASE_URL": url}, check=True, capture_output=True)
+    admin.close()
     yield url
+    admin = psycopg2.connect(_url("postgres"))  # a new one: a test may have restarted PostgreSQL
+    admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()

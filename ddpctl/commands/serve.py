@@ -36,6 +36,9 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--ssl-keyfile", envvar="DDPCTL_SSL_KEYFILE", metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, readable=True),
               help="TLS private key (PEM), if not inside the certificate file.  [env: DDPCTL_SSL_KEYFILE]")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, envvar="DDPCTL_WORKERS",
+              metavar="N", help="Serving processes sharing the listening sockets (use the cores of a "
+                                "host; each has its own change dispatcher).  [env: DDPCTL_WORKERS]")
 @click.option("--reload/--no-reload", default=False, envvar="DDPCTL_RELOAD",
               help="Restart when a .py file under the current directory changes (development).  "
                    "[env: DDPCTL_RELOAD]")
@@ -65,7 +68,7 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
 def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
-          ssl_certfile: str | None, ssl_keyfile: str | None, reload: bool, log_level: str,
+          ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
           max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
           db_connections: int, send_queue_size: int, sockjs_heartbeat: float,
           legacy_server_id: bool) -> None:
@@ -103,15 +106,23 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     from ..server.runner import DDPServer, bind_sockets
 
     try:
-        sockets = bind_sockets(listen)
+        sockets = bind_sockets(listen, reuse_port=workers > 1)
     except OSError as exc:
         raise click.ClickException(str(exc.strerror or exc)) from None
+    if workers > 1:
+        from ..server.supervisor import run_workers
+
+        _banner(config, [s.getsockname()[:2] for s in sockets], workers)
+        addresses = [s.getsockname()[:2] for s in sockets]  # with the real port if 0 was asked
+        code = run_workers(workers, lambda: DDPServer(
+            config, bind_sockets(addresses, reuse_port=True), ssl_context).serve())
+        sys.exit(code)
     server = DDPServer(config, sockets, ssl_context)
-    _banner(config, server)
+    _banner(config, server.addresses, 1)
     server.serve()
 
 
-def _banner(config: ServeConfig, server: object) -> None:
+def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -123,13 +134,14 @@ def _banner(config: ServeConfig, server: object) -> None:
     table.add_column(style="bold cyan")
     table.add_column()
     ws = "wss" if config.ssl_certfile else "ws"
-    for host, port in server.addresses:  # type: ignore[attr-defined]
+    for host, port in addresses:
         shown = f"[{host}]" if ":" in host else host
         table.add_row("DDP", f"{ws}://{shown}:{port}/websocket  ·  SockJS {config.scheme}://{shown}:{port}/sockjs")
         table.add_row("Django", f"{config.scheme}://{shown}:{port}/")
     table.add_row("settings", str(config.settings))
     table.add_row("serving", f"{len(methods.names())} method(s), {len(publications.names())} "
-                             f"publication(s), at most {config.db_connections} DB connections")
+                             f"publication(s), at most {config.db_connections} DB connections"
+                             + (f" per worker, {workers} workers" if workers > 1 else ""))
     console.print(f"[bold]ddpctl {__version__}[/bold] (pid {os.getpid()}) - Ctrl-C or SIGTERM to stop")
     console.print(table)
 

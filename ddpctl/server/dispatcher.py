@@ -95,7 +95,7 @@ class Dispatcher:
                 delay = min(delay * 2, 5.0)
 
     def _connect(self) -> None:
-        conn = psycopg2.connect(**self._dsn)
+        conn = psycopg2.connect(**{**self._dsn, "application_name": "ddpctl-dispatcher"})
         conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {CHANNEL}")

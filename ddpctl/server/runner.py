@@ -36,7 +36,7 @@ def load_ssl_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
     return context
 
 
-def bind_sockets(addresses: list[tuple[str, int]]) -> list[socket.socket]:
+def bind_sockets(addresses: list[tuple[str, int]], reuse_port: bool = False) -> list[socket.socket]:
     """Bound sockets for every address; ``OSError`` (e.g. port in use) if one fails.
 
     They listen only once :meth:`DDPServer.serve` has its signal handlers in place, so a
@@ -49,6 +49,8 @@ def bind_sockets(addresses: list[tuple[str, int]]) -> list[socket.socket]:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:  # each worker process binds its own socket; the kernel balances
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 sock.bind((host, port))
             except OSError as exc:

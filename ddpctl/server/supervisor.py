@@ -1,0 +1,84 @@
+"""``ddpctl serve --workers N``: N serving processes on the same listening sockets.
+
+The parent binds the addresses with ``SO_REUSEPORT`` (holding them, never listening),
+forks the workers, each of which binds and listens on its own ``SO_REUSEPORT`` socket so
+the kernel spreads connections evenly (a single shared socket would let the busiest
+process accept nearly everything).  Each worker is a full server with its own database
+workers and change dispatcher.  The parent forwards SIGTERM/SIGINT, restarts a worker that
+dies unexpectedly, and exits 0 once all have shut down gracefully.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import gevent
+
+__all__ = ["run_workers"]
+
+logger = logging.getLogger(__name__)
+_RESTART_DELAY = 1.0
+
+
+def run_workers(count: int, serve_one: Callable[[], None]) -> int:
+    """Run ``serve_one`` in ``count`` forked processes until a signal stops them all."""
+    stopping = False
+    children: dict[int, int] = {}  # pid -> worker number
+
+    def forward(signum: int) -> None:
+        nonlocal stopping
+        if not stopping:
+            logger.info("stopping %d worker(s) (%s)", len(children), signal.Signals(signum).name)
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass  # already gone; waitpid below collects it
+
+    handlers = [gevent.signal_handler(sig, forward, sig) for sig in (signal.SIGTERM, signal.SIGINT)]
+
+    def spawn(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            for handler in handlers:
+                handler.cancel()
+            code = 0
+            try:
+                serve_one()
+            except BaseException:
+                logger.exception("worker %d failed", number)
+                code = 1
+            finally:
+                os._exit(code)  # skip the parent's atexit handlers
+        children[pid] = number
+        logger.info("worker %d started (pid %d)", number, pid)
+
+    for number in range(1, count + 1):
+        spawn(number)
+    failures = 0
+    try:
+        while children:
+            gevent.sleep(0.1)
+            while children:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                number = children.pop(pid, None)
+                if number is None:
+                    continue
+                code = os.waitstatus_to_exitcode(status)
+                if stopping:
+                    if code != 0:
+                        failures += 1
+                    continue
+                logger.error("worker %d (pid %d) exited with %d; restarting it", number, pid, code)
+                gevent.sleep(_RESTART_DELAY)
+                spawn(number)
+    finally:
+        for handler in handlers:
+            handler.cancel()
+    logger.info("all workers stopped")
+    return 1 if failures else 0
