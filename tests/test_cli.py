@@ -168,3 +168,21 @@ def test_reload_restarts_the_server_on_code_change(live_database_url, tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=15)
     assert out.count("ddpctl 0.1.0 (pid") == 2, out
+
+
+def test_migrate_check_names_tables_without_triggers(live_database_url):
+    import psycopg2
+    env = {"DATABASE_URL": live_database_url}
+    assert ddpctl("migrate", "--check", *SERVER_ARGS, env=env).returncode == 0
+    conn = psycopg2.connect(live_database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP TRIGGER ddpctl_capture_u ON bookstore_genre")
+    try:
+        line = one_line_error(ddpctl("migrate", "--check", *SERVER_ARGS, env=env))
+        assert "without change-capture triggers: bookstore_genre" in line
+    finally:
+        result = ddpctl("migrate", "--noinput", *SERVER_ARGS, env=env)
+        assert result.returncode == 0 and "Change capture installed on" in result.stdout
+        conn.close()
+    assert ddpctl("migrate", "--check", *SERVER_ARGS, env=env).returncode == 0
