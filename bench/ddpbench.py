@@ -1,0 +1,197 @@
+"""The ddpctl benchmark: one command, one table.
+
+    python bench/ddpbench.py            # full sizes (takes a few minutes)
+    python bench/ddpbench.py --quick    # smaller sizes, for a smoke run
+
+Server (``ddpctl serve``, one process), PostgreSQL, writer (this process, Django ORM
+``save()``) and load generator (``bench/loadgen.py``, gevent clients) all run on this
+machine.  Uses ``$DATABASE_URL``'s server if set (a database ``ddpctl_bench`` is
+created on it), else an embedded PostgreSQL in the temp directory.  Every figure counts
+delivery: "complete" says how many clients ended with the last value written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "examples" / "bookstore")]
+
+
+def database_url() -> str:
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        from ddpctl.database import embedded_server_url
+        base = embedded_server_url(Path(tempfile.gettempdir()) / f"ddpctl-bench-pgdata-{os.getuid()}")
+    import psycopg2
+    admin = psycopg2.connect(base)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS ddpctl_bench WITH (FORCE)")
+        cur.execute("CREATE DATABASE ddpctl_bench")
+    admin.close()
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path="/ddpctl_bench"))
+
+
+SERVER_ARGS = ["--settings", "bookstore.settings", "--pythonpath", str(ROOT / "examples" / "bookstore"),
+               "--log-level", "warning"]
+
+
+class LoadGen:
+    def __init__(self, port: int, clients: int, publication: str | None):
+        args = [sys.executable, str(ROOT / "bench" / "loadgen.py"), "127.0.0.1", str(port), str(clients)]
+        if publication:
+            args.append(publication)
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"load generator failed: {line!r}")
+        self.ready_seconds = float(line.split()[1])
+
+    def stop(self, final_title: str | None) -> dict:
+        self.proc.stdin.write(f"STOP {final_title or ''}\n")
+        self.proc.stdin.flush()
+        result = json.loads(self.proc.stdout.readline())
+        self.proc.wait(10)
+        return result
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+def writer(book, seconds: float, rate: float | None = None, threads: int = 1) -> tuple[int, str]:
+    """``save()`` the book with its commit time as title; returns (saves, final title)."""
+    from django.db import connections
+
+    count = [0]
+    end = time.monotonic() + seconds
+
+    def loop():
+        from bookstore.models import Book
+        b = Book.objects.get(pk=book.pk)
+        interval = 1.0 / rate if rate else 0
+        next_at = time.monotonic()
+        while time.monotonic() < end:
+            b.title = repr(time.time())
+            b.save(update_fields=["title"])
+            count[0] += 1
+            if interval:
+                next_at += interval
+                time.sleep(max(0.0, next_at - time.monotonic()))
+        connections.close_all()
+
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    from bookstore.models import Book
+    b = Book.objects.get(pk=book.pk)
+    final = repr(time.time())
+    b.title = final
+    b.save(update_fields=["title"])
+    return count[0], final
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs")
+    args = parser.parse_args()
+    big_subs, fan_clients, idle, docs, seconds = (
+        (500, 200, 1000, 2000, 3) if args.quick else (5000, 1000, 10000, 10000, 10))
+
+    url = database_url()
+    os.environ["DATABASE_URL"] = url
+    subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *SERVER_ARGS[:4]],
+                   check=True, capture_output=True)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bookstore.settings")
+    import django
+    django.setup()
+    from bookstore.models import Author, Book
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from ddpctl.testing import LiveServer
+
+    author = Author.objects.create(name="Bench", email="bench@example.com")
+    book = Book.objects.create(title="start", author=author)
+    rows: list[tuple[str, str, str]] = []
+
+    with LiveServer(SERVER_ARGS + ["--send-queue-size", "100000"]) as server:
+        # 1. saves/s and SQL statements per save with 0, 50 and many subscribers
+        for subs in (0, 50, big_subs):
+            gen = LoadGen(server.port, subs, "AllBooks") if subs else None
+            with CaptureQueriesContext(connection) as queries:
+                book.title = "counted"
+                book.save(update_fields=["title"])
+            saves, final = writer(book, seconds)
+            result = gen.stop(final) if gen else {"complete": 0, "clients": 0}
+            rows.append((f"saves/s with {subs} subscribers", f"{saves / seconds:,.0f}",
+                         f"{len(queries)} SQL statement(s) per save; complete {result['complete']}/{result['clients']}"))
+
+        # 2. delivery and commit-to-client latency, 20 writes/s
+        gen = LoadGen(server.port, fan_clients, "AllBooks")
+        saves, final = writer(book, seconds, rate=20)
+        result = gen.stop(final)
+        lat = result["latencies"]
+        rows.append((f"delivered msgs/s, {fan_clients} clients, 20 writes/s",
+                     f"{result['messages'] / seconds:,.0f}", f"complete {result['complete']}/{result['clients']}"))
+        rows.append((f"commit-to-client p50 / p99, {fan_clients} clients",
+                     f"{percentile(lat, 0.5) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} ms",
+                     f"{len(lat):,} samples"))
+
+        # 3. saturated fan-out from one server process
+        gen = LoadGen(server.port, fan_clients, "AllBooks")
+        saves, final = writer(book, seconds, threads=2)
+        result = gen.stop(final)
+        elapsed = seconds + result["drain_seconds"]
+        rows.append((f"saturated fan-out msgs/s, {fan_clients} clients", f"{result['messages'] / elapsed:,.0f}",
+                     f"{saves / seconds:,.0f} saves/s; complete {result['complete']}/{result['clients']}"))
+
+        # 4. initial subscription
+        Book.objects.bulk_create([Book(title=f"doc {i}", author=author) for i in range(docs - 1)])
+        gen = LoadGen(server.port, 1, "AllBooks")
+        ready = gen.ready_seconds
+        gen.stop(None)
+        rows.append((f"initial subscription, {docs:,} docs", f"{docs / ready:,.0f} docs/s",
+                     f"ready after {ready * 1000:.0f} ms (connect included)"))
+
+        # 5. memory per idle connection
+        before = rss_kib(server.process.pid)
+        gen = LoadGen(server.port, idle, None)
+        time.sleep(1)
+        after = rss_kib(server.process.pid)
+        gen.stop(None)
+        rows.append((f"memory per idle connection ({idle:,} held)", f"{(after - before) / idle:.1f} KiB",
+                     f"server RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\nddpctl benchmark ({'quick' if args.quick else 'full'}; {os.cpu_count()} cores; "
+          f"PostgreSQL {connection.pg_version // 10000})")
+    print(f"{'metric'.ljust(width)}  {'measured':>14}  notes")
+    for name, value, note in rows:
+        print(f"{name.ljust(width)}  {value:>14}  {note}")
+
+
+if __name__ == "__main__":
+    main()
