@@ -20,7 +20,7 @@ from django.db.models import QuerySet
 
 from .collection import Collection
 from .ddp.errors import MeteorError, internal_server_error
-from .publish import Subscription
+from .publish import PreparedMessage, Subscription
 
 __all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "observers", "diff_fields"]
 
@@ -97,9 +97,6 @@ class Cursor:
         if self.sliced or touched - {self.table} or self.table in changes.full:
             return True, set()
         return False, changes.rows.get(self.table, set())
-
-
-Message = tuple[str, str, str, dict[str, Any] | None, list[str] | None]  # op, collection, id, fields, cleared
 
 
 class Observer:
@@ -187,7 +184,7 @@ class Observer:
         return results
 
     def _apply(self, results: list[tuple[Cursor, bool, set[str], Docs]]) -> None:
-        messages: list[Message] = []
+        messages: list[PreparedMessage] = []
         for cursor, full, pks, fresh in results:
             name = cursor.collection.name
             old = cursor.docs
@@ -197,25 +194,20 @@ class Observer:
                 if after is None:
                     if before is not None:
                         del old[doc_id]
-                        messages.append(("removed", name, doc_id, None, None))
+                        messages.append(PreparedMessage("removed", name, doc_id))
                 elif before is None:
                     old[doc_id] = after
-                    messages.append(("added", name, doc_id, after, None))
+                    messages.append(PreparedMessage("added", name, doc_id, after))
                 else:
                     changed, cleared = diff_fields(before, after)
                     old[doc_id] = after
                     if changed or cleared:
-                        messages.append(("changed", name, doc_id, changed, cleared))
+                        messages.append(PreparedMessage("changed", name, doc_id, changed, cleared))
         if not messages:
             return
         for sub in list(self.subscribers):
-            for op, name, doc_id, fields, cleared in messages:
-                if op == "added":
-                    sub.added(name, doc_id, fields or {})
-                elif op == "changed":
-                    sub.changed(name, doc_id, fields, cleared or ())
-                else:
-                    sub.removed(name, doc_id)
+            for message in messages:
+                sub.send(message)
 
 
 class ObserverRegistry:

@@ -20,9 +20,41 @@ from typing import Any, Protocol
 from .ddp.errors import MeteorError, internal_server_error
 from .invocation import ConnectionHandle, call_user_code
 
-__all__ = ["Subscription", "SubscriptionSink", "PublicationRegistry", "publications", "publish"]
+__all__ = ["Subscription", "SubscriptionSink", "PreparedMessage", "PublicationRegistry", "publications",
+           "publish"]
 
 logger = logging.getLogger(__name__)
+
+
+class PreparedMessage:
+    """A data message that many subscriptions send alike; serialized at most once."""
+
+    __slots__ = ("op", "collection", "id", "fields", "cleared", "_text")
+
+    def __init__(self, op: str, collection: str, doc_id: str, fields: Mapping[str, Any] | None = None,
+                 cleared: list[str] | None = None) -> None:
+        self.op, self.collection, self.id = op, collection, doc_id
+        self.fields, self.cleared = fields, cleared
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            from .ddp.messages import stringify
+
+            msg: dict[str, Any] = {"msg": self.op, "collection": self.collection, "id": self.id}
+            if self.fields:
+                msg["fields"] = self.fields
+            if self.cleared:
+                msg["cleared"] = self.cleared
+            self._text = stringify(msg)
+        return self._text
+
+    def same_as(self, msg: Mapping[str, Any]) -> bool:
+        """True if the mergebox let this message through unchanged."""
+        return (msg["msg"] == self.op and msg["id"] == self.id and msg["collection"] == self.collection
+                and msg.get("fields", {}) == (self.fields or {})
+                and msg.get("cleared", []) == (self.cleared or []))
 
 
 class SubscriptionSink(Protocol):
@@ -32,6 +64,7 @@ class SubscriptionSink(Protocol):
     def sub_changed(self, sub_id: str, collection: str, doc_id: str,
                     fields: Mapping[str, Any] | None, cleared: Iterable[str]) -> None: ...
     def sub_removed(self, sub_id: str, collection: str, doc_id: str) -> None: ...
+    def sub_prepared(self, sub_id: str, message: PreparedMessage) -> None: ...
     def sub_ready(self, sub_id: str) -> None: ...
     def sub_failed(self, sub_id: str, error: MeteorError) -> None: ...
     def sub_stopped(self, sub_id: str) -> None: ...
@@ -63,6 +96,11 @@ class Subscription:
     def removed(self, collection: str, doc_id: str) -> None:
         if self.active:
             self._sink.sub_removed(self.id, collection, doc_id)
+
+    def send(self, message: PreparedMessage) -> None:
+        """``added``/``changed``/``removed`` from a message shared with other subscriptions."""
+        if self.active:
+            self._sink.sub_prepared(self.id, message)
 
     def ready(self) -> None:
         if self.active:

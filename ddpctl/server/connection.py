@@ -30,7 +30,7 @@ from ..ddp.session import (
 )
 from ..invocation import ConnectionHandle, MethodInvocation
 from ..methods import methods
-from ..publish import Subscription, publications
+from ..publish import PreparedMessage, Subscription, publications
 from . import sockjs
 from .websocket import ConnectionClosed, WebSocket
 
@@ -280,6 +280,21 @@ class DDPConnection:
 
     def sub_removed(self, sub_id: str, collection: str, doc_id: str) -> None:
         self._send_all(self.session.subscription_removed(sub_id, collection, doc_id))
+
+    def sub_prepared(self, sub_id: str, message: PreparedMessage) -> None:
+        if message.op == "changed":
+            out = self.session.subscription_changed(sub_id, message.collection, message.id,
+                                                    message.fields, message.cleared or ())
+        elif message.op == "added":
+            out = self.session.subscription_added(sub_id, message.collection, message.id,
+                                                  message.fields or {})
+        else:
+            out = self.session.subscription_removed(sub_id, message.collection, message.id)
+        for msg in out:
+            if self._mute_data:
+                continue
+            # Usually the mergebox lets the message through as is: reuse the shared text.
+            self._queue_text(message.text if message.same_as(msg) else stringify(msg))
 
     def sub_ready(self, sub_id: str) -> None:
         self._send_all(self.session.subscription_ready(sub_id))

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import logging
 import socket
+import struct
 from collections.abc import Callable
 
 from gevent.lock import Semaphore
@@ -23,11 +24,29 @@ from wsproto.events import (
     TextMessage,
 )
 
-__all__ = ["WebSocket", "accept_key", "ConnectionClosed"]
+__all__ = ["WebSocket", "accept_key", "text_frame", "ConnectionClosed"]
 
 logger = logging.getLogger(__name__)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _READ_SIZE = 65536
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked server text frame.
+
+    Built here rather than through wsproto's event objects: this runs once per message per
+    client and dominates fan-out.  wsproto still parses everything the client sends.
+    """
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return _HEADER_16(0x81, 126, n) + payload
+    return _HEADER_64(0x81, 127, n) + payload
+
+
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
 
 
 def accept_key(key: str) -> str:
@@ -121,8 +140,7 @@ class WebSocket:
         """Send each text as its own message, in one socket write."""
         if self.closed:
             raise self.closed
-        data = b"".join(self._ws.send(TextMessage(data=t)) for t in texts)
-        self._write(data)
+        self._write(b"".join([text_frame(t.encode()) for t in texts]))
 
     def _write(self, data: bytes) -> None:
         try:
