@@ -1,20 +1,20 @@
 """One DDP client connection: transport, session, bounded send queue, heartbeats.
 
-Greenlets per connection: the reader (the pywsgi handler's own greenlet) answers pings at
-once and queues ``sub``/``unsub``/``method``; the processor handles those in arrival order
-(user code runs on the database workers); the writer drains the send queue, batching
-frames; the heartbeat pings an idle client and closes a silent one.
+The reader (the pywsgi handler's own greenlet) answers pings at once and queues
+``sub``/``unsub``/``method``; a processor greenlet handles those in arrival order (user
+code runs on the database workers); a writer greenlet drains the send queue, batching
+frames.  Processor and writer exist only while they have work, so an idle connection
+costs one greenlet; the server's heartbeat loop calls :meth:`DDPConnection.tick`.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
-from gevent.event import Event
-from gevent.queue import Empty, Full, Queue
 
 from ..ddp.errors import MeteorError, internal_server_error
 from ..ddp.heartbeat import Beat, Heartbeat
@@ -141,11 +141,14 @@ class DDPConnection:
             _close=lambda: self.close(1000, "Normal closure"))
         self.user_id: Any = None
         self.opened_at = time.time()
-        self._outbox: Queue = Queue(maxsize=self.config.send_queue_size)
-        self._inbox: Queue = Queue()
+        self._opened_mono = time.monotonic()
+        self._outbox: deque[Any] = deque()
+        self._writer: gevent.Greenlet | None = None
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._processor: gevent.Greenlet | None = None
         self._subs: dict[str, Subscription] = {}
-        self._connected = Event()
-        self._heartbeat = Heartbeat(self.config.heartbeat_interval, self.config.heartbeat_timeout)
+        self._heartbeat: Heartbeat | None = None  # created at connect (pre1 has none)
+        self._last_transport_beat = self._opened_mono
         self._closing = False
         self._mute_data = False
 
@@ -154,24 +157,19 @@ class DDPConnection:
     def run(self) -> None:
         """Serve the client until it goes away or the connection is closed."""
         self.server.connections.add(self)
-        helpers = []
         try:
             self.transport.open()
             if self.config.legacy_server_id:
                 self._queue_text('{"server_id":"0"}')
-            helpers = [gevent.spawn(self._write_loop), gevent.spawn(self._process_loop),
-                       gevent.spawn(self._heartbeat_loop)]
-            if isinstance(self.transport, SockJSTransport) and self.config.sockjs_heartbeat > 0:
-                helpers.append(gevent.spawn(self._transport_heartbeat_loop))
             self._read_loop()
         except ConnectionClosed:
             pass  # the client left; cleanup below is all there is to do
         finally:
             self._closing = True
-            writer = helpers[0] if helpers else None
+            writer = self._writer
             if writer is not None and not self.transport_closed():
                 writer.join(timeout=self.config.shutdown_timeout)  # flush, then the close frame
-            gevent.killall([g for g in helpers if not g.dead], block=False)
+            gevent.killall([g for g in (self._writer, self._processor) if g is not None], block=False)
             self.transport.abort()
             for sub in list(self._subs.values()):
                 sub.deactivate()
@@ -183,44 +181,51 @@ class DDPConnection:
         if self._closing:
             return
         self._closing = True
-        try:
-            self._outbox.put_nowait(_CloseRequest(code, reason))
-        except Full:
-            self.transport.abort()
+        self._push(_CloseRequest(code, reason), bounded=False)
 
     # -- reading ------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
         while not self._closing:
             for text in self.transport.receive():
-                self._heartbeat.message_received()
+                if self._heartbeat is not None:
+                    self._heartbeat.message_received()
                 for item in self.session.receive(text):
                     if isinstance(item, Send):
                         self._send(item.message)
                     elif isinstance(item, Enqueue):
-                        self._inbox.put(item.message)
+                        self._inbox.append(item.message)
+                        if self._processor is None:
+                            self._processor = gevent.spawn(self._process_loop)
                     elif isinstance(item, Close):
                         self.close(1000, "Normal closure")
-                if self.session.connected and not self._connected.is_set():
+                if self.session.connected and not self.handle.id:
                     self.handle.id = self.session.id or ""
-                    self._connected.set()
+                    if self.session.heartbeats:
+                        self._heartbeat = Heartbeat(self.config.heartbeat_interval,
+                                                    self.config.heartbeat_timeout, now=time.monotonic())
 
     # -- processing, in order -----------------------------------------------------------
 
     def _process_loop(self) -> None:
-        while True:
-            msg = self._inbox.get()
-            processed = self.session.process(msg)
-            self._send_all(processed.messages)
-            work = processed.work
-            if isinstance(work, MethodCall):
-                self._run_method(work)
-            elif isinstance(work, SubscriptionStart):
-                self._start_subscription(work)
-            elif isinstance(work, SubscriptionStop):
-                sub = self._subs.pop(work.id, None)
-                if sub is not None:
-                    self.server.db.run(sub.deactivate)
+        try:
+            while self._inbox:
+                self._process(self._inbox.popleft())
+        finally:
+            self._processor = None
+
+    def _process(self, msg: dict[str, Any]) -> None:
+        processed = self.session.process(msg)
+        self._send_all(processed.messages)
+        work = processed.work
+        if isinstance(work, MethodCall):
+            self._run_method(work)
+        elif isinstance(work, SubscriptionStart):
+            self._start_subscription(work)
+        elif isinstance(work, SubscriptionStop):
+            sub = self._subs.pop(work.id, None)
+            if sub is not None:
+                self.server.db.run(sub.deactivate)
 
     def _run_method(self, call: MethodCall) -> None:
         invocation = MethodInvocation(call.name, self.handle, call.random_seed, self.user_id)
@@ -319,69 +324,79 @@ class DDPConnection:
             self._queue_text(stringify(message))
 
     def _queue_text(self, text: str) -> None:
-        try:
-            self._outbox.put_nowait(text)
-        except Full:
+        self._push(text)
+
+    def _push(self, item: Any, bounded: bool = True) -> None:
+        if bounded and len(self._outbox) >= self.config.send_queue_size:
+            if self._closing and self.transport_closed():
+                return
             # A client that cannot keep up would make the server buffer without bound.
             logger.warning("closing connection %s: send queue full (%d messages)",
                            self.handle.id, self.config.send_queue_size)
             self._closing = True
+            self._outbox.clear()
             self.transport.abort()
+            return
+        self._outbox.append(item)
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_loop)
 
     def _write_loop(self) -> None:
-        while True:
-            batch = [self._outbox.get()]
-            try:
-                while len(batch) < _BATCH:
-                    batch.append(self._outbox.get_nowait())
-            except Empty:
-                pass  # the batch holds everything queued so far
-            texts: list[str] = []
-            for item in batch:
-                if isinstance(item, str):
-                    texts.append(item)
-                    continue
-                if texts:
-                    self.transport.send(texts)
-                    texts = []
-                if isinstance(item, _CloseRequest):
-                    self.transport.close(item.code, item.reason)
+        try:
+            while self._outbox:
+                if self._write_batch():
                     return
-                self.transport.send_heartbeat()
+        finally:
+            self._writer = None
+
+    def _write_batch(self) -> bool:
+        """Send up to ``_BATCH`` queued items; True once the connection is closed."""
+        outbox = self._outbox
+        batch = [outbox.popleft() for _ in range(min(_BATCH, len(outbox)))]
+        texts: list[str] = []
+        for item in batch:
+            if isinstance(item, str):
+                texts.append(item)
+                continue
             if texts:
                 self.transport.send(texts)
+                texts = []
+            if isinstance(item, _CloseRequest):
+                self._outbox.clear()
+                self.transport.close(item.code, item.reason)
+                return True
+            self.transport.send_heartbeat()
+        if texts:
+            self.transport.send(texts)
+        return False
 
     def transport_closed(self) -> bool:
         return self.transport.closed
 
     # -- heartbeats ---------------------------------------------------------------------
 
-    def _transport_heartbeat_loop(self) -> None:
-        """SockJS ``h`` frames keep proxies from closing a quiet connection."""
-        while True:
-            gevent.sleep(self.config.sockjs_heartbeat)
-            try:
-                self._outbox.put_nowait(_TRANSPORT_HEARTBEAT)
-            except Full:
-                pass  # plenty is queued already; the next write keeps the line busy
-
-    def _heartbeat_loop(self) -> None:
-        # Before the handshake, Meteor closes a socket that stays silent for 45 s.
-        if not self._connected.wait(timeout=self.config.handshake_timeout):
-            logger.info("closing a connection that sent no connect in %.0f s",
-                        self.config.handshake_timeout)
-            self.close(1000, "Normal closure")
+    def tick(self, now: float) -> None:
+        """Called about every second by the server: handshake timeout and heartbeats."""
+        if self._closing:
             return
-        if not self.session.heartbeats or not self._heartbeat.enabled:
-            return
-        heartbeat = self._heartbeat = Heartbeat(self.config.heartbeat_interval,
-                                                self.config.heartbeat_timeout, now=time.monotonic())
-        while True:
-            gevent.sleep(max(0.01, heartbeat.next_deadline() - time.monotonic()))
-            beat = heartbeat.tick(time.monotonic())
-            if beat is Beat.PING:
-                self._send({"msg": "ping"})
-            elif beat is Beat.TIMEOUT:
-                logger.info("closing connection %s: heartbeat timed out", self.handle.id)
+        if (self.config.sockjs_heartbeat > 0 and isinstance(self.transport, SockJSTransport)
+                and now - self._last_transport_beat >= self.config.sockjs_heartbeat):
+            # SockJS ``h`` frames keep proxies from closing a quiet connection.
+            self._last_transport_beat = now
+            self._push(_TRANSPORT_HEARTBEAT)
+        if not self.session.connected:
+            # Before the handshake, Meteor closes a socket that stays silent for 45 s.
+            if now - self._opened_mono >= self.config.handshake_timeout:
+                logger.info("closing a connection that sent no connect in %.0f s",
+                            self.config.handshake_timeout)
                 self.close(1000, "Normal closure")
-                return
+            return
+        heartbeat = self._heartbeat
+        if heartbeat is None or not heartbeat.enabled:
+            return
+        beat = heartbeat.tick(now)
+        if beat is Beat.PING:
+            self._send({"msg": "ping"})
+        elif beat is Beat.TIMEOUT:
+            logger.info("closing connection %s: heartbeat timed out", self.handle.id)
+            self.close(1000, "Normal closure")

@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 import gevent
@@ -108,6 +109,7 @@ class DDPServer:
                     for sig in (signal.SIGTERM, signal.SIGINT)]
         try:
             self.dispatcher.start()
+            ticker = gevent.spawn(self._tick_connections)
             for sock in self._sockets:
                 sock.listen(self.backlog)
             for server in self._servers:
@@ -116,7 +118,20 @@ class DDPServer:
         finally:
             for handler in handlers:
                 handler.cancel()
+            ticker.kill(block=False)
             self.shutdown()
+
+    def _tick_connections(self) -> None:
+        """One loop for every connection's heartbeat (not a greenlet per connection)."""
+        config = self.config
+        periods = [1.0] + [p / 4 for p in (config.heartbeat_interval, config.heartbeat_timeout,
+                                           config.sockjs_heartbeat) if p > 0]
+        period = max(0.01, min(periods))
+        while True:
+            gevent.sleep(period)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.tick(now)
 
     def shutdown(self) -> None:
         self.draining = True
