@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
+from gevent.event import Event
 
 from ..ddp.errors import MeteorError, internal_server_error
 from ..ddp.heartbeat import Beat, Heartbeat
@@ -42,6 +43,7 @@ __all__ = ["DDPConnection", "RawTransport", "SockJSTransport"]
 logger = logging.getLogger(__name__)
 _BATCH = 256  # frames taken from the send queue per socket write
 _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
+_WRITER_LINGER = 5.0  # seconds an idle writer greenlet waits for more before it ends
 
 
 class Transport(Protocol):
@@ -144,6 +146,8 @@ class DDPConnection:
         self._opened_mono = time.monotonic()
         self._outbox: deque[Any] = deque()
         self._writer: gevent.Greenlet | None = None
+        self._writer_idle = False
+        self._wake_writer = Event()
         self._inbox: deque[dict[str, Any]] = deque()
         self._processor: gevent.Greenlet | None = None
         self._subs: dict[str, Subscription] = {}
@@ -340,14 +344,26 @@ class DDPConnection:
         self._outbox.append(item)
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
+        elif self._writer_idle:
+            self._wake_writer.set()
 
     def _write_loop(self) -> None:
+        # The writer lingers a while after the queue empties: busy connections keep theirs
+        # (no spawn per message), idle ones drop it (less memory per idle connection).
         try:
-            while self._outbox:
-                if self._write_batch():
+            while True:
+                while self._outbox:
+                    if self._write_batch():
+                        return
+                self._writer_idle = True
+                self._wake_writer.clear()
+                woke = self._wake_writer.wait(timeout=_WRITER_LINGER)
+                self._writer_idle = False
+                if not woke and not self._outbox:
                     return
         finally:
             self._writer = None
+            self._writer_idle = False
 
     def _write_batch(self) -> bool:
         """Send up to ``_BATCH`` queued items; True once the connection is closed."""
