@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
-from gevent.event import Event
+from gevent.queue import Empty, Queue
 
 from ..ddp.errors import MeteorError, internal_server_error
 from ..ddp.heartbeat import Beat, Heartbeat
@@ -144,10 +144,8 @@ class DDPConnection:
         self.user_id: Any = None
         self.opened_at = time.time()
         self._opened_mono = time.monotonic()
-        self._outbox: deque[Any] = deque()
+        self._outbox: Queue = Queue()
         self._writer: gevent.Greenlet | None = None
-        self._writer_idle = False
-        self._wake_writer = Event()
         self._inbox: deque[dict[str, Any]] = deque()
         self._processor: gevent.Greenlet | None = None
         self._subs: dict[str, Subscription] = {}
@@ -331,44 +329,40 @@ class DDPConnection:
         self._push(text)
 
     def _push(self, item: Any, bounded: bool = True) -> None:
-        if bounded and len(self._outbox) >= self.config.send_queue_size:
+        if bounded and self._outbox.qsize() >= self.config.send_queue_size:
             if self._closing and self.transport_closed():
                 return
             # A client that cannot keep up would make the server buffer without bound.
             logger.warning("closing connection %s: send queue full (%d messages)",
                            self.handle.id, self.config.send_queue_size)
             self._closing = True
-            self._outbox.clear()
+            self._outbox = Queue()
             self.transport.abort()
             return
-        self._outbox.append(item)
+        self._outbox.put_nowait(item)
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
-        elif self._writer_idle:
-            self._wake_writer.set()
 
     def _write_loop(self) -> None:
         # The writer lingers a while after the queue empties: busy connections keep theirs
         # (no spawn per message), idle ones drop it (less memory per idle connection).
         try:
             while True:
-                while self._outbox:
-                    if self._write_batch():
-                        return
-                self._writer_idle = True
-                self._wake_writer.clear()
-                woke = self._wake_writer.wait(timeout=_WRITER_LINGER)
-                self._writer_idle = False
-                if not woke and not self._outbox:
+                try:
+                    first = self._outbox.get(timeout=_WRITER_LINGER)
+                except Empty:
+                    return
+                if self._write_batch(first):
                     return
         finally:
             self._writer = None
-            self._writer_idle = False
 
-    def _write_batch(self) -> bool:
-        """Send up to ``_BATCH`` queued items; True once the connection is closed."""
+    def _write_batch(self, first: Any) -> bool:
+        """Send ``first`` and what else is queued (up to ``_BATCH``); True once closed."""
         outbox = self._outbox
-        batch = [outbox.popleft() for _ in range(min(_BATCH, len(outbox)))]
+        batch = [first]
+        while len(batch) < _BATCH and outbox.qsize():
+            batch.append(outbox.get_nowait())
         texts: list[str] = []
         for item in batch:
             if isinstance(item, str):

@@ -130,8 +130,10 @@ class DDPServer:
         while True:
             gevent.sleep(period)
             now = time.monotonic()
-            for conn in list(self.connections):
+            for i, conn in enumerate(list(self.connections)):
                 conn.tick(now)
+                if i % 500 == 499:
+                    gevent.sleep(0)  # 10,000 connections must not stall delivery
 
     def shutdown(self) -> None:
         self.draining = True
