@@ -372,7 +372,7 @@ class DDPConnection:
                 self.transport.send(texts)
                 texts = []
             if isinstance(item, _CloseRequest):
-                self._outbox.clear()
+                self._outbox = Queue()
                 self.transport.close(item.code, item.reason)
                 return True
             self.transport.send_heartbeat()
