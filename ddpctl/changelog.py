@@ -91,7 +91,3 @@ class ChangelogReader:
         reader = cls(position=max(0, end - window))
         reader.catch_up_all(cursor)
         return reader
-
-    def oldest_available(self, cursor: Any) -> int | None:
-        cursor.execute("SELECT min(id) FROM ddpctl_change")
-        return cursor.fetchone()[0]

@@ -230,9 +230,6 @@ class ObserverRegistry:
         tables = changes.tables
         return [o for o in self._observers.values() if o.tables & tables]
 
-    def all(self) -> list[Observer]:
-        return list(self._observers.values())
-
     def __len__(self) -> int:
         return len(self._observers)
 

@@ -182,14 +182,7 @@ class SessionView:
                     out.extend(_changed(name, doc_id, changes, cleared))
         return out
 
-    def holds(self, handle: str, collection: str, doc_id: str) -> bool:
-        return doc_id in self._held.get(handle, {}).get(collection, ())
-
     def document(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         """The merged fields the client currently has for a document (None if absent)."""
         view = self._collections.get(collection, {}).get(doc_id)
         return None if view is None else view.fields()
-
-    def count(self, handle: str) -> int:
-        """Number of documents ``handle`` holds."""
-        return sum(len(ids) for ids in self._held.get(handle, {}).values())

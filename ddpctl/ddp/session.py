@@ -221,9 +221,6 @@ class Session:
         return [{"msg": "updated", "methods": [call.id]},
                 {"msg": "result", "id": call.id, "error": error.to_json()}]
 
-    def is_active(self, sub_id: str) -> bool:
-        return sub_id in self.subscriptions
-
     def subscription_added(self, sub_id: str, collection: str, doc_id: str,
                            fields: Mapping[str, Any]) -> list[Message]:
         if sub_id not in self.subscriptions:

@@ -52,7 +52,6 @@ class Dispatcher:
         self._waiters: list[AsyncResult] = []
         self._conn: Any = None
         self.reader: ChangelogReader | None = None
-        self.connected = Event()
         self.batches = 0
         self.changes = 0
         self._greenlet: gevent.Greenlet | None = None
@@ -87,7 +86,6 @@ class Dispatcher:
                 delay = 0.1
                 self._loop()
             except Exception as exc:  # psycopg2's, Django's (from observers) or socket errors
-                self.connected.clear()
                 self._close()
                 logger.warning("change dispatcher: %s: %s; reconnecting in %.1f s", type(exc).__name__,
                                str(exc).strip(), delay, exc_info=logger.isEnabledFor(logging.DEBUG))
@@ -106,7 +104,6 @@ class Dispatcher:
                 logger.info("change dispatcher reconnected; catching up from position %d",
                             self.reader.position)
         self._conn = conn
-        self.connected.set()
         self._wake.set()  # read right away: changes may have committed while we were away
 
     def _close(self) -> None:
