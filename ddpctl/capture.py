@@ -20,10 +20,12 @@ CHANNEL = "ddpctl"
 TRIGGER_PREFIX = "ddpctl_capture_"
 
 FUNCTIONS_SQL = r"""
-CREATE OR REPLACE FUNCTION ddpctl_capture_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+-- INSERT and DELETE: one row per inserted (new_rows) or deleted (old_rows) row.
+CREATE OR REPLACE FUNCTION ddpctl_capture_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  EXECUTE format('INSERT INTO ddpctl_change ("table", op, "row") SELECT %L, ''I'', n.%I::text FROM new_rows n',
-                 TG_TABLE_NAME, TG_ARGV[0]);
+  EXECUTE format('INSERT INTO ddpctl_change ("table", op, "row") SELECT %L, %L, r.%I::text FROM %I r',
+                 TG_TABLE_NAME, left(TG_OP, 1), TG_ARGV[0],
+                 CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END);
   PERFORM pg_notify('ddpctl', '');
   RETURN NULL;
 END $$;
@@ -41,14 +43,6 @@ BEGIN
     TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[0], TG_ARGV[0],
     TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[0], TG_ARGV[0],
     TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[0], TG_ARGV[0]);
-  PERFORM pg_notify('ddpctl', '');
-  RETURN NULL;
-END $$;
-
-CREATE OR REPLACE FUNCTION ddpctl_capture_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE format('INSERT INTO ddpctl_change ("table", op, "row") SELECT %L, ''D'', o.%I::text FROM old_rows o',
-                 TG_TABLE_NAME, TG_ARGV[0]);
   PERFORM pg_notify('ddpctl', '');
   RETURN NULL;
 END $$;
@@ -104,12 +98,12 @@ class Target:
         pk = _literal(self.pk_column)
         return [
             f"CREATE TRIGGER {TRIGGER_PREFIX}i AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_insert({pk})",
+            f"FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_rows({pk})",
             f"CREATE TRIGGER {TRIGGER_PREFIX}u AFTER UPDATE ON {table} "
             f"REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
             f"FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_update({pk})",
             f"CREATE TRIGGER {TRIGGER_PREFIX}d AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_delete({pk})",
+            f"FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_rows({pk})",
             f"CREATE TRIGGER {TRIGGER_PREFIX}t AFTER TRUNCATE ON {table} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_truncate()",
         ]

@@ -92,9 +92,9 @@ def _handler_for(cls: type[Publication]):
     def start(sub: Subscription, *params: Any) -> None:
         pub = cls(sub)
         specs = pub._cursor_specs(list(params))
-        per_user = pub._user_used or any(c.user_dependent for c, _ in specs)
-        user = pub.user if any(c.user_dependent for c, _ in specs) else None
-        cohort = sub.user_id if per_user else None
+        visibility_per_user = any(c.user_dependent for c, _ in specs)
+        user = pub.user if visibility_per_user else None
+        cohort = sub.user_id if pub._user_used or visibility_per_user else None
         key = (cls.name, json.dumps(to_json_value(list(params)), sort_keys=True), cohort)
         observer, created = observers.get_or_create(
             key, lambda: [Cursor(c, c.prepare(c.visible(qs, user))) for c, qs in specs])

@@ -216,8 +216,7 @@ class DDPClient:
             elif reply.get("msg") == "updated" and method_id in reply.get("methods", []):
                 updated = True
         if "error" in result:
-            err = result["error"]
-            raise MeteorError(err.get("error"), err.get("reason"), err.get("details"))
+            raise _meteor_error(result["error"])
         return from_json_value(result.get("result"))
 
     def subscribe(self, name: str, *params: Any) -> str:
@@ -229,8 +228,7 @@ class DDPClient:
             if reply.get("msg") == "ready" and sub_id in reply.get("subs", []):
                 return sub_id
             if reply.get("msg") == "nosub" and reply.get("id") == sub_id:
-                err = reply.get("error") or {}
-                raise MeteorError(err.get("error"), err.get("reason"), err.get("details"))
+                raise _meteor_error(reply.get("error") or {})
 
     def close(self) -> None:
         self.ws.close()
@@ -240,3 +238,8 @@ class DDPClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _meteor_error(obj: dict[str, Any]) -> MeteorError:
+    """A ``MeteorError`` rebuilt from its wire object, like Meteor's client does."""
+    return MeteorError(obj.get("error"), obj.get("reason"), obj.get("details"))

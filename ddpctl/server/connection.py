@@ -169,7 +169,7 @@ class DDPConnection:
         finally:
             self._closing = True
             writer = self._writer
-            if writer is not None and not self.transport_closed():
+            if writer is not None and not self.transport.closed:
                 writer.join(timeout=self.config.shutdown_timeout)  # flush, then the close frame
             gevent.killall([g for g in (self._writer, self._processor) if g is not None], block=False)
             self.transport.abort()
@@ -330,7 +330,7 @@ class DDPConnection:
 
     def _push(self, item: Any, bounded: bool = True) -> None:
         if bounded and self._outbox.qsize() >= self.config.send_queue_size:
-            if self._closing and self.transport_closed():
+            if self._closing and self.transport.closed:
                 return
             # A client that cannot keep up would make the server buffer without bound.
             logger.warning("closing connection %s: send queue full (%d messages)",
@@ -379,9 +379,6 @@ class DDPConnection:
         if texts:
             self.transport.send(texts)
         return False
-
-    def transport_closed(self) -> bool:
-        return self.transport.closed
 
     # -- heartbeats ---------------------------------------------------------------------
 
