@@ -19,7 +19,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["ChangeRow", "ChangelogReader"]
+__all__ = ["ChangeRow", "ChangelogReader", "OPS", "configured_retention", "first_position_at", "prune",
+           "read_range"]
 
 _READ = """
 WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
@@ -31,6 +32,9 @@ FROM snap LEFT JOIN LATERAL (
     ORDER BY id LIMIT %(limit)s) c ON true
 ORDER BY c.id
 """
+
+
+OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
 
 
 class ChangeRow(NamedTuple):
@@ -86,8 +90,67 @@ class ChangelogReader:
     def at_end(cls, cursor: Any, window: int = 10_000) -> ChangelogReader:
         """A reader positioned after the last visible change, with the gaps of the last
         ``window`` ids (transactions still in flight) remembered."""
-        cursor.execute("SELECT coalesce(max(id), 0) FROM ddpctl_change")
+        # The sequence, not max(id): after a prune the table may be empty.
+        cursor.execute("SELECT coalesce(pg_sequence_last_value("
+                       "pg_get_serial_sequence('ddpctl_change', 'id')::regclass), 0)")
         end = cursor.fetchone()[0]
         reader = cls(position=max(0, end - window))
         reader.catch_up_all(cursor)
         return reader
+
+
+def first_position_at(cursor: Any, moment: datetime.datetime) -> int:
+    """The position of the first change made at or after ``moment`` (or the next one to come)."""
+    cursor.execute("SELECT min(id) FROM ddpctl_change WHERE at >= %s", (moment,))
+    found = cursor.fetchone()[0]
+    if found is not None:
+        return found
+    cursor.execute("SELECT coalesce(pg_sequence_last_value("
+                   "pg_get_serial_sequence('ddpctl_change', 'id')::regclass), 0) + 1")
+    return cursor.fetchone()[0]
+
+
+def read_range(cursor: Any, first: int, last: int | None, tables: list[str] | None = None,
+               limit: int = 5000) -> list[ChangeRow]:
+    """Past changes with ``first <= id <= last``, by id, at most ``limit``."""
+    cursor.execute("""SELECT id, "table", op, "row", fields, at FROM ddpctl_change
+                      WHERE id >= %s AND (%s::bigint IS NULL OR id <= %s)
+                        AND (%s::text[] IS NULL OR "table" = ANY(%s::text[]))
+                      ORDER BY id LIMIT %s""", (first, last, last, tables, tables, limit))
+    return [ChangeRow(*r) for r in cursor.fetchall()]
+
+
+def prune(cursor: Any, before: datetime.datetime, batch: int = 10_000) -> int:
+    """Delete changes made before ``before``, ``batch`` rows per statement; how many.
+
+    Each statement is short, so writers and readers are never held up for long.
+    """
+    total = 0
+    while True:
+        cursor.execute("""DELETE FROM ddpctl_change WHERE id IN (
+                              SELECT id FROM ddpctl_change WHERE at < %s ORDER BY id LIMIT %s)""",
+                       (before, batch))
+        total += cursor.rowcount
+        if cursor.rowcount < batch:
+            return total
+
+
+DEFAULT_RETENTION = datetime.timedelta(days=7)
+
+
+def configured_retention() -> datetime.timedelta | None:
+    """``settings.DDPCTL_CHANGELOG_RETENTION``: a timedelta, seconds, a duration such as
+    ``"7d"``, or None to keep every change; 7 days by default.  ``ValueError`` if invalid."""
+    from django.conf import settings
+
+    from .timespec import parse_duration
+
+    value = getattr(settings, "DDPCTL_CHANGELOG_RETENTION", DEFAULT_RETENTION)
+    if value is None or isinstance(value, datetime.timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.timedelta(seconds=value)
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"DDPCTL_CHANGELOG_RETENTION must be a timedelta, seconds, a duration such as "
+                     f"'7d' or None, not {value!r}")

@@ -44,6 +44,7 @@ class ServeConfig:
     db_connections: int = 10
     shutdown_timeout: float = 5.0
     legacy_server_id: bool = False
+    node_heartbeat: float = 5.0  # registry heartbeat; a node is gone after 3 missed
     sockjs_heartbeat: float = 45.0  # SockJS ``h`` frame interval (Meteor's heartbeat_delay)
 
     @property

@@ -26,3 +26,86 @@ class Change(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.op} {self.table} {self.row}"
+
+
+# -- the node and subscription registry (what `ddpctl nodes/conns/subs ls` read) ------------
+# Each serving process (a node) rewrites its own rows on its registry heartbeat, never per DDP
+# message.  A node whose heartbeat is older than its ``heartbeat_timeout`` is not listed and
+# its rows are deleted by the next live node.  No foreign keys: a node's rows go in one
+# statement, and a registry write never waits on another node's lock.
+
+
+class Node(models.Model):
+    """A running ``ddpctl serve`` process."""
+
+    id = models.CharField(primary_key=True, max_length=32)
+    host = models.TextField()
+    pid = models.IntegerField()
+    addresses = ArrayField(models.TextField(), default=list)
+    version = models.TextField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    heartbeat_timeout = models.FloatField(help_text="seconds without a heartbeat before the node is gone")
+
+    class Meta:
+        db_table = "ddpctl_node"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
+class LiveConnection(models.Model):
+    """A connected DDP session (``id`` is the session id the client got in ``connected``)."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    node = models.CharField(max_length=32, db_index=True)
+    remote_address = models.TextField(null=True)
+    user_id = models.TextField(null=True)
+    transport = models.TextField()
+    opened_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "ddpctl_connection"
+
+
+class LiveSubscription(models.Model):
+    pk = models.CompositePrimaryKey("connection", "sub_id")
+    connection = models.CharField(max_length=64)
+    sub_id = models.TextField()
+    node = models.CharField(max_length=32, db_index=True)
+    publication = models.TextField()
+    params = models.TextField(help_text="EJSON")
+    documents = models.IntegerField()
+    collections = ArrayField(models.TextField(), default=list)
+    started_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "ddpctl_subscription"
+
+
+class Command(models.Model):
+    """An operator's request to the nodes (close a connection, replay changes).
+
+    NOTIFY only wakes the nodes; the row is what they act on, so a node that was
+    reconnecting when it was sent still finds it.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.TextField()
+    node = models.CharField(max_length=32, null=True, help_text="the node it is for; NULL: every node")
+    args = models.JSONField(default=dict)
+    created_at = models.DateTimeField(db_default=Func(function="clock_timestamp"))
+
+    class Meta:
+        db_table = "ddpctl_command"
+
+
+class CommandResult(models.Model):
+    pk = models.CompositePrimaryKey("command_id", "node")
+    command_id = models.BigIntegerField()
+    node = models.CharField(max_length=32)
+    result = models.JSONField(default=dict)
+    done_at = models.DateTimeField(db_default=Func(function="clock_timestamp"))
+
+    class Meta:
+        db_table = "ddpctl_command_result"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -82,6 +83,7 @@ class Subscription:
         self.connection = connection
         self.user_id = user_id
         self.active = True
+        self.started_at = time.time()
         self._stop_callbacks: list[Callable[[], None]] = []
 
     def added(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:

@@ -50,6 +50,27 @@ def live_database_url(django_db_blocker):
 
 
 @pytest.fixture
+def sql(live_database_url):
+    """Run SQL on the live database in autocommit, like any other service would."""
+    conn = psycopg2.connect(live_database_url)
+    conn.autocommit = True
+
+    def run(statement, params=None, fetch=False):
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if fetch else None
+
+    yield run
+    conn.close()
+
+
+@pytest.fixture
+def clean(sql):
+    sql("TRUNCATE bookstore_book_genres, bookstore_book, bookstore_author, bookstore_genre, "
+        "testapp_note RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
 def start_server(live_database_url):
     """Start ``ddpctl serve`` with extra arguments; every server is stopped after the test."""
     servers: list[LiveServer] = []
@@ -81,3 +102,18 @@ def client_url(request, server):
 def client(client_url):
     with DDPClient(client_url) as ddp:
         yield ddp
+
+
+@pytest.fixture
+def ddpctl(live_database_url):
+    """Run a ddpctl command (``ddpctl("subs", "ls", "--json")``) against the live database."""
+
+    def run(*args: str, check: bool = True, input: str | None = None, timeout: float = 60):
+        result = subprocess.run([sys.executable, "-m", "ddpctl", *args, *SERVER_ARGS], input=input,
+                                env={**os.environ, "DATABASE_URL": live_database_url}, capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"ddpctl {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    return run

@@ -9,7 +9,8 @@ from conftest import SERVER_ARGS
 
 from ddpctl.config import parse_listen
 
-COMMANDS = [[], ["serve"], ["migrate"]]
+COMMANDS = [[], ["serve"], ["migrate"], ["subs", "ls"], ["conns", "ls"], ["conns", "close"], ["nodes", "ls"],
+            ["tail"], ["replay"], ["changelog", "prune"]]
 
 
 def ddpctl(*args, env=None, timeout=60):
@@ -29,7 +30,8 @@ def test_help(command):
 def test_serve_help_names_every_environment_variable():
     out = ddpctl("serve", "--help").stdout
     for var in ["DDPCTL_LISTEN", "DDPCTL_SETTINGS", "DDPCTL_SSL_CERTFILE", "DDPCTL_SSL_KEYFILE",
-                "DDPCTL_RELOAD", "DDPCTL_LOG_LEVEL", "DDPCTL_MAX_FRAME_SIZE", "DDPCTL_PYTHONPATH"]:
+                "DDPCTL_RELOAD", "DDPCTL_LOG_LEVEL", "DDPCTL_MAX_FRAME_SIZE", "DDPCTL_PYTHONPATH",
+                "DDPCTL_NODE_HEARTBEAT"]:
         assert var in out
 
 
@@ -186,3 +188,31 @@ def test_migrate_check_names_tables_without_triggers(live_database_url):
         assert result.returncode == 0 and "Change capture installed on" in result.stdout
         conn.close()
     assert ddpctl("migrate", "--check", *SERVER_ARGS, env=env).returncode == 0
+
+
+def test_operator_commands_explain_a_missing_migration(tmp_path):
+    """Against a database without ddpctl's tables: one line naming the fix."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    import psycopg2
+
+    admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
+                             port=db["PORT"] or 5432)
+    admin.autocommit = True
+    name = f"ddpctl_empty_{os.getpid()}"
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        host = db["HOST"]
+        url = (f"postgresql://{db['USER']}@:{db['PORT'] or 5432}/{name}?host={host}" if host.startswith("/")
+               else f"postgresql://{db['USER']}@{host}:{db['PORT'] or 5432}/{name}")
+        result = ddpctl("subs", "ls", *SERVER_ARGS, env={"DATABASE_URL": url})
+        assert result.returncode == 1
+        assert "ddpctl_subscription" in result.stderr and "run: ddpctl migrate" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

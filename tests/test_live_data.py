@@ -17,27 +17,6 @@ BOOK = "bookstore.book"
 
 
 @pytest.fixture
-def sql(live_database_url):
-    """Run SQL on the live database in autocommit, like any other service would."""
-    conn = psycopg2.connect(live_database_url)
-    conn.autocommit = True
-
-    def run(statement, params=None, fetch=False):
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if fetch else None
-
-    yield run
-    conn.close()
-
-
-@pytest.fixture
-def clean(sql):
-    sql("TRUNCATE bookstore_book_genres, bookstore_book, bookstore_author, bookstore_genre, "
-        "testapp_note RESTART IDENTITY CASCADE")
-
-
-@pytest.fixture
 def live(start_server, clean):
     return start_server()
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .changelog import changelog
+from .conns import conns
 from .migrate import migrate
+from .nodes import nodes
+from .replay import replay
 from .serve import serve
+from .subs import subs
+from .tail import tail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -18,10 +24,16 @@ def cli() -> None:
       ddpctl migrate --settings mysite.settings
       ddpctl serve --settings mysite.settings
 
+    \b
+    Operating it, on every node at once:
+      ddpctl subs ls / conns ls / nodes ls    who is connected and subscribed
+      ddpctl tail                             changes as they are committed
+      ddpctl replay --since 10m               send past changes again
+
     Every option can also come from an environment variable (shown in each
     command's --help), e.g. DDPCTL_LISTEN=0.0.0.0:8000.
     """
 
 
-cli.add_command(serve)
-cli.add_command(migrate)
+for command in (serve, migrate, subs, conns, nodes, tail, replay, changelog):
+    cli.add_command(command)

@@ -1,15 +1,16 @@
 """``--settings``/``--pythonpath`` options and Django setup with one-line errors."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-__all__ = ["django_options", "setup_django"]
+__all__ = ["database_errors", "django_options", "raw_connection", "setup_django"]
 
 
 def django_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,3 +46,31 @@ def setup_django(settings: str | None, pythonpath: tuple[str, ...] = ()) -> None
         django.setup()
     except ImproperlyConfigured as exc:
         raise click.ClickException(f"settings {settings!r}: {exc}") from None
+
+
+def raw_connection(application_name: str) -> Any:
+    """A psycopg2 connection (autocommit) to Django's default database, for LISTEN and long reads."""
+    import psycopg2
+    import psycopg2.extensions
+    from django.db import connections
+
+    params = connections["default"].get_connection_params()
+    params.pop("cursor_factory", None)
+    conn = psycopg2.connect(**{**params, "application_name": application_name})
+    conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+    return conn
+
+
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """Database failures as one-line CLI errors (with the fix when ddpctl's tables are missing)."""
+    import psycopg2
+    from django.db import DatabaseError
+
+    try:
+        yield
+    except (DatabaseError, psycopg2.Error) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "ddpctl_" in text and "does not exist" in text:
+            raise click.ClickException(f"{text} (run: ddpctl migrate)") from None
+        raise click.ClickException(f"database error: {text}") from None

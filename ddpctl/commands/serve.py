@@ -64,13 +64,18 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--sockjs-heartbeat", type=click.FloatRange(min=0), default=45.0, show_default=True,
               envvar="DDPCTL_SOCKJS_HEARTBEAT", metavar="SECONDS",
               help="Interval of SockJS 'h' frames (0 disables).  [env: DDPCTL_SOCKJS_HEARTBEAT]")
+@click.option("--node-heartbeat", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              envvar="DDPCTL_NODE_HEARTBEAT", metavar="SECONDS",
+              help="How often this process updates its row and its connections in the node registry "
+                   "(ddpctl nodes/conns/subs ls); after 3 missed beats it is listed no more.  "
+                   "[env: DDPCTL_NODE_HEARTBEAT]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
 def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
           ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
           max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
-          db_connections: int, send_queue_size: int, sockjs_heartbeat: float,
+          db_connections: int, send_queue_size: int, sockjs_heartbeat: float, node_heartbeat: float,
           legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
@@ -91,7 +96,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         settings=settings, listen=listen, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         log_level=log_level, max_frame_size=max_frame_size, heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout, db_connections=db_connections,
-        send_queue_size=send_queue_size, sockjs_heartbeat=sockjs_heartbeat,
+        send_queue_size=send_queue_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
         legacy_server_id=legacy_server_id)
     ssl_context = None
     if ssl_certfile:

@@ -182,6 +182,10 @@ class SessionView:
                     out.extend(_changed(name, doc_id, changes, cleared))
         return out
 
+    def held(self, handle: str) -> dict[str, int]:
+        """How many documents of each collection ``handle`` publishes."""
+        return {name: len(ids) for name, ids in self._held.get(handle, {}).items() if ids}
+
     def document(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         """The merged fields the client currently has for a document (None if absent)."""
         view = self._collections.get(collection, {}).get(doc_id)

@@ -261,6 +261,10 @@ class Session:
         out.append({"msg": "nosub", "id": sub_id})
         return out
 
+    def documents_held(self, sub_id: str) -> dict[str, int]:
+        """How many documents of each collection a subscription publishes."""
+        return self.view.held(_sub_handle(sub_id))
+
     def forget_documents(self, sub_id: str) -> list[Message]:
         """Withdraw a subscription's documents but keep it active (it is about to re-run)."""
         return self.view.remove_subscription(_sub_handle(sub_id))

@@ -8,6 +8,8 @@ costs one greenlet; the server's heartbeat loop calls :meth:`DDPConnection.tick`
 """
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import time
 from collections import deque
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import gevent
 from gevent.queue import Empty, Queue
 
+from ..ddp.ejson import to_json_value
 from ..ddp.errors import MeteorError, internal_server_error
 from ..ddp.heartbeat import Beat, Heartbeat
 from ..ddp.messages import stringify
@@ -32,6 +35,7 @@ from ..ddp.session import (
 from ..invocation import ConnectionHandle, MethodInvocation
 from ..methods import methods
 from ..publish import PreparedMessage, Subscription, publications
+from ..registry import ConnectionEntry, SubscriptionEntry
 from . import sockjs
 from .websocket import ConnectionClosed, WebSocket
 
@@ -313,6 +317,42 @@ class DDPConnection:
     def sub_stopped(self, sub_id: str) -> None:
         self._subs.pop(sub_id, None)
         self._send_all(self.session.subscription_stopped(sub_id))
+
+    # -- the registry and operator commands ---------------------------------------------
+
+    def registry_entries(self) -> tuple[ConnectionEntry, list[SubscriptionEntry]] | None:
+        """This connection and its subscriptions as ``ddpctl conns/subs ls`` show them."""
+        if not self.handle.id or self._closing:
+            return None
+        utc = datetime.UTC
+        entry = ConnectionEntry(
+            self.handle.id, self.handle.client_address, None if self.user_id is None else str(self.user_id),
+            "sockjs" if isinstance(self.transport, SockJSTransport) else "websocket",
+            datetime.datetime.fromtimestamp(self.opened_at, utc))
+        subs = []
+        for sub_id, sub in list(self._subs.items()):
+            held = self.session.documents_held(sub_id)
+            params = json.dumps(to_json_value(sub.params), separators=(",", ":"))
+            subs.append(SubscriptionEntry(
+                self.handle.id, sub_id, sub.name, params, sum(held.values()), sorted(held),
+                datetime.datetime.fromtimestamp(sub.started_at, utc)))
+        return entry, subs
+
+    def resend(self, docs: Iterable[tuple[str, str]], dry_run: bool = False) -> list[tuple[str, str]]:
+        """Send again what the client holds of ``docs`` (collection, id): a ``changed`` with
+        every field.  Values come from the mergebox, so they are what the client should have."""
+        sent = []
+        for collection, doc_id in docs:
+            fields = self.session.view.document(collection, doc_id)
+            if fields is None:
+                continue  # this client does not (may not) see it
+            sent.append((collection, doc_id))
+            if not dry_run:
+                message: dict[str, Any] = {"msg": "changed", "collection": collection, "id": doc_id}
+                if fields:
+                    message["fields"] = fields
+                self._send(message)
+        return sent
 
     # -- writing ------------------------------------------------------------------------
 

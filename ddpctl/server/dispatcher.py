@@ -1,5 +1,7 @@
 """The change dispatcher: one LISTEN connection per serving process.
 
+It also hears ``NOTIFY ddpctl_control`` (operator commands) and passes it on.
+
 It sleeps until PostgreSQL's ``NOTIFY ddpctl`` (or a one-second poll, so a lost NOTIFY
 only delays), reads the changelog after its position (:mod:`ddpctl.changelog`), and hands
 each batch to the observers that read the changed tables.  If the connection dies or
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -25,6 +28,7 @@ from gevent.socket import wait_read
 
 from ..capture import CHANNEL
 from ..changelog import ChangelogReader, ChangeRow
+from ..control import CONTROL_CHANNEL
 from ..observer import ChangeSet, observers
 
 if TYPE_CHECKING:
@@ -44,8 +48,10 @@ def changes_of(rows: list[ChangeRow]) -> ChangeSet:
 
 
 class Dispatcher:
-    def __init__(self, dsn: dict[str, Any], db: DatabaseWorkers, concurrency: int) -> None:
+    def __init__(self, dsn: dict[str, Any], db: DatabaseWorkers, concurrency: int,
+                 on_control: Callable[[], None] | None = None) -> None:
         self._dsn = dsn
+        self._on_control = on_control
         self._db = db
         self._pool = Pool(concurrency)
         self._wake = Event()
@@ -96,7 +102,7 @@ class Dispatcher:
         conn = psycopg2.connect(**{**self._dsn, "application_name": "ddpctl-dispatcher"})
         conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
         with conn.cursor() as cur:
-            cur.execute(f"LISTEN {CHANNEL}")
+            cur.execute(f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}")
             if self.reader is None:
                 self.reader = ChangelogReader.at_end(cur)
                 logger.info("change dispatcher listening from position %d", self.reader.position)
@@ -128,6 +134,8 @@ class Dispatcher:
                     raise waiter.exception
             self._wake.clear()
             conn.poll()
+            if self._on_control is not None and any(n.channel == CONTROL_CHANNEL for n in conn.notifies):
+                self._on_control()
             conn.notifies.clear()
             waiters, self._waiters = self._waiters, []
             self._read_and_dispatch(conn)

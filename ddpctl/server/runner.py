@@ -20,6 +20,7 @@ from gevent.lock import BoundedSemaphore
 from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
 from .handler import DDPHandler, Router
+from .node import NodeAgent
 
 if TYPE_CHECKING:
     from ..config import ServeConfig
@@ -78,7 +79,8 @@ class DDPServer:
         self.db = DatabaseWorkers(config.db_connections)
         params = connections["default"].get_connection_params()
         params.pop("cursor_factory", None)
-        self.dispatcher = Dispatcher(params, self.db, config.db_connections)
+        self.node = NodeAgent(self, config.node_heartbeat)
+        self.dispatcher = Dispatcher(params, self.db, config.db_connections, on_control=self.node.wake)
         app = Router(get_wsgi_application(), BoundedSemaphore(config.db_connections),
                      connections.close_all)
         access_log = logging.getLogger("ddpctl.access")
@@ -95,6 +97,12 @@ class DDPServer:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         return [s.address[:2] for s in self._servers]
+
+    def _url(self, host: str, port: int) -> str:
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        shown = f"[{host}]" if ":" in host else host
+        return f"{self.config.scheme}://{shown}:{port}"
 
     def request_shutdown(self, signum: int | None = None) -> None:
         if self._stop.is_set():
@@ -114,6 +122,7 @@ class DDPServer:
                 sock.listen(self.backlog)
             for server in self._servers:
                 server.start()
+            self.node.start([self._url(host, port) for host, port in self.addresses])
             self._stop.wait()
         finally:
             for handler in handlers:
@@ -150,6 +159,7 @@ class DDPServer:
                 gevent.sleep(0.02)
         for server in self._servers:
             server.stop(timeout=0.5)
+        self.node.stop()
         self.dispatcher.stop()
         self.db.stop(timeout=1.0)
         logger.info("stopped")

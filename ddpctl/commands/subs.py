@@ -1,0 +1,70 @@
+"""``ddpctl subs ls``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .django_setup import database_errors, django_options, setup_django
+from .output import Column, age, emit_table, json_option
+
+
+@click.group()
+def subs() -> None:
+    """Live subscriptions on every node."""
+
+
+@subs.command("ls")
+@django_options
+@click.option("--publication", "-p", metavar="NAME", help="Only subscriptions to this publication.")
+@click.option("--user", metavar="USER_ID", help="Only subscriptions of this user id ('' for anonymous).")
+@click.option("--node", metavar="NODE", help="Only this node (its id, host, or host:pid).")
+@click.option(
+    "--collection", "-c", metavar="NAME", help="Only subscriptions holding documents of this collection."
+)
+@json_option
+def subs_ls(
+    settings: str | None,
+    pythonpath: tuple[str, ...],
+    publication: str | None,
+    user: str | None,
+    node: str | None,
+    collection: str | None,
+    as_json: bool,
+) -> None:
+    """List who is subscribed to what, across all nodes.
+
+    Each row: node, connection, remote address, user, publication, params, documents
+    the subscription holds (per collection with --json), and age.  The registry is
+    updated on each node's heartbeat (--node-heartbeat, 5 s by default).
+
+    \b
+    Examples:
+      ddpctl subs ls --settings mysite.settings
+      ddpctl subs ls --publication BooksByAuthor --user 42
+      ddpctl subs ls --json | jq 'group_by(.publication) | map({(.[0].publication): length})'
+    """
+    setup_django(settings, pythonpath)
+    from django.db import connection
+
+    from ..registry import list_subscriptions
+
+    with database_errors(), connection.cursor() as cursor:
+        rows = list_subscriptions(
+            cursor, node=node, user=user, publication=publication, collection=collection
+        )
+    if as_json:
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+    columns = [
+        Column("node_name", "node"),
+        Column("connection", "connection", style="cyan"),
+        Column("remote_address", "remote"),
+        Column("user_id", "user"),
+        Column("publication", "publication", style="bold"),
+        Column("params", "params"),
+        Column("documents", "docs", justify="right"),
+        Column("started_at", "age", age, justify="right"),
+    ]
+    emit_table(columns, rows, as_json, empty="no live subscriptions")

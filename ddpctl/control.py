@@ -1,0 +1,98 @@
+"""Operator commands to the serving nodes: close a connection, replay changes.
+
+The CLI inserts a row in ``ddpctl_command`` and sends ``NOTIFY ddpctl_control`` as a
+wake-up; each node it is for acts on it and inserts its answer in
+``ddpctl_command_result``.  Because the row, not the NOTIFY, is the request, a node that
+was reconnecting still finds it on its next registry heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "CONTROL_CHANNEL",
+    "COMMAND_TTL",
+    "expire_commands",
+    "pending_commands",
+    "record_result",
+    "send_command",
+    "wait_for_results",
+]
+
+CONTROL_CHANNEL = "ddpctl_control"
+COMMAND_TTL = 600  # seconds a command and its results are kept
+
+
+def send_command(cursor: Any, kind: str, args: dict[str, Any], node: str | None = None) -> int:
+    """Queue a command for ``node`` (or every node) and wake the nodes; its id."""
+    cursor.execute(
+        "INSERT INTO ddpctl_command (kind, node, args) VALUES (%s, %s, %s) RETURNING id",
+        (kind, node, json.dumps(args)),
+    )
+    command_id = cursor.fetchone()[0]
+    cursor.execute(f"NOTIFY {CONTROL_CHANNEL}")
+    return command_id
+
+
+def wait_for_results(
+    cursor: Any,
+    command_id: int,
+    nodes: set[str],
+    timeout: float,
+    on_result: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Answers of ``nodes`` (node id -> result), waiting up to ``timeout`` seconds for all."""
+    results: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        cursor.execute("SELECT node, result FROM ddpctl_command_result WHERE command_id = %s", (command_id,))
+        for node, result in cursor.fetchall():
+            if node not in results:
+                results[node] = result = _json(result)
+                if on_result is not None:
+                    on_result(node, result)
+        if nodes <= set(results) or time.monotonic() >= deadline:
+            return results
+        time.sleep(0.05)
+
+
+def pending_commands(cursor: Any, node: str, since: Any) -> list[tuple[int, str, dict[str, Any]]]:
+    """Commands for ``node`` created since ``since`` that it has not answered, oldest first."""
+    cursor.execute(
+        """
+        SELECT c.id, c.kind, c.args FROM ddpctl_command c
+        WHERE (c.node IS NULL OR c.node = %s) AND c.created_at >= %s
+          AND NOT EXISTS (SELECT 1 FROM ddpctl_command_result r WHERE r.command_id = c.id AND r.node = %s)
+        ORDER BY c.id""",
+        (node, since, node),
+    )
+    return [(cid, kind, _json(args)) for cid, kind, args in cursor.fetchall()]
+
+
+def _json(value: Any) -> Any:
+    # psycopg2 decodes jsonb itself, but Django's connections turn that off.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def record_result(cursor: Any, command_id: int, node: str, result: dict[str, Any]) -> None:
+    cursor.execute(
+        "INSERT INTO ddpctl_command_result (command_id, node, result) VALUES (%s, %s, %s) "
+        "ON CONFLICT DO NOTHING",
+        (command_id, node, json.dumps(result)),
+    )
+
+
+def expire_commands(cursor: Any) -> None:
+    """Delete commands and results older than ``COMMAND_TTL``."""
+    cursor.execute(
+        "DELETE FROM ddpctl_command_result WHERE done_at < clock_timestamp() - make_interval(secs => %s)",
+        (COMMAND_TTL,),
+    )
+    cursor.execute(
+        "DELETE FROM ddpctl_command WHERE created_at < clock_timestamp() - make_interval(secs => %s)",
+        (COMMAND_TTL,),
+    )
