@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["ServeConfig", "parse_listen"]
 
@@ -46,6 +47,10 @@ class ServeConfig:
     legacy_server_id: bool = False
     node_heartbeat: float = 5.0  # registry heartbeat; a node is gone after 3 missed
     sockjs_heartbeat: float = 45.0  # SockJS ``h`` frame interval (Meteor's heartbeat_delay)
+    meteor_bundle: Any = None  # a loaded ddpctl.meteor.bundle.Bundle
+    meteor_options: Any = None  # ddpctl.meteor.app.MeteorOptions
+    meteor_watch: bool = True
+    autoupdate_version: str | None = None
 
     @property
     def scheme(self) -> str:

@@ -20,8 +20,8 @@ def http_get(url, **kwargs):
 
 
 def test_django_site_is_served(server):
-    status, _, body = http_get(server.url + "/")
-    assert status == 200 and b"<h1>Bookstore</h1>" in body
+    status, _, body = http_get(server.url + "/django/")
+    assert status == 200 and b"<h1>Bookstore</h1>" in body and b"<!DOCTYPE" not in body
 
 
 def test_sockjs_info_and_welcome(server):

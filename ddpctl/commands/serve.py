@@ -69,6 +69,30 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               help="How often this process updates its row and its connections in the node registry "
                    "(ddpctl nodes/conns/subs ls); after 3 missed beats it is listed no more.  "
                    "[env: DDPCTL_NODE_HEARTBEAT]")
+@click.option("--meteor-bundle", envvar="DDPCTL_METEOR_BUNDLE", metavar="DIR",
+              help="Serve this `meteor build --directory` output (the bundle/ folder or its parent): "
+                   "the app's HTML, its static files and hot code push.  Default: the "
+                   "DDPCTL_METEOR_BUNDLE Django setting.  [env: DDPCTL_METEOR_BUNDLE]")
+@click.option("--meteor-settings", envvar="DDPCTL_METEOR_SETTINGS", metavar="FILE",
+              help="Meteor settings JSON; its 'public' object reaches clients as Meteor.settings.public.  "
+                   "[env: DDPCTL_METEOR_SETTINGS]")
+@click.option("--root-url", envvar=["DDPCTL_ROOT_URL", "ROOT_URL"], metavar="URL",
+              help="ROOT_URL for Meteor clients (default: from each request's Host).  [env: DDPCTL_ROOT_URL "
+                   "or ROOT_URL]")
+@click.option("--ddp-url", envvar=["DDPCTL_DDP_URL", "DDP_DEFAULT_CONNECTION_URL"], metavar="URL",
+              help="DDP_DEFAULT_CONNECTION_URL for Meteor clients (default: ROOT_URL, i.e. this server).  "
+                   "[env: DDPCTL_DDP_URL or DDP_DEFAULT_CONNECTION_URL]")
+@click.option("--meteor-sri", type=click.Choice(["anonymous", "use-credentials", "none"]),
+              default="anonymous", show_default=True, envvar="DDPCTL_METEOR_SRI",
+              help="Subresource integrity attributes on the bundle's <script> and <link> tags, with this "
+                   "crossorigin mode.  [env: DDPCTL_METEOR_SRI]")
+@click.option("--meteor-source-maps/--no-meteor-source-maps", default=False,
+              envvar="DDPCTL_METEOR_SOURCE_MAPS",
+              help="Serve the bundle's source maps (off: they reveal your source).  "
+                   "[env: DDPCTL_METEOR_SOURCE_MAPS]")
+@click.option("--meteor-watch/--no-meteor-watch", default=True, envvar="DDPCTL_METEOR_WATCH",
+              help="Reload the bundle when it changes on disk and push the new version to clients "
+                   "(hot code push).  [env: DDPCTL_METEOR_WATCH]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -76,7 +100,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
           max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
           db_connections: int, send_queue_size: int, sockjs_heartbeat: float, node_heartbeat: float,
-          legacy_server_id: bool) -> None:
+          meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
+          meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -87,6 +112,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
       ddpctl serve --settings mysite.settings
       ddpctl serve --settings mysite.settings -l 0.0.0.0:8000 -l [::]:8000
       DDPCTL_LISTEN=:443 ddpctl serve --ssl-certfile cert.pem --ssl-keyfile key.pem
+      ddpctl serve --meteor-bundle ../myapp-build --root-url https://app.example.com/
     """
     configure_logging(log_level)
     if reload:
@@ -108,6 +134,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     elif ssl_keyfile:
         raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
     setup_django(settings, pythonpath)
+    _configure_meteor(config, meteor_bundle, meteor_settings, root_url, ddp_url, meteor_sri,
+                      meteor_source_maps, meteor_watch)
     from ..server.runner import DDPServer, bind_sockets
 
     try:
@@ -127,6 +155,33 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     server.serve()
 
 
+def _configure_meteor(config: ServeConfig, bundle_dir: str | None, settings_file: str | None,
+                      root_url: str | None, ddp_url: str | None, sri: str, source_maps: bool,
+                      watch: bool) -> None:
+    """Load the Meteor bundle (the option, else the Django setting) once, before serving."""
+    from django.conf import settings
+
+    bundle_dir = bundle_dir or getattr(settings, "DDPCTL_METEOR_BUNDLE", None)
+    if not bundle_dir:
+        return
+    from ..meteor.app import MeteorOptions
+    from ..meteor.bundle import BundleError, load_bundle
+    from ..meteor.settings_file import public_settings
+
+    settings_file = settings_file or getattr(settings, "DDPCTL_METEOR_SETTINGS", None)
+    autoupdate_version = os.environ.get("AUTOUPDATE_VERSION") or None
+    try:
+        config.meteor_bundle = load_bundle(bundle_dir, public_settings(settings_file), autoupdate_version)
+    except BundleError as exc:
+        raise click.ClickException(f"cannot serve the Meteor bundle: {exc}") from None
+    config.meteor_options = MeteorOptions(
+        root_url=root_url or getattr(settings, "DDPCTL_ROOT_URL", None),
+        ddp_url=ddp_url or getattr(settings, "DDPCTL_DDP_URL", None),
+        sri_mode=None if sri == "none" else sri, source_maps=source_maps)
+    config.meteor_watch = watch
+    config.autoupdate_version = autoupdate_version
+
+
 def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -144,6 +199,10 @@ def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int)
         table.add_row("DDP", f"{ws}://{shown}:{port}/websocket  ·  SockJS {config.scheme}://{shown}:{port}/sockjs")
         table.add_row("Django", f"{config.scheme}://{shown}:{port}/")
     table.add_row("settings", str(config.settings))
+    bundle = config.meteor_bundle
+    if bundle is not None:
+        table.add_row("Meteor", f"{bundle.directory} ({', '.join(bundle.programs)}; {bundle.meteor_release})"
+                                + ("; hot code push on" if config.meteor_watch else ""))
     table.add_row("serving", f"{len(methods.names())} method(s), {len(publications.names())} "
                              f"publication(s), at most {config.db_connections} DB connections"
                              + (f" per worker, {workers} workers" if workers > 1 else ""))

@@ -95,6 +95,7 @@ class Router:
         self.django_app = django_app
         self._slots = django_slots
         self._close_connections = close_connections
+        self.app: Callable[..., Iterable[bytes]] = self.django  # a Meteor bundle's layer goes in front
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -102,7 +103,7 @@ class Router:
             return self._sockjs(environ, start_response, path)
         if websocket_route(path):  # only reached without an Upgrade header
             return _plain(start_response, "400 Bad Request", b'Can "Upgrade" only to "WebSocket".')
-        return self._django(environ, start_response)
+        return self.app(environ, start_response)
 
     def _sockjs(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")
@@ -124,7 +125,7 @@ class Router:
                 return [body]
         return _plain(start_response, "404 Not Found", b"Not found\n")
 
-    def _django(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def django(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # Bounded like the DDP database workers, so HTTP load cannot exhaust PostgreSQL.
         with self._slots:
             try:

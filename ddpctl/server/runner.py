@@ -83,6 +83,14 @@ class DDPServer:
         self.dispatcher = Dispatcher(params, self.db, config.db_connections, on_control=self.node.wake)
         app = Router(get_wsgi_application(), BoundedSemaphore(config.db_connections),
                      connections.close_all)
+        self.meteor = None
+        if config.meteor_bundle is not None:
+            from .meteor import MeteorService
+
+            self.meteor = MeteorService(config.meteor_bundle, config.meteor_options, app.django,
+                                        watch=config.meteor_watch,
+                                        autoupdate_version=config.autoupdate_version)
+            app.app = self.meteor.app
         access_log = logging.getLogger("ddpctl.access")
         tls = {"ssl_context": ssl_context} if ssl_context else {}
         self._sockets = sockets
@@ -117,6 +125,8 @@ class DDPServer:
                     for sig in (signal.SIGTERM, signal.SIGINT)]
         try:
             self.dispatcher.start()
+            if self.meteor is not None:
+                self.meteor.start()
             ticker = gevent.spawn(self._tick_connections)
             for sock in self._sockets:
                 sock.listen(self.backlog)
@@ -160,6 +170,8 @@ class DDPServer:
         for server in self._servers:
             server.stop(timeout=0.5)
         self.node.stop()
+        if self.meteor is not None:
+            self.meteor.stop()
         self.dispatcher.stop()
         self.db.stop(timeout=1.0)
         logger.info("stopped")

@@ -31,6 +31,10 @@ TEMPLATES = []
 DATABASES = {"default": database_settings(embedded_dir=BASE_DIR / ".pgdata")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The front end: a bundle in `meteor build`'s format (see frontend/build.py), served at /
+# with hot code push.  Django keeps the URLs its URLconf routes (the /django/ page).
+DDPCTL_METEOR_BUNDLE = BASE_DIR / "frontend" / "bundle"
+
 USE_TZ = True
 TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"

@@ -1,0 +1,1 @@
+"""Serving ``meteor build`` output: the bundle, its HTML, static files, hot code push."""

@@ -1,0 +1,1 @@
+// the app's server code: never served by ddpctl

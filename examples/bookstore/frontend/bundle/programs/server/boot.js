@@ -1,0 +1,1 @@
+// Meteor's server boot: never served by ddpctl
