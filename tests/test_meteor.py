@@ -3,7 +3,10 @@ Meteor's formulas, and a live ``ddpctl serve --meteor-bundle`` over HTTP and DDP
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -346,3 +349,80 @@ def test_the_bookstore_bundle_is_built_from_its_sources(tmp_path):
         assert (fresh / name).read_bytes() == (committed / name).read_bytes(), (
             f"{name}: run frontend/build.py"
         )
+
+
+# -- ddpctl meteor build / inspect ------------------------------------------------------------
+# Meteor cannot be installed here: a stand-in `meteor` executable writes a format-faithful
+# bundle where `meteor build --directory OUT` would, or fails like a broken build does.
+
+FAKE_METEOR = """#!PYTHON
+import sys
+from ddpctl.meteor.writer import write_bundle
+assert sys.argv[1:3] == ["build", "--directory"], sys.argv
+print("Building for web.browser...", flush=True)
+if "--fail" in sys.argv:
+    print("Errors prevented bundling:\\nclient/main.js:3: Unexpected token", flush=True)
+    sys.exit(1)
+write_bundle(sys.argv[3] + "/bundle", js=b"console.log('built')", css=b"a{}", head="<title>x</title>")
+print("Done.", flush=True)
+"""
+
+
+@pytest.fixture
+def meteor_app(tmp_path):
+    app = tmp_path / "myapp"
+    (app / ".meteor").mkdir(parents=True)
+    (app / ".meteor" / "release").write_text("METEOR@3.4.1\n")
+    fake = tmp_path / "bin" / "meteor"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_METEOR.replace("PYTHON", sys.executable))
+    fake.chmod(0o755)
+    return app, fake
+
+
+def ddpctl_plain(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "ddpctl", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_meteor_build_runs_meteor_and_summarises(meteor_app, tmp_path):
+    app, fake = meteor_app
+    out = tmp_path / "build"
+    result = ddpctl_plain("meteor", "build", str(app), "-o", str(out), "--meteor", str(fake))
+    assert result.returncode == 0, result.stderr
+    assert "Building for web.browser" in result.stderr  # meteor's progress, passed on
+    assert "web.browser\t" in result.stdout and "web.browser.legacy" in result.stdout
+    assert f"ddpctl serve --meteor-bundle {out}" in result.stdout
+    summary = json.loads(ddpctl_plain("meteor", "build", str(app), "-o", str(out), "--meteor", str(fake),
+                                      "--json").stdout)
+    assert summary["programs"]["web.browser"]["files"] == 2 and summary["meteorRelease"] == "METEOR@3.4.1"
+    # From PATH too.
+    on_path = ddpctl_plain("meteor", "build", str(app), "-o", str(out),
+                           env={"PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert on_path.returncode == 0, on_path.stderr
+
+
+def test_meteor_build_failures_are_clear(meteor_app, tmp_path):
+    app, fake = meteor_app
+    failed = ddpctl_plain("meteor", "build", str(app), "-o", str(tmp_path / "out"), "--meteor", str(fake),
+                          "--", "--fail")
+    assert failed.returncode == 1
+    assert "meteor build failed (exit 1)" in failed.stderr and "Unexpected token" in failed.stderr
+    missing = ddpctl_plain("meteor", "build", str(app), env={"PATH": "/nonexistent"})
+    assert missing.returncode == 1 and "meteor is not installed or not on PATH" in missing.stderr
+    not_an_app = ddpctl_plain("meteor", "build", str(tmp_path), "--meteor", str(fake))
+    assert not_an_app.returncode == 1 and "is not a Meteor app" in not_an_app.stderr
+    assert "Traceback" not in failed.stderr + missing.stderr + not_an_app.stderr
+
+
+def test_meteor_inspect(tmp_path):
+    directory = make_bundle(tmp_path / "bundle")
+    data = json.loads(ddpctl_plain("meteor", "inspect", str(tmp_path), "--json").stdout)
+    urls = {f["url"] for f in data["files"] if f["arch"] == "web.browser"}
+    bundle = load_bundle(directory)
+    assert urls == set(bundle.programs["web.browser"].files)
+    assert not any("server" in u or u.endswith(".html") for u in urls)
+    text = ddpctl_plain("meteor", "inspect", str(directory), "--files").stdout
+    assert "/favicon.ico" in text and "1 year, immutable" in text
+    bad = ddpctl_plain("meteor", "inspect", str(tmp_path / "bundle" / "programs"))
+    assert bad.returncode == 1 and "no star.json" in bad.stderr

@@ -34,9 +34,18 @@ def ls(ddpctl, what, *args):
     return json.loads(ddpctl(what, "ls", "--json", *args).stdout)
 
 
-def subs_of(ddpctl, *args):
+def subs_of(ddpctl, *args, nodes=None):
+    """Subscriptions listed (on ``nodes`` only, if given: other tests' servers may share the database)."""
     return {(r["connection"], r["sub_id"], r["publication"], json.dumps(r["params"]))
-            for r in ls(ddpctl, "subs", *args)}
+            for r in ls(ddpctl, "subs", *args) if nodes is None or r["node"] in nodes}
+
+
+def node_ids(ddpctl, *servers):
+    """pid -> node id of ``servers``, once all of them are registered."""
+    pids = {s.process.pid for s in servers}
+    found = eventually(lambda: (lambda ids: ids if set(ids) == pids else None)(
+        {n["pid"]: n["id"] for n in ls(ddpctl, "nodes") if n["pid"] in pids}))
+    return found
 
 
 @pytest.fixture
@@ -46,6 +55,7 @@ def two_nodes(start_server, clean):
 
 def test_subs_ls_lists_exactly_the_live_subscriptions_on_both_nodes(two_nodes, ddpctl, sql):
     a, b = two_nodes
+    ours = set(node_ids(ddpctl, a, b).values())
     insert_book(sql, "Dune")
     with DDPClient(a.ws_url) as c1, DDPClient(b.sockjs_url) as c2, DDPClient(b.ws_url) as c3:
         for c in (c1, c2, c3):
@@ -56,26 +66,27 @@ def test_subs_ls_lists_exactly_the_live_subscriptions_on_both_nodes(two_nodes, d
         expected = {(c1.session, s1, "AllBooks", "[]"),
                     (c2.session, s2, "BooksByAuthorEmail", '["a@example.com"]'),
                     (c2.session, s3, "AllGenres", "[]")}
-        eventually(lambda: subs_of(ddpctl) == expected)
+        eventually(lambda: subs_of(ddpctl, nodes=ours) == expected)
 
         rows = {r["sub_id"] + r["connection"]: r for r in ls(ddpctl, "subs")}
         first = rows[s1 + c1.session]
         assert first["documents"] == 2 and first["collections"] == ["bookstore.author", BOOK]
         assert first["remote_address"] == "127.0.0.1" and first["user_id"] is None
-        nodes = {n["pid"]: n for n in ls(ddpctl, "nodes")}
+        nodes = {n["pid"]: n for n in ls(ddpctl, "nodes") if n["id"] in ours}
         assert set(nodes) == {a.process.pid, b.process.pid}
         assert first["node"] == nodes[a.process.pid]["id"]
         assert nodes[b.process.pid]["connections"] == 2 and nodes[b.process.pid]["subscriptions"] == 2
 
         # Filters
-        assert subs_of(ddpctl, "--publication", "AllBooks") == {(c1.session, s1, "AllBooks", "[]")}
+        only_books = subs_of(ddpctl, "--publication", "AllBooks", nodes=ours)
+        assert only_books == {(c1.session, s1, "AllBooks", "[]")}
         assert {s[1] for s in subs_of(ddpctl, "--node", nodes[b.process.pid]["id"])} == {s2, s3}
         assert {s[1] for s in subs_of(ddpctl, "--node", f"{nodes[b.process.pid]['host']}:{b.process.pid}")} \
             == {s2, s3}
-        assert {s[1] for s in subs_of(ddpctl, "--collection", BOOK)} == {s1, s2}
-        assert subs_of(ddpctl, "--user", "42") == set()
-        assert len(subs_of(ddpctl, "--user", "")) == 3
-        conns = ls(ddpctl, "conns")
+        assert {s[1] for s in subs_of(ddpctl, "--collection", BOOK, nodes=ours)} == {s1, s2}
+        assert subs_of(ddpctl, "--user", "42", nodes=ours) == set()
+        assert len(subs_of(ddpctl, "--user", "", nodes=ours)) == 3
+        conns = [c for c in ls(ddpctl, "conns") if c["node"] in ours]
         assert {(c["id"], c["transport"]) for c in conns} == {
             (c1.session, "websocket"), (c2.session, "sockjs"), (c3.session, "websocket")}
 
@@ -83,19 +94,20 @@ def test_subs_ls_lists_exactly_the_live_subscriptions_on_both_nodes(two_nodes, d
         c2.send({"msg": "unsub", "id": s3})
         c3.close()
         expected.discard((c2.session, s3, "AllGenres", "[]"))
-        eventually(lambda: subs_of(ddpctl) == expected)
-        eventually(lambda: {c["id"] for c in ls(ddpctl, "conns")} == {c1.session, c2.session})
+        eventually(lambda: subs_of(ddpctl, nodes=ours) == expected)
+        eventually(lambda: {c["id"] for c in ls(ddpctl, "conns") if c["node"] in ours}
+                   == {c1.session, c2.session})
 
         # A killed node (no chance to clean up) is forgotten once its heartbeat is overdue.
         b.process.kill()
         killed = time.monotonic()
-        eventually(lambda: subs_of(ddpctl) == {(c1.session, s1, "AllBooks", "[]")}, timeout=10)
+        eventually(lambda: subs_of(ddpctl, nodes=ours) == {(c1.session, s1, "AllBooks", "[]")}, timeout=10)
         assert time.monotonic() - killed < 0.9 + 2.0  # the timeout (3 beats) plus CLI start-up
-        assert [n["pid"] for n in ls(ddpctl, "nodes")] == [a.process.pid]
+        assert [n["pid"] for n in ls(ddpctl, "nodes") if n["id"] in ours] == [a.process.pid]
         # ...and the live node deletes its rows: no ghosts left behind.
         eventually(lambda: not sql("SELECT 1 FROM ddpctl_subscription WHERE node = %s",
                                    [nodes[b.process.pid]["id"]], fetch=True))
-        assert [n["pid"] for n in ls(ddpctl, "nodes", "--all")] == [a.process.pid]
+        assert [n["pid"] for n in ls(ddpctl, "nodes", "--all") if n["id"] in ours] == [a.process.pid]
 
 
 def test_migrate_keeps_live_registry_state(start_server, clean, ddpctl):
@@ -103,9 +115,10 @@ def test_migrate_keeps_live_registry_state(start_server, clean, ddpctl):
     with DDPClient(server.ws_url) as client:
         client.connect()
         sub = client.subscribe("AllBooks")
-        eventually(lambda: subs_of(ddpctl) == {(client.session, sub, "AllBooks", "[]")})
+        ours = set(node_ids(ddpctl, server).values())
+        eventually(lambda: subs_of(ddpctl, nodes=ours) == {(client.session, sub, "AllBooks", "[]")})
         ddpctl("migrate", "--noinput")
-        assert subs_of(ddpctl) == {(client.session, sub, "AllBooks", "[]")}
+        assert subs_of(ddpctl, nodes=ours) == {(client.session, sub, "AllBooks", "[]")}
 
 
 def test_ls_output_for_a_pipe_and_for_people(start_server, clean, ddpctl):
@@ -113,8 +126,9 @@ def test_ls_output_for_a_pipe_and_for_people(start_server, clean, ddpctl):
     with DDPClient(server.ws_url) as client:
         client.connect()
         client.subscribe("BooksByAuthorEmail", "x@y.z")
-        eventually(lambda: ls(ddpctl, "subs"))
-        piped = ddpctl("subs", "ls").stdout.splitlines()
+        (node,) = node_ids(ddpctl, server).values()
+        eventually(lambda: ls(ddpctl, "subs", "--node", node))
+        piped = ddpctl("subs", "ls", "--node", node).stdout.splitlines()
         assert piped[0].split("\t") == ["NODE", "CONNECTION", "REMOTE", "USER", "PUBLICATION", "PARAMS",
                                         "DOCS", "AGE"]
         row = piped[1].split("\t")
@@ -128,14 +142,16 @@ def test_conns_close_disconnects_the_right_client(start_server, clean, ddpctl):
     with DDPClient(a.ws_url) as victim, DDPClient(b.ws_url) as bystander, DDPClient(a.ws_url) as neighbour:
         for c in (victim, bystander, neighbour):
             c.connect()
-        eventually(lambda: len(ls(ddpctl, "conns")) == 3)
+        ours = set(node_ids(ddpctl, a, b).values())
+        eventually(lambda: len([c for c in ls(ddpctl, "conns") if c["node"] in ours]) == 3)
         out = ddpctl("conns", "close", victim.session[:8]).stdout  # a unique prefix will do
         assert f"closed connection {victim.session}" in out
         with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
             for _ in range(10):
                 victim.recv()
         assert bystander.call("echo", 1) == [1] and neighbour.call("echo", 2) == [2]
-        eventually(lambda: {c["id"] for c in ls(ddpctl, "conns")} == {bystander.session, neighbour.session})
+        eventually(lambda: {c["id"] for c in ls(ddpctl, "conns") if c["node"] in ours}
+                   == {bystander.session, neighbour.session})
         # It can reconnect.
         with DDPClient(a.ws_url) as again:
             again.connect()

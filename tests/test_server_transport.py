@@ -171,7 +171,7 @@ def test_database_connections_are_bounded_and_queries_do_not_block_the_process(
         assert not any(select.select([c.ws.sock], [], [], 0)[0] for c in clients)
         seen = []
         with psycopg2.connect(live_database_url) as admin, admin.cursor() as cur:
-            for _ in range(20):  # sample while the queries run (three rounds of 0.5 s)
+            for _ in range(60):  # sample while the queries run (three rounds of 0.5 s)
                 cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'active'"
                             " AND query LIKE 'SELECT pg_sleep%%'", [name])
                 seen.append(cur.fetchone()[0])

@@ -6,6 +6,7 @@ import click
 from .. import __version__
 from .changelog import changelog
 from .conns import conns
+from .meteor import meteor
 from .migrate import migrate
 from .nodes import nodes
 from .replay import replay
@@ -30,10 +31,14 @@ def cli() -> None:
       ddpctl tail                             changes as they are committed
       ddpctl replay --since 10m               send past changes again
 
+    \b
+    Meteor front ends:
+      ddpctl meteor build ./app -o ./build    then: ddpctl serve --meteor-bundle ./build
+
     Every option can also come from an environment variable (shown in each
     command's --help), e.g. DDPCTL_LISTEN=0.0.0.0:8000.
     """
 
 
-for command in (serve, migrate, subs, conns, nodes, tail, replay, changelog):
+for command in (serve, migrate, subs, conns, nodes, tail, replay, changelog, meteor):
     cli.add_command(command)

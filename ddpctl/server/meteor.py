@@ -110,9 +110,12 @@ class MeteorService:
             inode = directory.stat().st_ino
             changes = watchfiles.watch(directory, stop_event=self._stop, debounce=400, step=50,
                                        rust_timeout=1000, yield_on_timeout=True, raise_interrupt=False)
+            waiting = False
             try:
                 while True:
+                    waiting = True
                     batch = pool.apply(_next, (changes,))
+                    waiting = False
                     if batch is None:
                         break
                     signature = self._signature()
@@ -126,7 +129,8 @@ class MeteorService:
                 logger.info("watching the Meteor bundle again after: %s", exc)
                 gevent.sleep(0.5)
             finally:
-                changes.close()
+                if not waiting:  # killed while a thread runs it: stop_event ends it there
+                    changes.close()
 
 
 def _next(iterator: Iterator[Any]) -> Any:

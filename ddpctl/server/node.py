@@ -68,7 +68,7 @@ class NodeAgent:
     def stop(self) -> None:
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=2)
-        if self.writer is not None and self._since is not None:
+        if self.writer is not None:  # even if registering was cut short: its INSERT may have run
             try:
                 self.server.db.run(self._in_transaction, self.writer.unregister)
             except Exception as exc:  # the database may be gone; the rows expire anyway
