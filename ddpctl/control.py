@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -43,7 +42,6 @@ def wait_for_results(
     command_id: int,
     nodes: set[str],
     timeout: float,
-    on_result: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Answers of ``nodes`` (node id -> result), waiting up to ``timeout`` seconds for all."""
     results: dict[str, dict[str, Any]] = {}
@@ -52,9 +50,7 @@ def wait_for_results(
         cursor.execute("SELECT node, result FROM ddpctl_command_result WHERE command_id = %s", (command_id,))
         for node, result in cursor.fetchall():
             if node not in results:
-                results[node] = result = _json(result)
-                if on_result is not None:
-                    on_result(node, result)
+                results[node] = _json(result)
         if nodes <= set(results) or time.monotonic() >= deadline:
             return results
         time.sleep(0.05)
