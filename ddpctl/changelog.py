@@ -19,8 +19,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["ChangeRow", "ChangelogReader", "OPS", "configured_retention", "first_position_at", "prune",
-           "read_range"]
+__all__ = ["ChangeRow", "ChangelogReader", "OPS", "configured_retention", "count_range", "first_position_at",
+           "prune", "read_range"]
 
 _READ = """
 WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
@@ -110,14 +110,22 @@ def first_position_at(cursor: Any, moment: datetime.datetime) -> int:
     return cursor.fetchone()[0]
 
 
+_RANGE = """id >= %s AND (%s::bigint IS NULL OR id <= %s)
+             AND (%s::text[] IS NULL OR "table" = ANY(%s::text[]))"""
+
+
 def read_range(cursor: Any, first: int, last: int | None, tables: list[str] | None = None,
                limit: int = 5000) -> list[ChangeRow]:
-    """Past changes with ``first <= id <= last``, by id, at most ``limit``."""
-    cursor.execute("""SELECT id, "table", op, "row", fields, at FROM ddpctl_change
-                      WHERE id >= %s AND (%s::bigint IS NULL OR id <= %s)
-                        AND (%s::text[] IS NULL OR "table" = ANY(%s::text[]))
-                      ORDER BY id LIMIT %s""", (first, last, last, tables, tables, limit))
+    """Past changes with ``first <= id <= last`` (of ``tables``, if given), by id, at most ``limit``."""
+    cursor.execute(f"""SELECT id, "table", op, "row", fields, at FROM ddpctl_change WHERE {_RANGE}
+                       ORDER BY id LIMIT %s""", (first, last, last, tables, tables, limit))
     return [ChangeRow(*r) for r in cursor.fetchall()]
+
+
+def count_range(cursor: Any, first: int, last: int | None, tables: list[str] | None = None) -> int:
+    """How many changes :func:`read_range` would go through."""
+    cursor.execute(f"SELECT count(*) FROM ddpctl_change WHERE {_RANGE}", (first, last, last, tables, tables))
+    return cursor.fetchone()[0]
 
 
 def prune(cursor: Any, before: datetime.datetime, batch: int = 10_000) -> int:

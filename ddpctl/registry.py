@@ -158,8 +158,12 @@ def list_nodes(cursor: Any, include_stale: bool = False) -> list[dict[str, Any]]
     return _rows(cursor)
 
 
-def list_connections(cursor: Any, node: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
+def list_connections(cursor: Any, node: str | None = None, user: str | None = None,
+                     id_prefix: str | None = None) -> list[dict[str, Any]]:
     where, args = _node_match(node)
+    if id_prefix:
+        where += " AND c.id LIKE %s || '%%'"
+        args.append(id_prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_"))
     if user is not None:
         where += " AND c.user_id IS NOT DISTINCT FROM %s"
         args.append(user or None)

@@ -79,21 +79,14 @@ def conns_close(
     """
     setup_django(settings, pythonpath)
     from .. import control
+    from ..registry import list_connections
 
     with database_errors():
         conn = raw_connection("ddpctl-conns-close")
         try:
             with conn.cursor() as cursor:
-                cursor.execute(
-                    """SELECT c.id, c.node, n.host || ':' || n.pid, c.remote_address
-                                  FROM ddpctl_connection c JOIN ddpctl_node n ON n.id = c.node
-                                  WHERE c.id LIKE %s || '%%'
-                                    AND n.heartbeat_at >= clock_timestamp()
-                                        - make_interval(secs => n.heartbeat_timeout)""",
-                    (connection_id.replace("%", r"\%").replace("_", r"\_"),),
-                )
-                matches = cursor.fetchall()
-                exact = [m for m in matches if m[0] == connection_id]
+                matches = list_connections(cursor, id_prefix=connection_id)
+                exact = [m for m in matches if m["id"] == connection_id]
                 if exact:
                     matches = exact
                 if not matches:
@@ -101,9 +94,11 @@ def conns_close(
                 if len(matches) > 1:
                     raise click.ClickException(
                         f"{connection_id!r} matches {len(matches)} connections: "
-                        + ", ".join(m[0] for m in matches)
+                        + ", ".join(m["id"] for m in matches)
                     )
-                conn_id, node, node_name, remote = matches[0]
+                match = matches[0]
+                conn_id, node, node_name, remote = (match["id"], match["node"], match["node_name"],
+                                                    match["remote_address"])
                 command = control.send_command(cursor, "close", {"connection": conn_id}, node=node)
                 results = control.wait_for_results(cursor, command, {node}, timeout)
         finally:

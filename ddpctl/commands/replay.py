@@ -12,7 +12,7 @@ import click
 from ..log import configure_logging
 from .django_setup import database_errors, django_options, raw_connection, setup_django
 from .output import Column, emit_table, json_default, stderr_console
-from .tail import OP_NAMES, point_option, resolve_point, table_filter
+from .tail import OP_NAMES, collection_option, point_option, resolve_point, table_filter
 
 CHUNK = 500  # changes per command to the nodes
 
@@ -49,14 +49,7 @@ def read_changes_file(stream: Any, name: str) -> list[tuple[str, str, str | None
     "--since", "First change to send: a position, a time (2026-11-21T09:30) or a duration ago (10m)."
 )
 @point_option("--until", "Last change to send (a position, inclusive) or the time before which to stop.")
-@click.option(
-    "--collection",
-    "-c",
-    "collection_names",
-    multiple=True,
-    metavar="NAME",
-    help="Only changes of this collection (or table); repeatable.",
-)
+@collection_option
 @click.option(
     "--dry-run", is_flag=True, help="Send nothing; list what would be sent, and to which connections."
 )
@@ -102,6 +95,7 @@ def replay(
         raise click.UsageError("give FILE (from `ddpctl tail --json`) or --since")
     setup_django(settings, pythonpath)
     from .. import control
+    from ..changelog import count_range
     from ..registry import list_nodes
 
     tables = table_filter(collection_names)
@@ -128,7 +122,7 @@ def replay(
                     last = resolve_point(cursor, until, "--until")
                     if last is not None and until is not None and not until.strip().isdigit():
                         last -= 1  # --until TIME: changes made before it
-                    total = _count(cursor, first, last, tables)
+                    total = count_range(cursor, first, last, tables)
                     chunks = _changelog_chunks(conn, first, last, tables)
                 with _progress(total, dry_run and not as_json) as advance:
                     for chunk in chunks:
@@ -157,15 +151,6 @@ def replay(
     _report(totals, recipients, dry_run, as_json, [nodes[n] for n in silent])
     if silent:
         sys.exit(1)
-
-
-def _count(cursor: Any, first: int, last: int | None, tables: list[str] | None) -> int:
-    cursor.execute(
-        """SELECT count(*) FROM ddpctl_change WHERE id >= %s AND (%s::bigint IS NULL OR id <= %s)
-                      AND (%s::text[] IS NULL OR "table" = ANY(%s::text[]))""",
-        (first, last, last, tables, tables),
-    )
-    return cursor.fetchone()[0]
 
 
 def _changelog_chunks(

@@ -24,6 +24,11 @@ def point_option(name: str, help: str) -> Any:
     return click.option(name, metavar="POS|TIME", help=help)
 
 
+collection_option = click.option(
+    "--collection", "-c", "collection_names", multiple=True, metavar="NAME",
+    help="Only changes of this collection (or table); repeatable.")
+
+
 def resolve_point(cursor: Any, text: str | None, option: str) -> int | None:
     """A ``--since``/``--until`` value as a changelog position (``UsageError`` if invalid)."""
     if text is None:
@@ -72,14 +77,7 @@ def change_record(change: Any, names: dict[str, str]) -> dict[str, Any]:
 
 @click.command()
 @django_options
-@click.option(
-    "--collection",
-    "-c",
-    "collection_names",
-    multiple=True,
-    metavar="NAME",
-    help="Only changes of this collection (or table); repeatable.",
-)
+@collection_option
 @click.option(
     "--op", "ops", multiple=True, type=click.Choice(OP_NAMES), help="Only this operation; repeatable."
 )

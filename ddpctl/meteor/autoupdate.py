@@ -14,7 +14,7 @@ from typing import Any
 
 from ..ddp.errors import MeteorError
 from ..publish import Subscription, publications
-from .boilerplate import AUTOUPDATE_FIELDS
+from .boilerplate import autoupdate_versions
 from .bundle import Bundle
 
 __all__ = ["COLLECTION", "Autoupdate", "client_version_documents"]
@@ -27,10 +27,9 @@ _LEGACY = {"version": {"version": "outdated"}, "version-refreshable": {"version"
 
 def client_version_documents(bundle: Bundle, path_prefix: str = "") -> dict[str, dict[str, Any]]:
     docs: dict[str, dict[str, Any]] = {}
-    for arch, program in bundle.programs.items():
-        fields: dict[str, Any] = {k: program.versions[k] for k in AUTOUPDATE_FIELDS}
-        fields["assets"] = [{"url": path_prefix + item["url"]} for item in program.css]
-        docs[arch] = fields
+    for arch, versions in autoupdate_versions(bundle).items():
+        css = bundle.programs[arch].css
+        docs[arch] = {**versions, "assets": [{"url": path_prefix + item["url"]} for item in css]}
     docs.update(_LEGACY)
     return docs
 
