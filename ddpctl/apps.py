@@ -18,6 +18,6 @@ class DdpctlConfig(AppConfig):
 
 def _install_capture(sender: AppConfig, using: str = "default", **kwargs: object) -> None:
     """``manage.py migrate`` (and test databases) get the change-capture triggers too."""
-    from .capture import install
+    from .livedata.capture import install
 
     install(using)

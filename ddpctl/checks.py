@@ -21,7 +21,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     if not isinstance(workers, int) or workers < 1:
         problems.append(Error("DDPCTL_DB_CONNECTIONS must be a positive integer.",
                               id="ddpctl.E002"))
-    from .changelog import configured_retention
+    from .livedata.changelog import configured_retention
 
     try:
         configured_retention()

@@ -8,7 +8,7 @@ class Change(models.Model):
     """One captured row change, written by the change-capture triggers (never by Django).
 
     ``id`` is taken when the statement runs; readers follow commit visibility with
-    :mod:`ddpctl.changelog`, which revisits ids that were not yet visible.
+    :mod:`ddpctl.livedata.changelog`, which revisits ids that were not yet visible.
     """
 
     OPS = [("I", "insert"), ("U", "update"), ("D", "delete"), ("T", "truncate")]

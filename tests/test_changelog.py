@@ -5,9 +5,9 @@ import pytest
 from bookstore.models import Author, Book
 from django.db import connection
 
-from ddpctl import capture
-from ddpctl.changelog import ChangelogReader
-from ddpctl.observer import ChangeSet, Cursor, diff_fields
+from ddpctl.livedata import capture
+from ddpctl.livedata.changelog import ChangelogReader
+from ddpctl.livedata.observer import ChangeSet, Cursor, diff_fields
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,7 +121,7 @@ def test_truncate_is_recorded(conn):
 
 
 def test_cursor_plans():
-    from ddpctl.collection import collections
+    from ddpctl.livedata.collection import collections
     books = collections.for_model(Book)
     plain = Cursor(books, Book.objects.all())
     joined = Cursor(books, Book.objects.filter(author__email="x"))
@@ -150,13 +150,13 @@ def test_serialization():
     import decimal
     import uuid
 
-    from ddpctl.collection import to_ddp_value
+    from ddpctl.livedata.collection import to_ddp_value
     assert to_ddp_value(decimal.Decimal("9.99")) == "9.99"
     assert to_ddp_value(uuid.UUID(int=1)) == "00000000-0000-0000-0000-000000000001"
     assert to_ddp_value(datetime.time(12, 30)) == "12:30:00"
     assert to_ddp_value(datetime.timedelta(minutes=2)) == 120.0
     assert to_ddp_value(memoryview(b"ab")) == b"ab"
-    from ddpctl.collection import collections
+    from ddpctl.livedata.collection import collections
     author = Author.objects.create(name="S", email="s@x")
     book = Book.objects.create(title="T", author=author, pages=3, published=datetime.date(2020, 1, 2))
     doc_id, fields = collections.for_model(Book).serialize(book)

@@ -41,7 +41,7 @@ def changelog_prune(
     setup_django(settings, pythonpath)
     from django.db import connection
 
-    from ..changelog import configured_retention, prune
+    from ..livedata.changelog import configured_retention, prune
     from ..timespec import parse_duration
 
     if older_than is not None:

@@ -31,7 +31,7 @@ def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool, ch
     setup_django(settings, pythonpath)
     from django.core.management import call_command
 
-    from .. import capture
+    from ..livedata import capture
 
     args = [a for a in (app_label, migration_name) if a]
     if check:

@@ -95,7 +95,7 @@ def replay(
         raise click.UsageError("give FILE (from `ddpctl tail --json`) or --since")
     setup_django(settings, pythonpath)
     from .. import control
-    from ..changelog import count_range
+    from ..livedata.changelog import count_range
     from ..registry import list_nodes
 
     tables = table_filter(collection_names)
@@ -156,7 +156,7 @@ def replay(
 def _changelog_chunks(
     conn: Any, first: int, last: int | None, tables: list[str] | None
 ) -> Iterator[list[tuple[str, str, str | None]]]:
-    from ..changelog import OPS, read_range
+    from ..livedata.changelog import OPS, read_range
 
     while True:
         with conn.cursor() as cursor:

@@ -186,8 +186,8 @@ def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int)
     from rich.console import Console
     from rich.table import Table
 
+    from ..livedata.publish import publications
     from ..methods import methods
-    from ..publish import publications
 
     console = Console(stderr=True, highlight=False)
     table = Table.grid(padding=(0, 2))

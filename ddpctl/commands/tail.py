@@ -35,7 +35,7 @@ def resolve_point(cursor: Any, text: str | None, option: str) -> int | None:
         return None
     from django.utils import timezone
 
-    from ..changelog import first_position_at
+    from ..livedata.changelog import first_position_at
     from ..timespec import parse_point
 
     try:
@@ -51,7 +51,7 @@ def table_filter(names: tuple[str, ...]) -> list[str] | None:
     """``--collection`` values (collection names or table names) as table names."""
     if not names:
         return None
-    from ..collection import collections
+    from ..livedata.collection import collections
 
     tables = []
     for name in names:
@@ -62,7 +62,7 @@ def table_filter(names: tuple[str, ...]) -> list[str] | None:
 
 def change_record(change: Any, names: dict[str, str]) -> dict[str, Any]:
     """One change as ``tail --json`` writes it (and ``replay FILE`` reads it)."""
-    from ..changelog import OPS
+    from ..livedata.changelog import OPS
 
     return {
         "position": change.id,
@@ -112,9 +112,9 @@ def tail(
     """
     configure_logging("warning")
     setup_django(settings, pythonpath)
-    from ..capture import CHANNEL
-    from ..changelog import ChangelogReader
-    from ..collection import collections
+    from ..livedata.capture import CHANNEL
+    from ..livedata.changelog import ChangelogReader
+    from ..livedata.collection import collections
 
     names = {c.table: c.name for c in collections.all()}
     tables = table_filter(collection_names)
@@ -178,7 +178,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _start(cursor: Any, since: str | None) -> Any:
-    from ..changelog import ChangelogReader
+    from ..livedata.changelog import ChangelogReader
 
     if since is None:
         return ChangelogReader.at_end(cursor)

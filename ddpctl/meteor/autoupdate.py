@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from ..ddp.errors import MeteorError
-from ..publish import Subscription, publications
+from ..livedata.publish import Subscription, publications
 from .boilerplate import autoupdate_versions
 from .bundle import Bundle
 

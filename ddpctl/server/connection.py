@@ -33,8 +33,8 @@ from ..ddp.session import (
     SubscriptionStop,
 )
 from ..invocation import ConnectionHandle, MethodInvocation
+from ..livedata.publish import PreparedMessage, Subscription, publications
 from ..methods import methods
-from ..publish import PreparedMessage, Subscription, publications
 from ..registry import ConnectionEntry, SubscriptionEntry
 from . import sockjs
 from .websocket import ConnectionClosed, WebSocket

@@ -3,7 +3,7 @@
 It also hears ``NOTIFY ddpctl_control`` (operator commands) and passes it on.
 
 It sleeps until PostgreSQL's ``NOTIFY ddpctl`` (or a one-second poll, so a lost NOTIFY
-only delays), reads the changelog after its position (:mod:`ddpctl.changelog`), and hands
+only delays), reads the changelog after its position (:mod:`ddpctl.livedata.changelog`), and hands
 each batch to the observers that read the changed tables.  If the connection dies or
 PostgreSQL restarts, it reconnects with backoff and catches up from where it was: nothing
 is lost.  A batch that fails (the database went away mid-way) is retried whole; observers
@@ -26,10 +26,10 @@ from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 from gevent.socket import wait_read
 
-from ..capture import CHANNEL
-from ..changelog import ChangelogReader, ChangeRow
 from ..control import CONTROL_CHANNEL
-from ..observer import ChangeSet, observers
+from ..livedata.capture import CHANNEL
+from ..livedata.changelog import ChangelogReader, ChangeRow
+from ..livedata.observer import ChangeSet, observers
 
 if TYPE_CHECKING:
     from .database_workers import DatabaseWorkers

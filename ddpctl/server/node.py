@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent.event import Event
 
-from .. import __version__, changelog, control
-from ..collection import collections
+from .. import __version__, control
 from ..ddp.random import random_id
+from ..livedata import changelog
+from ..livedata.collection import collections
 from ..registry import NodeInfo, RegistryWriter, purge_stale_nodes
 
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 
+from ..ddp.ejson import to_json_value
+from ..ddp.errors import MeteorError
 from .collection import Collection, collections
-from .ddp.ejson import to_json_value
-from .ddp.errors import MeteorError
 from .observer import Cursor, observers
 from .publish import Subscription, publications
 

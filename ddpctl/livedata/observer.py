@@ -18,8 +18,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from ..ddp.errors import MeteorError, internal_server_error
 from .collection import Collection
-from .ddp.errors import MeteorError, internal_server_error
 from .publish import PreparedMessage, Subscription
 
 __all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "observers", "diff_fields"]

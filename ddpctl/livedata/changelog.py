@@ -151,7 +151,7 @@ def configured_retention() -> datetime.timedelta | None:
     ``"7d"``, or None to keep every change; 7 days by default.  ``ValueError`` if invalid."""
     from django.conf import settings
 
-    from .timespec import parse_duration
+    from ..timespec import parse_duration
 
     value = getattr(settings, "DDPCTL_CHANGELOG_RETENTION", DEFAULT_RETENTION)
     if value is None or isinstance(value, datetime.timedelta):

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from .ddp.errors import MeteorError, internal_server_error
-from .invocation import ConnectionHandle, call_user_code
+from ..ddp.errors import MeteorError, internal_server_error
+from ..invocation import ConnectionHandle, call_user_code
 
 __all__ = ["Subscription", "SubscriptionSink", "PreparedMessage", "PublicationRegistry", "publications",
            "publish"]
@@ -41,7 +41,7 @@ class PreparedMessage:
     @property
     def text(self) -> str:
         if self._text is None:
-            from .ddp.messages import stringify
+            from ..ddp.messages import stringify
 
             msg: dict[str, Any] = {"msg": self.op, "collection": self.collection, "id": self.id}
             if self.fields:
