@@ -94,8 +94,9 @@ class Publication:
         when the queries depend on something ddpctl cannot see (module globals, thread-locals,
         the clock), or to share by tenant although the queries read the connection.  What
         this method reads is not tracked; what ``get_queries`` reads of the user still makes
-        the observer per user.  Not overridden: the scope follows what ``get_queries`` reads
-        (see :mod:`ddpctl.livedata.sharing`).
+        the observer per user.  The default (also ``super().sharing_key()``) returns
+        ``UNDECLARED``: the scope follows what ``get_queries`` reads (see
+        :mod:`ddpctl.livedata.sharing`).  ``TypeError`` (a 500) if the value is not hashable.
         """
         return UNDECLARED
 
