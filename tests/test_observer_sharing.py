@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddpctl.invocation import ConnectionHandle
-from ddpctl.livedata.publication import Publication
+from ddpctl.livedata.publication import Publication, _handler_for
 from ddpctl.livedata.publish import Subscription
 from ddpctl.livedata.sharing import PRIVATE, UNDECLARED, Reads, TrackedSubscription, decide
 from ddpctl.testing import DDPClient
@@ -130,6 +130,32 @@ def test_tracked_subscription_passes_reads_and_writes_through():
     tracked.extra = "x"
     assert sub.extra == "x"
     assert reads == Reads(user={"subscription.user_id"}, private={"subscription.id", "subscription.extra"})
+
+
+def test_current_invocation_is_out_of_reach_of_a_publication(caplog):
+    """Per-connection state of a method invocation cannot leak into a shared observer."""
+    from ddpctl.invocation import current_invocation
+    from ddpctl.livedata.publish import publications
+
+    failures = []
+
+    class Recorder(Sink):
+        def sub_failed(self, sub_id, error):
+            failures.append(error)
+
+    class ReadsInvocation(Publication, register=False):
+        name = "test_sharing.ReadsInvocation"
+
+        def get_queries(self):
+            return [current_invocation().connection.http_headers]
+
+    publications.register(ReadsInvocation.name, _handler_for(ReadsInvocation))
+    try:
+        publications.start(Subscription(Recorder(), "1", ReadsInvocation.name, []))
+    finally:
+        publications.unregister(ReadsInvocation.name)
+    assert [e.error for e in failures] == [500]
+    assert "current_invocation() called outside a DDP method" in caplog.text
 
 
 # -- end to end ----------------------------------------------------------------------------
