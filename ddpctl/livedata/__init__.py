@@ -5,5 +5,6 @@
 - :mod:`.collection` -- how a model's rows look to clients (fields, ids, visibility);
 - :mod:`.publish` -- low-level publications and :class:`~.publish.Subscription`;
 - :mod:`.publication` -- model-backed publications;
+- :mod:`.sharing` -- which subscribers may share an observer (what a publication read);
 - :mod:`.observer` -- live queries shared by subscribers, refreshed per batch of changes.
 """

@@ -226,6 +226,10 @@ class ObserverRegistry:
         if self._observers.get(observer.key) is observer:
             del self._observers[observer.key]
 
+    def all(self) -> list[Observer]:
+        """Every live observer of this process (keys: see :mod:`.sharing`)."""
+        return list(self._observers.values())
+
     def affected(self, changes: ChangeSet) -> list[Observer]:
         tables = changes.tables
         return [o for o in self._observers.values() if o.tables & tables]

@@ -7,17 +7,28 @@
         def get_queries(self, email):
             return [Book.objects.filter(author__email=email)]
 
+    class TenantBooks(Publication):
+        def sharing_key(self):              # one observer per tenant
+            return self.subscription.connection.http_headers.get("host")
+
+        def get_queries(self):
+            return [Book.objects.filter(tenant__host=self.subscription.connection.http_headers.get("host"))]
+
 Defining the class registers it under its class name (or ``name``).  ``get_queries``
 receives the subscription's params and may use ``self.user`` / ``self.user_id`` (the
-connection's user); subscribers whose publication, params and user cohort match share
-one observer.  An item may be ``(queryset, "collection name")`` to publish through a
-specific collection.  Bad params give ``400 Match failed``; an exception gives ``nosub``
-with ``500 Internal server error`` (and a logged traceback).
+connection's user) and ``self.subscription`` (its connection, headers, client address...).
+Subscribers share one observer only when the result cannot differ between them: ddpctl
+records what the publication reads of its subscriber (see :mod:`.sharing`), or the
+publication declares ``sharing_key``.  An item may be ``(queryset, "collection name")`` to
+publish through a specific collection.  Bad params give ``400 Match failed``; an exception
+gives ``nosub`` with ``500 Internal server error`` (and a logged traceback).
 """
 from __future__ import annotations
 
 import inspect
 import json
+import logging
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from django.db.models import QuerySet
@@ -27,13 +38,18 @@ from ..ddp.errors import MeteorError
 from .collection import Collection, collections
 from .observer import Cursor, observers
 from .publish import Subscription, publications
+from .sharing import PRIVATE, UNDECLARED, Reads, TrackedSubscription, decide
 
 __all__ = ["Publication"]
+
+logger = logging.getLogger(__name__)
 
 
 class Publication:
     name: ClassVar[str] = ""
     queries: ClassVar[list[Any] | None] = None
+    PRIVATE: ClassVar[Any] = PRIVATE
+    """Return it from :meth:`sharing_key` to give each subscription an observer of its own."""
 
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -42,26 +58,26 @@ class Publication:
         if register:
             publications.register(cls.name, _handler_for(cls))
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: Subscription | TrackedSubscription) -> None:
         self.subscription = subscription
-        self._user_used = False
         self._user: Any = None
         self._user_loaded = False
 
     @property
     def user_id(self) -> Any:
-        self._user_used = True
+        """The connection's user id, or ``None`` (the observer is then per user)."""
         return self.subscription.user_id
 
     @property
     def user(self) -> Any:
-        """The connection's Django user, or ``None`` when nobody is logged in."""
-        self._user_used = True
+        """The connection's Django user, or ``None`` when nobody is logged in (the observer
+        is then per user)."""
+        user_id = self.subscription.user_id  # read every time: tracks the use, even when cached
         if not self._user_loaded:
             self._user_loaded = True
-            if self.subscription.user_id is not None:
+            if user_id is not None:
                 from django.contrib.auth import get_user_model
-                self._user = get_user_model()._default_manager.filter(pk=self.subscription.user_id).first()
+                self._user = get_user_model()._default_manager.filter(pk=user_id).first()
         return self._user
 
     def get_queries(self, *params: Any) -> list[Any]:
@@ -69,11 +85,29 @@ class Publication:
             raise NotImplementedError(f"{type(self).__name__} needs `queries` or `get_queries`")
         return list(self.queries)
 
-    def _cursor_specs(self, params: list[Any]) -> list[tuple[Collection, QuerySet]]:
+    def sharing_key(self, *params: Any) -> Hashable:
+        """Declare which subscribers share an observer, instead of letting ddpctl decide.
+
+        Called with the subscription's params before ``get_queries``.  Subscribers with the
+        same publication, params and returned value (any hashable; ``None`` included) share
+        one observer; return :attr:`PRIVATE` for an observer per subscription.  Override it
+        when the queries depend on something ddpctl cannot see (module globals, thread-locals,
+        the clock), or to share by tenant although the queries read the connection.  What
+        this method reads is not tracked; what ``get_queries`` reads of the user still makes
+        the observer per user.  The default (also ``super().sharing_key()``) returns
+        ``UNDECLARED``: the scope follows what ``get_queries`` reads (see
+        :mod:`ddpctl.livedata.sharing`).  ``TypeError`` (a 500) if the value is not hashable.
+        """
+        return UNDECLARED
+
+    def _check_params(self, params: list[Any]) -> None:
+        """``400 Match failed`` unless ``get_queries`` accepts ``params``."""
         try:
             inspect.signature(self.get_queries).bind(*params)
         except TypeError as exc:
             raise MeteorError(400, "Match failed", str(exc)) from None
+
+    def _cursor_specs(self, params: list[Any]) -> list[tuple[Collection, QuerySet]]:
         specs = []
         for item in self.get_queries(*params):
             queryset, collection = item if isinstance(item, tuple) else (item, None)
@@ -90,14 +124,21 @@ class Publication:
 
 def _handler_for(cls: type[Publication]):
     def start(sub: Subscription, *params: Any) -> None:
-        pub = cls(sub)
+        reads = Reads()
+        pub = cls(TrackedSubscription(sub, reads))
+        pub._check_params(list(params))
+        declared = pub.sharing_key(*params)
+        reads.clear()  # what sharing_key read is what its value stands for
         specs = pub._cursor_specs(list(params))
-        visibility_per_user = any(c.user_dependent for c, _ in specs)
-        user = pub.user if visibility_per_user else None
-        cohort = sub.user_id if pub._user_used or visibility_per_user else None
-        key = (cls.name, json.dumps(to_json_value(list(params)), sort_keys=True), cohort)
+        per_user = [c.name for c, _ in specs if c.user_dependent]
+        sharing = decide(reads, sub.user_id, visible_per_user=per_user, declared=declared)
+        user = pub.user if per_user else None
+        params_json = json.dumps(to_json_value(list(params)), sort_keys=True)
+        key = (cls.name, params_json, sharing.scope)
         observer, created = observers.get_or_create(
             key, lambda: [Cursor(c, c.prepare(c.visible(qs, user))) for c, qs in specs])
+        logger.debug("subscription %s of %s %s %s observer %r: %s", sub.id, cls.name, params_json,
+                     "creates" if created else "joins", sharing.scope, sharing.reason)
         observer.add(sub)
         sub.on_stop(lambda: observer.remove(sub))
         if created:

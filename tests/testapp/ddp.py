@@ -5,7 +5,7 @@ from django.db.models import Q
 
 from ddpctl.api import Collection, MeteorError, Publication, current_invocation, method, publish
 
-from .models import Note
+from .models import Note, TenantNote
 
 
 @method
@@ -161,3 +161,69 @@ def pid():
     import os
 
     return os.getpid()
+
+
+# -- observer sharing: publications scoped by what varies per subscriber ----------------
+
+class TenantNotes(Collection):
+    model = TenantNote
+
+
+def tenant_header(connection):
+    return connection.http_headers.get("x-tenant", "")
+
+
+class NotesByTenantHeader(Publication):
+    """Scoped by a request header, sharing left to ddpctl: private observers."""
+
+    def get_queries(self, prefix=""):
+        tenant = tenant_header(self.subscription.connection)
+        return [TenantNote.objects.filter(tenant=tenant, text__startswith=prefix)]
+
+
+class NotesByTenantKey(Publication):
+    """Scoped by a request header, shared per tenant by an explicit sharing key."""
+
+    def sharing_key(self, prefix=""):
+        return tenant_header(self.subscription.connection)
+
+    def get_queries(self, prefix=""):
+        tenant = tenant_header(self.subscription.connection)
+        return [TenantNote.objects.filter(tenant=tenant, text__startswith=prefix)]
+
+
+class NotesByClientAddress(Publication):
+    def get_queries(self, prefix=""):
+        tenant = self.subscription.connection.client_address
+        return [TenantNote.objects.filter(tenant=tenant, text__startswith=prefix)]
+
+
+class NotesBySubscriptionUser(Publication):
+    def get_queries(self, prefix=""):
+        return [TenantNote.objects.filter(tenant=str(self.subscription.user_id), text__startswith=prefix)]
+
+
+CURRENT_TENANT = {"name": ""}  # module state that ddpctl cannot track
+
+
+@method
+def set_current_tenant(name):
+    CURRENT_TENANT["name"] = name
+
+
+class NotesByModuleState(Publication):
+    """Reads module state: only its declaration keeps subscribers apart."""
+
+    def sharing_key(self, prefix=""):
+        return self.PRIVATE
+
+    def get_queries(self, prefix=""):
+        return [TenantNote.objects.filter(tenant=CURRENT_TENANT["name"], text__startswith=prefix)]
+
+
+@method
+def observers_of(publication):
+    """The observers of ``publication`` in this process: scope and subscriber count."""
+    from ddpctl.livedata.observer import observers
+
+    return sorted([repr(o.key[2]), len(o.subscribers)] for o in observers.all() if o.key[0] == publication)

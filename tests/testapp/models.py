@@ -8,3 +8,10 @@ class Note(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     text = models.TextField()
     shared = models.BooleanField(default=False)
+
+
+class TenantNote(models.Model):
+    """A row of one tenant; publications choose the tenant from the subscriber."""
+
+    tenant = models.TextField()
+    text = models.TextField()
