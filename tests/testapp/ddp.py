@@ -1,7 +1,7 @@
 import time
 
 from bookstore.models import Author, Book, Genre
-from django.db.models import Q
+from django.db.models import F, Q
 
 from ddpctl.api import Collection, MeteorError, Publication, current_invocation, method, publish
 
@@ -97,6 +97,12 @@ class BigBooks(Publication):
 
     def get_queries(self, min_pages):
         return [Book.objects.filter(pages__gte=min_pages)]
+
+
+class PagesRatio(Publication):
+    """Its query fails for a book with 0 pages (division by zero in SQL: a DataError)."""
+
+    queries = [Book.objects.annotate(ratio=1000 / F("pages"))]
 
 
 class Explode(Publication):
