@@ -15,7 +15,9 @@ position, across all its querysets (collections), not grouped by collection:
 
 * a document whose own row changed (or whose table was truncated) goes at the position of
   its last change; several changes of one document in one batch are conflated into one
-  message carrying its final state, at that last position;
+  message carrying its final state, at that last position (a row's fields come from the
+  row alone; if a later change to a joined table also moved it in or out in the same
+  batch, the message still goes at the row's own last change);
 * a document that enters, leaves or changes without a change to its own row -- because a
   table the query joins changed, or, for a sliced queryset, another row of its table --
   goes at the position of the last change to those tables (the latest change that can have
