@@ -7,6 +7,30 @@ visibility rules) or the queryset is sliced, then sends each subscriber only the
 differences: ``added``, ``changed`` (changed fields, ``cleared`` for removed ones) and
 ``removed``, including rows that enter or leave the result because of the change.
 Subscribers share the work, so a write costs the same however many clients watch it.
+
+Order.  A :class:`ChangeSet` numbers the changes of a batch in the order the changelog
+yields them (commit order; see :mod:`ddpctl.livedata.changelog`) and keeps, for each row,
+the position of its last change.  An observer sends the messages of a batch sorted by
+position, across all its querysets (collections), not grouped by collection:
+
+* a document whose own row changed (or whose table was truncated) goes at the position of
+  its last change; several changes of one document in one batch are conflated into one
+  message carrying its final state, at that last position (a row's fields come from the
+  row alone; if a later change to a joined table also moved it in or out in the same
+  batch, the message still goes at the row's own last change);
+* a document that enters, leaves or changes without a change to its own row -- because a
+  table the query joins changed, or, for a sliced queryset, another row of its table --
+  goes at the position of the last change to those tables (the latest change that can have
+  caused it: a message never goes out before a change it reflects);
+* ties keep the order of the querysets, then of the query's rows.
+
+Errors.  A query or serialization of an observer that raises (user code: a bad annotation,
+a division by zero in SQL, a serializer error) ends that observer only: its subscribers
+get ``nosub`` with Meteor's ``500 Internal server error`` (a :class:`MeteorError` is sent
+as raised), the traceback is logged once and the observer is discarded, on the first
+query as on any later one.  A database connection problem
+(:func:`ddpctl.database_errors.is_connection_error`) is raised to the dispatcher instead,
+which retries the batch.
 """
 from __future__ import annotations
 
@@ -18,6 +42,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from ..database_errors import is_connection_error
 from ..ddp.errors import MeteorError, internal_server_error
 from .collection import Collection
 from .publish import PreparedMessage, Subscription
@@ -31,29 +56,49 @@ _QUOTED = re.compile(r'"((?:[^"]|"")+)"')
 
 @dataclass
 class ChangeSet:
-    """Which rows of which tables changed: ``rows[table]`` holds primary keys as text;
-    tables in ``full`` changed wholesale (TRUNCATE, or a resync)."""
+    """Which rows of which tables changed, and in which order.
 
-    rows: dict[str, set[str]] = field(default_factory=dict)
-    full: set[str] = field(default_factory=set)
+    Positions count the changes added, from 0, in commit order.  ``rows[table][pk]`` is
+    the position of the last change of the row with primary key ``pk`` (as text);
+    ``full[table]`` the position of the last wholesale change of ``table`` (TRUNCATE, or
+    a resync); ``latest[table]`` the position of the last change of any kind to ``table``;
+    ``size`` how many changes were added.
+    """
+
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    full: dict[str, int] = field(default_factory=dict)
+    latest: dict[str, int] = field(default_factory=dict)
+    size: int = 0
 
     def add(self, table: str, pk: str | None) -> None:
+        """Record the next change: of row ``pk`` of ``table``, or of all of it if ``pk`` is None."""
+        position = self.size
+        self.size += 1
         if pk is None:
-            self.full.add(table)
+            self.full[table] = position
         else:
-            self.rows.setdefault(table, set()).add(pk)
+            self.rows.setdefault(table, {})[pk] = position
+        self.latest[table] = position
 
     def merge(self, other: ChangeSet) -> None:
+        """Append the changes of ``other``, a later batch (its positions come after ours)."""
+        offset = self.size
         for table, pks in other.rows.items():
-            self.rows.setdefault(table, set()).update(pks)
-        self.full |= other.full
+            mine = self.rows.setdefault(table, {})
+            for pk, position in pks.items():
+                mine[pk] = position + offset
+        for table, position in other.full.items():
+            self.full[table] = position + offset
+        for table, position in other.latest.items():
+            self.latest[table] = position + offset
+        self.size += other.size
 
     @property
     def tables(self) -> set[str]:
-        return set(self.rows) | self.full
+        return set(self.latest)
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.full)
+        return bool(self.latest)
 
 
 def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -96,7 +141,24 @@ class Cursor:
             return False, set()
         if self.sliced or touched - {self.table} or self.table in changes.full:
             return True, set()
-        return False, changes.rows.get(self.table, set())
+        return False, set(changes.rows.get(self.table, ()))
+
+    def order(self, changes: ChangeSet) -> tuple[dict[str, int], int]:
+        """Where this cursor's messages for ``changes`` go (the module's order rules):
+        ``({document id: position of the last change of its own row}, the position of any
+        other document)``.  The latter is the table's TRUNCATE, else the last change that
+        can move documents without a change to their own row: to another table the query
+        reads or, if the queryset is sliced, to any row of its table (-1 if none)."""
+        truncated = changes.full.get(self.table, -1)
+        doc_id = self.collection.doc_id
+        rows = changes.rows.get(self.table, {})
+        own = {doc_id(pk): max(position, truncated) for pk, position in rows.items()}
+        if truncated >= 0:
+            return own, truncated
+        tables = changes.tables & self.tables
+        if not self.sliced:
+            tables.discard(self.table)
+        return own, max((changes.latest[t] for t in tables), default=-1)
 
 
 class Observer:
@@ -139,22 +201,19 @@ class Observer:
     # -- queries ------------------------------------------------------------------------
 
     def initialize(self) -> None:
-        """Run the first queries, apply changes that arrived meanwhile, welcome subscribers."""
+        """Run the first queries, apply changes that arrived meanwhile, welcome subscribers.
+
+        If a query raises, the waiting subscribers get ``nosub`` with the error (see
+        :meth:`fail`)."""
         self._initializing = True
         try:
             for cursor in self.cursors:
                 cursor.docs = cursor.fetch_all()
             while self._pending:
                 pending, self._pending = self._pending, None
-                self._apply(self._query(pending))
+                self._apply(self._query(pending), pending)
         except Exception as exc:
-            self._registry.discard(self)
-            error = exc if isinstance(exc, MeteorError) else internal_server_error()
-            if not isinstance(exc, MeteorError):
-                logger.exception("first query of observer %r failed", self.key)
-            waiting, self._waiting = self._waiting, []
-            for sub in waiting:
-                sub.error(error)
+            self.fail(exc)
             return
         finally:
             self._initializing = False
@@ -164,13 +223,38 @@ class Observer:
             self._welcome(sub)
 
     def refresh(self, changes: ChangeSet) -> None:
-        """Bring the documents up to date with a batch of changes and tell subscribers."""
+        """Bring the documents up to date with a batch of changes and tell subscribers.
+
+        A database connection error is raised (the caller retries the batch); any other
+        exception ends this observer (:meth:`fail`) and is not raised."""
         if self._initializing or not self.initialized:
             if self._pending is None:
                 self._pending = ChangeSet()
             self._pending.merge(changes)
             return
-        self._apply(self._query(changes))
+        try:
+            self._apply(self._query(changes), changes)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            self.fail(exc)
+
+    def fail(self, exc: Exception) -> None:
+        """End this observer: discard it and end every subscription with ``nosub`` and the
+        error -- ``exc`` itself if it is a :class:`MeteorError`, else ``500 Internal server
+        error`` after logging the traceback once (Meteor's behaviour for a publication that
+        throws)."""
+        self._registry.discard(self)
+        if isinstance(exc, MeteorError):
+            error = exc
+        else:
+            logger.error("observer %r failed; ending its subscriptions with 500 Internal server error",
+                         self.key, exc_info=exc)
+            error = internal_server_error()
+        subscribers = self._waiting + self.subscribers
+        self._waiting, self.subscribers = [], []
+        for sub in subscribers:
+            sub.error(error)
 
     def _query(self, changes: ChangeSet) -> list[tuple[Cursor, bool, set[str], Docs]]:
         # All queries first (they yield to other greenlets), then every update at once.
@@ -183,30 +267,36 @@ class Observer:
                 results.append((cursor, False, pks, cursor.fetch(pks)))
         return results
 
-    def _apply(self, results: list[tuple[Cursor, bool, set[str], Docs]]) -> None:
-        messages: list[PreparedMessage] = []
+    def _apply(self, results: list[tuple[Cursor, bool, set[str], Docs]], changes: ChangeSet) -> None:
+        # Messages of every cursor, then sorted by position (stable: ties keep cursor, then row order).
+        ordered: list[tuple[int, PreparedMessage]] = []
         for cursor, full, pks, fresh in results:
             name = cursor.collection.name
             old = cursor.docs
-            ids = set(old) | set(fresh) if full else {cursor.collection.doc_id(p) for p in pks} | set(fresh)
-            for doc_id in sorted(ids):
+            own, other = cursor.order(changes)
+            candidates = old if full else map(cursor.collection.doc_id, pks)
+            for doc_id in [*fresh, *(i for i in candidates if i not in fresh)]:
                 before, after = old.get(doc_id), fresh.get(doc_id)
                 if after is None:
-                    if before is not None:
-                        del old[doc_id]
-                        messages.append(PreparedMessage("removed", name, doc_id))
+                    if before is None:
+                        continue
+                    del old[doc_id]
+                    message = PreparedMessage("removed", name, doc_id)
                 elif before is None:
                     old[doc_id] = after
-                    messages.append(PreparedMessage("added", name, doc_id, after))
+                    message = PreparedMessage("added", name, doc_id, after)
                 else:
                     changed, cleared = diff_fields(before, after)
                     old[doc_id] = after
-                    if changed or cleared:
-                        messages.append(PreparedMessage("changed", name, doc_id, changed, cleared))
-        if not messages:
+                    if not (changed or cleared):
+                        continue
+                    message = PreparedMessage("changed", name, doc_id, changed, cleared)
+                ordered.append((own.get(doc_id, other), message))
+        if not ordered:
             return
+        ordered.sort(key=lambda item: item[0])
         for sub in list(self.subscribers):
-            for message in messages:
+            for _, message in ordered:
                 sub.send(message)
 
 

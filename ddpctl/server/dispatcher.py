@@ -6,8 +6,13 @@ It sleeps until PostgreSQL's ``NOTIFY ddpctl`` (or a one-second poll, so a lost 
 only delays), reads the changelog after its position (:mod:`ddpctl.livedata.changelog`), and hands
 each batch to the observers that read the changed tables.  If the connection dies or
 PostgreSQL restarts, it reconnects with backoff and catches up from where it was: nothing
-is lost.  A batch that fails (the database went away mid-way) is retried whole; observers
-diff against what they sent, so a retry never duplicates a message.
+is lost.  A batch that fails because a database connection broke (the database went away
+mid-way) is retried whole; observers diff against what they sent, so a retry never
+duplicates a message.  An observer whose query raises for any other reason (user code: a
+bad annotation, a division by zero) ends its own subscriptions and the batch goes on to the
+other observers (:meth:`ddpctl.livedata.observer.Observer.refresh`): one failing
+publication never stalls the others.  Each observer sends the messages of a batch in
+commit order (the order rules are in :mod:`ddpctl.livedata.observer`).
 
 ``sync()`` is the write fence: it returns once every change committed before the call
 has been handed to the sessions, so a method's ``updated`` follows its data.
@@ -41,6 +46,7 @@ POLL_INTERVAL = 1.0
 
 
 def changes_of(rows: list[ChangeRow]) -> ChangeSet:
+    """The changes of ``rows``, numbered in the order given (the changelog's commit order)."""
     changes = ChangeSet()
     for row in rows:
         changes.add(row.table, None if row.op == "T" else row.row)
@@ -160,6 +166,8 @@ class Dispatcher:
                 return
 
     def _dispatch(self, rows: list[ChangeRow]) -> None:
+        # Observers raise only database connection errors (they end themselves on any other):
+        # those make the caller retry the whole batch.
         changes = changes_of(rows)
         self.batches += 1
         self.changes += len(rows)

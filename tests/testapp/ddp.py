@@ -1,7 +1,8 @@
 import time
 
 from bookstore.models import Author, Book, Genre
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.expressions import RawSQL
 
 from ddpctl.api import Collection, MeteorError, Publication, current_invocation, method, publish
 
@@ -97,6 +98,25 @@ class BigBooks(Publication):
 
     def get_queries(self, min_pages):
         return [Book.objects.filter(pages__gte=min_pages)]
+
+
+class PagesRatio(Publication):
+    """Its query fails for a book with 0 pages (division by zero in SQL: a DataError)."""
+
+    queries = [Book.objects.annotate(ratio=1000 / F("pages"))]
+
+
+class SlowBooks(Publication):
+    """Each query of its observer takes half a second in PostgreSQL (once, not per row)."""
+
+    queries = [Book.objects.annotate(slept=RawSQL("(SELECT pg_sleep(0.5))::text", []))]
+
+
+class BooksByAuthorName(Publication):
+    """Books join authors on a column that is not unique: an author's rename moves books."""
+
+    def get_queries(self, name):
+        return [Book.objects.filter(author__name=name), Author.objects.filter(name=name)]
 
 
 class Explode(Publication):
