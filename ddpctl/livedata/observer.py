@@ -16,8 +16,11 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.db import InterfaceError, OperationalError
 from django.db.models import QuerySet
 
+from ..ddp.ejson import equals
 from ..ddp.errors import MeteorError, internal_server_error
 from .collection import Collection
 from .publish import PreparedMessage, Subscription
@@ -57,8 +60,9 @@ class ChangeSet:
 
 
 def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``(changed fields, cleared field names)`` turning ``old`` into ``new``."""
-    changed = {k: v for k, v in new.items() if k not in old or old[k] != v or type(old[k]) is not type(v)}
+    """``(changed fields, cleared field names)`` turning ``old`` into ``new``; values compare
+    with ``EJSON.equals`` (a NaN that stays NaN, or 1 that becomes 1.0, is no change)."""
+    changed = {k: v for k, v in new.items() if k not in old or not equals(old[k], v)}
     cleared = [k for k in old if k not in new]
     return changed, cleared
 
@@ -80,23 +84,29 @@ class Cursor:
         # .all(): a fresh clone, never the QuerySet's result cache from the last run
         return dict(self.collection.serialize(obj) for obj in self.queryset.all())
 
-    def fetch(self, pks: Iterable[str]) -> Docs:
-        keys = []
-        for pk in pks:
-            try:
-                keys.append(self.collection.pk_from_id(pk))
-            except (ValueError, TypeError):
-                logger.warning("ignoring a change with primary key %r for %s", pk, self.table)
+    def fetch(self, doc_ids: Iterable[str]) -> Docs:
+        keys = [self.collection.pk_from_id(doc_id) for doc_id in doc_ids]
         return dict(self.collection.serialize(obj) for obj in self.queryset.filter(pk__in=keys))
 
+    def doc_ids(self, pks: Iterable[str]) -> set[str]:
+        """Document ids for primary keys in PostgreSQL's text form (the changelog's), which
+        is not always ``str(pk)``: ``'t'`` for True, ``'1'`` for the float 1.0, timestamps."""
+        out = set()
+        for pk in pks:
+            try:
+                out.add(self.collection.doc_id(self.collection.pk_from_id(pk)))
+            except (ValueError, TypeError, ValidationError):
+                logger.warning("ignoring a change with primary key %r for %s", pk, self.table)
+        return out
+
     def plan(self, changes: ChangeSet) -> tuple[bool, set[str]]:
-        """``(refetch everything?, primary keys to refetch)`` for a batch."""
+        """``(refetch everything?, document ids to refetch)`` for a batch."""
         touched = changes.tables & self.tables
         if not touched:
             return False, set()
         if self.sliced or touched - {self.table} or self.table in changes.full:
             return True, set()
-        return False, changes.rows.get(self.table, set())
+        return False, self.doc_ids(changes.rows.get(self.table, ()))
 
 
 class Observer:
@@ -170,7 +180,27 @@ class Observer:
                 self._pending = ChangeSet()
             self._pending.merge(changes)
             return
-        self._apply(self._query(changes))
+        try:
+            results = self._query(changes)
+        except (OperationalError, InterfaceError):
+            raise  # the connection, not the data: the dispatcher reads the batch again
+        except Exception:
+            # A row that cannot be sent (a value with no DDP mapping, a failing converter):
+            # nothing was sent for this batch, so end the subscriptions cleanly rather than
+            # leave clients with documents that no longer match ours.
+            logger.exception("observer %r failed; ending its %d subscription(s)", self.key,
+                             len(self.subscribers) + len(self._waiting))
+            self._fail()
+            return
+        self._apply(results)
+
+    def _fail(self) -> None:
+        """End every subscription with ``500 Internal server error`` and drop this observer."""
+        self._registry.discard(self)
+        subs = self.subscribers + self._waiting
+        self.subscribers, self._waiting = [], []
+        for sub in subs:
+            sub.error(internal_server_error())
 
     def _query(self, changes: ChangeSet) -> list[tuple[Cursor, bool, set[str], Docs]]:
         # All queries first (they yield to other greenlets), then every update at once.
