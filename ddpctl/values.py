@@ -56,6 +56,7 @@ try:  # the Range class of whichever psycopg Django uses
 except ImportError:  # pragma: no cover - no psycopg installed
     _Range = None
 
+_PLAIN = frozenset({str, int, bool, float, type(None)})  # sent as they are
 _IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network,
              ipaddress.IPv6Network, ipaddress.IPv4Interface, ipaddress.IPv6Interface)
 _HINTS = {
@@ -91,7 +92,7 @@ def to_ddp_value(value: Any, where: str = "value") -> Any:
 
 def _convert(value: Any) -> Any:
     kind = type(value)
-    if value is None or kind is str or kind is bool or kind is float or kind is int:
+    if kind in _PLAIN:
         return value
     if isinstance(value, enum.Enum):
         return _convert(value.value)
@@ -103,12 +104,13 @@ def _convert(value: Any) -> Any:
         return float(value)
     if isinstance(value, dict):
         out = {}
-        for key, item in value.items():
-            try:
-                out[_key(key)] = _convert(item)
-            except _Unsupported as exc:
-                exc.path.append(f"[{key!r}]")
-                raise
+        key = None
+        try:
+            for key, item in value.items():
+                out[key if type(key) is str else _key(key)] = item if type(item) in _PLAIN else _convert(item)
+        except _Unsupported as exc:
+            exc.path.append(f"[{key!r}]")
+            raise
         return out
     if isinstance(value, (list, tuple)):
         return _convert_items(value)
@@ -152,14 +154,16 @@ def _convert(value: Any) -> Any:
 
 
 def _convert_items(items: list | tuple) -> list:
-    out = []
-    for i, item in enumerate(items):
-        try:
-            out.append(_convert(item))
-        except _Unsupported as exc:
-            exc.path.append(f"[{i}]")
-            raise
-    return out
+    try:
+        return [item if type(item) in _PLAIN else _convert(item) for item in items]
+    except _Unsupported:
+        for i, item in enumerate(items):  # which item: convert them again, one by one
+            try:
+                _convert(item)
+            except _Unsupported as exc:
+                exc.path.append(f"[{i}]")
+                raise
+        raise
 
 
 def _key(key: Any) -> str:

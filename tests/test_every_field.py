@@ -84,7 +84,7 @@ EDGE = {
                   {"lower": date_ms("2020-01-01"), "upper": date_ms("2020-02-01"), "bounds": "[)",
                    "empty": False}),
 }
-DERIVED = {"doubled": 2147483646, "note_id": None}  # generated from `integer`; no foreign row
+DERIVED = {"doubled": 2147483646, "parent_id": None}  # generated from `integer`; no foreign row
 # column -> (new SQL text, wire value) for the live updates, one column at a time
 UPDATES = {
     "big": (-1, -1), "small": (7, 7), "positive": (1, 1), "positive_big": (2, 2), "positive_small": (3, 3),

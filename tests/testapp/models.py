@@ -90,7 +90,7 @@ class Everything(models.Model):
     data = models.JSONField(null=True, decoder=DataDecoder)
     doubled = models.GeneratedField(expression=models.F("integer") * 2, output_field=models.BigIntegerField(),
                                     db_persist=True)
-    note = models.ForeignKey(Note, on_delete=models.SET_NULL, null=True)
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True)
     prices = ArrayField(models.DecimalField(max_digits=12, decimal_places=2), null=True)
     moments = ArrayField(models.DateTimeField(), null=True)
     uids = ArrayField(models.UUIDField(), null=True)

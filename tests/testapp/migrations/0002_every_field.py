@@ -89,7 +89,7 @@ class Migration(migrations.Migration):
                 ('decimal_range', django.contrib.postgres.fields.ranges.DecimalRangeField(null=True)),
                 ('moment_range', django.contrib.postgres.fields.ranges.DateTimeRangeField(null=True)),
                 ('day_range', django.contrib.postgres.fields.ranges.DateRangeField(null=True)),
-                ('note', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, to='testapp.note')),
+                ('parent', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, to='testapp.everything')),
             ],
         ),
         AddHStoreField(
