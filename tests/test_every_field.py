@@ -299,3 +299,21 @@ def test_a_method_result_without_mapping_is_a_500_naming_it(server, kind, logged
         assert error["error"] == 500 and error["reason"] == "Internal server error"
         assert client.call("pid")
     assert logged in server.output()
+
+
+@pytest.mark.parametrize(("text", "wire"), [
+    ('"a"=>"1", "b"=>NULL', {"a": "1", "b": None}),
+    ("", {}),
+    ('"$date"=>"5"', {"$escape": {"$date": "5"}}),  # one key that looks like EJSON: escaped
+    ('"ключ"=>"🌍", "sp ace"=>""', {"ключ": "🌍", "sp ace": ""}),
+])
+def test_hstore(every, sql, has_hstore, text, wire):
+    if not has_hstore:
+        pytest.skip("this PostgreSQL server has no hstore extension (testapp_everything.tags is text)")
+    row = insert(sql, {"tags": text})
+    with DDPClient(every.ws_url) as client:
+        client.connect()
+        ready, messages = subscribe_raw(client, "AllEverything")
+        assert ready and canonical(messages[0]["fields"]["tags"]) == canonical(wire)
+        result, _ = call_raw(client, "everything", row)
+        assert canonical(result["tags"]) == canonical(wire)

@@ -174,7 +174,11 @@ class Observer:
             self._welcome(sub)
 
     def refresh(self, changes: ChangeSet) -> None:
-        """Bring the documents up to date with a batch of changes and tell subscribers."""
+        """Bring the documents up to date with a batch of changes and tell subscribers.
+
+        Every row is queried and serialized before anything is sent.  If that fails for a
+        reason other than the database connection (which the dispatcher retries), nothing
+        of the batch is sent and every subscription ends with ``500`` (``_fail``)."""
         if self._initializing or not self.initialized:
             if self._pending is None:
                 self._pending = ChangeSet()
