@@ -22,6 +22,7 @@ from django.db import transaction
 
 from .ddp.errors import MeteorError
 from .invocation import MethodInvocation, call_user_code
+from .values import to_ddp_value
 
 __all__ = ["MethodRegistry", "methods", "method"]
 
@@ -52,7 +53,10 @@ class MethodRegistry:
 
     def invoke(self, name: str, params: list[Any], invocation: MethodInvocation,
                atomic: bool = True) -> Any:
-        """Run a method; raises ``MeteorError`` (404, 400, the method's own, or 500)."""
+        """Run a method; returns its result as an EJSON-ready value (``to_ddp_value``, the same
+        mapping as published fields).  Raises ``MeteorError``: 404, 400, the method's own, or
+        500 for any other exception, including a result with no DDP mapping (logged as a
+        ``TypeError`` naming the method, the type and where in the result it was)."""
         func = self._methods.get(name)
         if func is None:
             raise MeteorError(404, f"Method '{name}' not found")
@@ -60,13 +64,14 @@ class MethodRegistry:
             self._signatures[name].bind(*params)
         except TypeError as exc:
             raise MeteorError(400, "Match failed", str(exc)) from None
-        if atomic:  # a method that raises leaves no writes behind
+        where = f"result of method {name!r}"
+        if atomic:  # a method that raises (or returns what cannot be sent) leaves no writes behind
             def run() -> Any:
                 with transaction.atomic():
-                    return func(*params)
+                    return to_ddp_value(func(*params), where)
         else:
             def run() -> Any:
-                return func(*params)
+                return to_ddp_value(func(*params), where)
         return call_user_code(f"method {name!r}", run, invocation=invocation)
 
 

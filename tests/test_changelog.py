@@ -161,5 +161,6 @@ def test_serialization():
     book = Book.objects.create(title="T", author=author, pages=3, published=datetime.date(2020, 1, 2))
     doc_id, fields = collections.for_model(Book).serialize(book)
     assert doc_id == str(book.pk)
-    assert fields == {"title": "T", "pages": 3, "published": datetime.date(2020, 1, 2), "blurb": "",
+    assert fields == {"title": "T", "pages": 3, "blurb": "",
+                      "published": datetime.datetime(2020, 1, 2, tzinfo=datetime.UTC),
                       "author_id": str(author.pk), "genres_ids": []}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "EJSONError", "RegExp", "ObjectID", "add_type", "to_json_value", "from_json_value",
+    "EJSONError", "RegExp", "ObjectID", "add_type", "has_type", "to_json_value", "from_json_value", "equals",
 ]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -62,6 +62,11 @@ def add_type(name: str, cls: type, to_json: Callable[[Any], Any],
     """Register a custom EJSON type sent as ``{"$type": name, "$value": to_json(obj)}``."""
     _types_by_name[name] = _CustomType(cls, to_json, from_json)
     _names_by_class[cls] = name
+
+
+def has_type(cls: type) -> bool:
+    """True if ``cls`` was registered with ``add_type``."""
+    return cls in _names_by_class
 
 
 add_type("oid", ObjectID, lambda oid: oid.hex, ObjectID)
@@ -115,6 +120,34 @@ def to_json_value(value: Any) -> Any:
     if name is not None:
         return {"$type": name, "$value": _types_by_name[name].to_json(value)}
     raise TypeError(f"{type(value).__name__} is not EJSON serializable")
+
+
+def equals(a: Any, b: Any) -> bool:
+    """Meteor's ``EJSON.equals`` on Python values: what a client can tell apart.
+
+    NaN equals NaN, ``-0.0`` equals ``0.0`` and ``1`` equals ``1.0`` (one JavaScript
+    number), ``True`` differs from ``1``; arrays compare in order, objects regardless of key
+    order; dates by their milliseconds, binary by its bytes, other types by their EJSON form.
+    Raises ``TypeError`` for a value ``to_json_value`` cannot encode.
+    """
+    if a is b:
+        return True
+    kind_a, kind_b = type(a), type(b)
+    if kind_a is kind_b and (kind_a is str or kind_a is int):
+        return a == b
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return kind_a is kind_b and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b or (a != a and b != b)  # NaN: the only value not equal to itself
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return len(a) == len(b) and all(k in b and equals(v, b[k]) for k, v in a.items())
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(equals(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (dict, list, tuple)) and isinstance(b, (dict, list, tuple)):
+        return False
+    return equals(to_json_value(a), to_json_value(b))
 
 
 def _from_special(obj: dict) -> Any:

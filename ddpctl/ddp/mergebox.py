@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .ejson import equals
+
 __all__ = ["SessionView", "MergeboxError"]
 
 Message = dict[str, Any]
@@ -20,9 +22,7 @@ class MergeboxError(RuntimeError):
     """A publication changed or removed a document it never added."""
 
 
-def _equals(a: Any, b: Any) -> bool:
-    # EJSON.equals: 1 and True (or 1 and 1.0 in a bool position) are different values.
-    return type(a) is type(b) and a == b if isinstance(a, (bool, int, float)) else a == b
+_equals = equals  # Meteor compares field values with EJSON.equals
 
 
 class _DocumentView:

@@ -12,39 +12,19 @@ defaults to ``app_label.modelname``.
 
 Document ids: a primary key ``pk`` is sent as ``str(pk)``: integer 42 -> ``"42"``,
 UUID -> its canonical text.  Foreign keys go out as ``<name>_id`` holding that string;
-many-to-many fields as ``<name>_ids`` lists of them.  Dates and datetimes are EJSON
-``$date``; ``Decimal`` is sent as a string (JSON numbers would lose digits); ``time`` as
-``"HH:MM:SS[.ffffff]"``; ``timedelta`` as seconds; ``JSONField`` values as they are;
-binary as EJSON ``$binary``.
+many-to-many fields as ``<name>_ids`` lists of them.  Every other field value goes through
+``ddpctl.values.to_ddp_value`` (the table in README.rst, "Document ids and values").
 """
 from __future__ import annotations
 
-import datetime
-import decimal
-import uuid
 from typing import Any, ClassVar
 
 from django.db import models
 from django.db.models import Model, QuerySet
 
+from ..values import to_ddp_value
+
 __all__ = ["Collection", "CollectionRegistry", "collections", "to_ddp_value"]
-
-
-def to_ddp_value(value: Any) -> Any:
-    """A model field value as an EJSON-ready value."""
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime.time):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, memoryview):
-        return bytes(value)
-    if isinstance(value, str) and type(value) is not str:
-        return str(value)  # TextChoices and other str subclasses
-    return value
 
 
 class Collection:
@@ -77,6 +57,7 @@ class Collection:
                 continue
             (self.foreign if field.is_relation else self.plain).append(field)
         self.many: list[models.ManyToManyField] = [f for f in opts.local_many_to_many if keep(f.name)]
+        self._labels = {field.name: f"{opts.label}.{field.name}" for field in self.plain}
         self.table = opts.db_table
 
     @property
@@ -101,10 +82,14 @@ class Collection:
         return self.model._meta.pk.to_python(doc_id)
 
     def serialize(self, obj: Model) -> tuple[str, dict[str, Any]]:
-        """``(document id, fields)`` for a row."""
+        """``(document id, fields)`` for a row, values EJSON-ready.
+
+        Raises ``TypeError`` naming the field (``"app.Model.field[2]: ... is not a DDP
+        value"``) for a value with no DDP mapping.
+        """
         fields: dict[str, Any] = {}
         for field in self.plain:
-            fields[field.name] = to_ddp_value(field.value_from_object(obj))
+            fields[field.name] = to_ddp_value(field.value_from_object(obj), self._labels[field.name])
         for field in self.foreign:
             value = getattr(obj, field.attname)
             fields[field.attname] = None if value is None else str(value)

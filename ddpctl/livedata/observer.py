@@ -40,9 +40,11 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from ..database_errors import is_connection_error
+from ..ddp.ejson import equals
 from ..ddp.errors import MeteorError, internal_server_error
 from .collection import Collection
 from .publish import PreparedMessage, Subscription
@@ -102,8 +104,9 @@ class ChangeSet:
 
 
 def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``(changed fields, cleared field names)`` turning ``old`` into ``new``."""
-    changed = {k: v for k, v in new.items() if k not in old or old[k] != v or type(old[k]) is not type(v)}
+    """``(changed fields, cleared field names)`` turning ``old`` into ``new``; values compare
+    with ``EJSON.equals`` (a NaN that stays NaN, or 1 that becomes 1.0, is no change)."""
+    changed = {k: v for k, v in new.items() if k not in old or not equals(old[k], v)}
     cleared = [k for k in old if k not in new]
     return changed, cleared
 
@@ -125,23 +128,30 @@ class Cursor:
         # .all(): a fresh clone, never the QuerySet's result cache from the last run
         return dict(self.collection.serialize(obj) for obj in self.queryset.all())
 
-    def fetch(self, pks: Iterable[str]) -> Docs:
-        keys = []
-        for pk in pks:
-            try:
-                keys.append(self.collection.pk_from_id(pk))
-            except (ValueError, TypeError):
-                logger.warning("ignoring a change with primary key %r for %s", pk, self.table)
+    def fetch(self, doc_ids: Iterable[str]) -> Docs:
+        keys = [self.collection.pk_from_id(doc_id) for doc_id in doc_ids]
         return dict(self.collection.serialize(obj) for obj in self.queryset.filter(pk__in=keys))
 
+    def doc_ids(self, pks: Iterable[str]) -> set[str]:
+        """Document ids for primary keys in PostgreSQL's text form (the changelog's), which
+        is not always ``str(pk)``: ``'t'`` for True, ``'1'`` for the float 1.0, timestamps."""
+        return {doc_id for pk in pks if (doc_id := self._doc_id(pk)) is not None}
+
+    def _doc_id(self, pk: str) -> str | None:
+        try:
+            return self.collection.doc_id(self.collection.pk_from_id(pk))
+        except (ValueError, TypeError, ValidationError):
+            logger.warning("ignoring a change with primary key %r for %s", pk, self.table)
+            return None
+
     def plan(self, changes: ChangeSet) -> tuple[bool, set[str]]:
-        """``(refetch everything?, primary keys to refetch)`` for a batch."""
+        """``(refetch everything?, document ids to refetch)`` for a batch."""
         touched = changes.tables & self.tables
         if not touched:
             return False, set()
         if self.sliced or touched - {self.table} or self.table in changes.full:
             return True, set()
-        return False, set(changes.rows.get(self.table, ()))
+        return False, self.doc_ids(changes.rows.get(self.table, ()))
 
     def order(self, changes: ChangeSet) -> tuple[dict[str, int], int]:
         """Where this cursor's messages for ``changes`` go (the module's order rules):
@@ -150,9 +160,9 @@ class Cursor:
         can move documents without a change to their own row: to another table the query
         reads or, if the queryset is sliced, to any row of its table (-1 if none)."""
         truncated = changes.full.get(self.table, -1)
-        doc_id = self.collection.doc_id
         rows = changes.rows.get(self.table, {})
-        own = {doc_id(pk): max(position, truncated) for pk, position in rows.items()}
+        own = {doc_id: max(position, truncated) for pk, position in rows.items()
+               if (doc_id := self._doc_id(pk)) is not None}
         if truncated >= 0:
             return own, truncated
         tables = changes.tables & self.tables

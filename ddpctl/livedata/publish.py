@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ..ddp.errors import MeteorError, internal_server_error
 from ..invocation import ConnectionHandle, call_user_code
+from ..values import to_ddp_value
 
 __all__ = ["Subscription", "SubscriptionSink", "PreparedMessage", "PublicationRegistry", "publications",
            "publish"]
@@ -87,13 +88,20 @@ class Subscription:
         self._stop_callbacks: list[Callable[[], None]] = []
 
     def added(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:
+        """Publish a document; ``fields`` values go through ``to_ddp_value`` first, so a
+        value with no DDP mapping raises ``TypeError`` here and nothing is published."""
         if self.active:
-            self._sink.sub_added(self.id, collection, doc_id, fields)
+            self._sink.sub_added(self.id, collection, doc_id, self._fields(collection, doc_id, fields))
 
     def changed(self, collection: str, doc_id: str, fields: Mapping[str, Any] | None = None,
                 cleared: Iterable[str] = ()) -> None:
+        """Change a published document (``fields`` converted as in ``added``)."""
         if self.active:
-            self._sink.sub_changed(self.id, collection, doc_id, fields, cleared)
+            self._sink.sub_changed(self.id, collection, doc_id,
+                                   fields and self._fields(collection, doc_id, fields), cleared)
+
+    def _fields(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return to_ddp_value(dict(fields), f"publication {self.name!r}, {collection} {doc_id!r} fields")
 
     def removed(self, collection: str, doc_id: str) -> None:
         if self.active:

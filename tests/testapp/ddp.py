@@ -6,7 +6,7 @@ from django.db.models.expressions import RawSQL
 
 from ddpctl.api import Collection, MeteorError, Publication, current_invocation, method, publish
 
-from .models import Note, TenantNote
+from .models import Everything, Note, TenantNote
 
 
 @method
@@ -247,3 +247,64 @@ def observers_of(publication):
     from ddpctl.livedata.observer import observers
 
     return sorted([repr(o.key[2]), len(o.subscribers)] for o in observers.all() if o.key[0] == publication)
+
+
+# -- every field type -----------------------------------------------------------------
+
+class EverythingCollection(Collection):
+    model = Everything
+
+
+class AllEverything(Publication):
+    queries = [Everything.objects.all()]
+
+
+@method
+def everything(pk):
+    """A row's field values as Python values: the method-result side of the same mapping."""
+    row = Everything.objects.get(pk=pk)
+    fields = Everything._meta.concrete_fields
+    return {f.attname: f.value_from_object(row) for f in fields if not f.primary_key}
+
+
+@method
+def python_value(kind):
+    """Python values a method may return, by name."""
+    import datetime
+    import decimal
+    import ipaddress
+    import uuid
+
+    from django.utils.translation import gettext_lazy
+
+    from .models import Kind, Level
+
+    values = {
+        "decimal": decimal.Decimal("12345678901234567890.1234567890"),
+        "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "set": {3, 1, 2},
+        "frozenset": frozenset({"b", "a"}),
+        "tuple": (1, "a", None),
+        "nested": {"a": [decimal.Decimal("1.10"), {uuid.UUID(int=1)}], 7: datetime.date(2020, 2, 29)},
+        "ip": ipaddress.ip_address("2001:db8::1"),
+        "network": ipaddress.ip_network("10.0.0.0/8"),
+        "enum": [Kind.EBOOK, Level.HIGH],
+        "lazy": gettext_lazy("hello"),
+        "nan": float("nan"),
+        "time": datetime.time(13, 14, 15, 16),
+        "duration": datetime.timedelta(days=1, microseconds=5),
+        "bytes": bytearray(b"\x00\xff"),
+        "naive": datetime.datetime(2020, 1, 2, 3, 4, 5, 678000),
+        "model": Everything(),
+        "generator": (i for i in range(3)),
+        "object": {"rows": [1, object()]},
+    }
+    return values[kind]
+
+
+@publish("unsendable")
+def unsendable(sub):
+    """Publishes one document, then one with a value that has no DDP mapping."""
+    sub.added("things", "good", {"value": 1})
+    sub.added("things", "bad", {"value": object()})
+    sub.ready()

@@ -1,4 +1,16 @@
+import decimal
+import json
+
 from django.conf import settings
+from django.contrib.postgres.fields import (
+    ArrayField,
+    BigIntegerRangeField,
+    DateRangeField,
+    DateTimeRangeField,
+    DecimalRangeField,
+    HStoreField,
+    IntegerRangeField,
+)
 from django.db import models
 
 
@@ -15,3 +27,87 @@ class TenantNote(models.Model):
 
     tenant = models.TextField()
     text = models.TextField()
+
+
+class Opaque:
+    """A Python value with no DDP mapping (what a JSON decoder may produce)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class DataDecoder(json.JSONDecoder):
+    """Decodes ``{"decimal": "1.5"}`` to a Decimal and ``{"opaque": x}`` to an ``Opaque``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, object_hook=self._hook, **kwargs)
+
+    @staticmethod
+    def _hook(obj):
+        if set(obj) == {"decimal"}:
+            return decimal.Decimal(obj["decimal"])
+        if set(obj) == {"opaque"}:
+            return Opaque(obj["opaque"])
+        return obj
+
+
+class Kind(models.TextChoices):
+    PAPER = "paper", "Paper"
+    EBOOK = "ebook", "E-book"
+
+
+class Level(models.IntegerChoices):
+    LOW = 1, "Low"
+    HIGH = 2, "High"
+
+
+class Everything(models.Model):
+    """One column of every field type of Django and ``django.contrib.postgres``.
+
+    ``tags`` (hstore) is plain text when the server lacks the hstore extension (see the
+    migration); its tests are skipped then.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    big = models.BigIntegerField(null=True)
+    small = models.SmallIntegerField(null=True)
+    integer = models.IntegerField(null=True)
+    positive = models.PositiveIntegerField(null=True)
+    positive_big = models.PositiveBigIntegerField(null=True)
+    positive_small = models.PositiveSmallIntegerField(null=True)
+    flag = models.BooleanField(null=True)
+    char = models.CharField(max_length=100, null=True)
+    text = models.TextField(null=True)
+    slug = models.SlugField(null=True)
+    email = models.EmailField(null=True)
+    url = models.URLField(null=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, null=True)
+    level = models.IntegerField(choices=Level.choices, null=True)
+    real = models.FloatField(null=True)
+    amount = models.DecimalField(max_digits=30, decimal_places=10, null=True)
+    day = models.DateField(null=True)
+    moment = models.DateTimeField(null=True)
+    clock = models.TimeField(null=True)
+    span = models.DurationField(null=True)
+    blob = models.BinaryField(null=True)
+    uid = models.UUIDField(null=True)
+    ip = models.GenericIPAddressField(null=True)
+    file = models.FileField(null=True)
+    path = models.FilePathField(path="/tmp", null=True)
+    data = models.JSONField(null=True, decoder=DataDecoder)
+    doubled = models.GeneratedField(expression=models.F("integer") * 2, output_field=models.BigIntegerField(),
+                                    db_persist=True)
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True)
+    prices = ArrayField(models.DecimalField(max_digits=12, decimal_places=2), null=True)
+    moments = ArrayField(models.DateTimeField(), null=True)
+    uids = ArrayField(models.UUIDField(), null=True)
+    grid = ArrayField(ArrayField(models.IntegerField()), null=True)
+    reals = ArrayField(models.FloatField(null=True), null=True)
+    ips = ArrayField(models.GenericIPAddressField(), null=True)
+    spans = ArrayField(models.DurationField(), null=True)
+    tags = HStoreField(null=True)
+    int_range = IntegerRangeField(null=True)
+    big_range = BigIntegerRangeField(null=True)
+    decimal_range = DecimalRangeField(null=True)
+    moment_range = DateTimeRangeField(null=True)
+    day_range = DateRangeField(null=True)
