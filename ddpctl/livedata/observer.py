@@ -11,7 +11,6 @@ Subscribers share the work, so a write costs the same however many clients watch
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +18,15 @@ from typing import Any
 from django.db.models import QuerySet
 
 from ..ddp.errors import MeteorError, internal_server_error
+from .capture import ensure_captured
 from .collection import Collection
 from .publish import PreparedMessage, Subscription
+from .reads import tables_read
 
 __all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "observers", "diff_fields"]
 
 logger = logging.getLogger(__name__)
 Docs = dict[str, dict[str, Any]]
-_QUOTED = re.compile(r'"((?:[^"]|"")+)"')
 
 
 @dataclass
@@ -71,9 +71,8 @@ class Cursor:
         self.queryset = queryset
         self.table = collection.table
         self.sliced = queryset.query.is_sliced
-        sql = str(queryset.query) if not queryset.query.is_empty() else ""
-        # Every table the SQL reads (Django quotes them); the observer listens to all of them.
-        self.tables = {m.replace('""', '"') for m in _QUOTED.findall(sql)} | {self.table}
+        # Every table the SQL reads (as PostgreSQL plans it); the observer listens to all of them.
+        self.tables = set(tables_read(queryset)) | {self.table}
         self.docs: Docs = {}
 
     def fetch_all(self) -> Docs:
@@ -142,6 +141,7 @@ class Observer:
         """Run the first queries, apply changes that arrived meanwhile, welcome subscribers."""
         self._initializing = True
         try:
+            ensure_captured(self.tables)
             for cursor in self.cursors:
                 cursor.docs = cursor.fetch_all()
             while self._pending:

@@ -28,7 +28,9 @@ from .collection import Collection, collections
 from .observer import Cursor, observers
 from .publish import Subscription, publications
 
-__all__ = ["Publication"]
+__all__ = ["Publication", "static_querysets"]
+
+_classes: dict[str, type[Publication]] = {}
 
 
 class Publication:
@@ -41,6 +43,7 @@ class Publication:
             cls.name = cls.__name__
         if register:
             publications.register(cls.name, _handler_for(cls))
+            _classes[cls.name] = cls
 
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
@@ -86,6 +89,19 @@ class Publication:
                 collection = found
             specs.append((collection, queryset))
         return specs
+
+
+def static_querysets() -> list[tuple[str, QuerySet]]:
+    """``(label, queryset)`` for every registered publication's class-level ``queries``
+    (those without an overridden ``get_queries``), for :mod:`.reads`."""
+    out = []
+    for name, cls in sorted(_classes.items()):
+        if cls.queries is None or cls.get_queries is not Publication.get_queries:
+            continue
+        for item in cls.queries:
+            queryset = item[0] if isinstance(item, tuple) else item
+            out.append((f"publication {name!r}", queryset))
+    return out
 
 
 def _handler_for(cls: type[Publication]):
