@@ -58,7 +58,8 @@ $ddpctl$;
 CREATE OR REPLACE FUNCTION ddpctl_capture_rows() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
 BEGIN
   EXECUTE format('INSERT INTO %s ("table", op, "row") SELECT $1, $2, %s FROM %I AS r',
-                 {changelog}, ddpctl_capture_key('r', TG_ARGV),
+                 {changelog},
+                 CASE TG_NARGS WHEN 1 THEN format('r.%I::text', TG_ARGV[0]) ELSE ddpctl_capture_key('r', TG_ARGV) END,
                  CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END)
     USING TG_TABLE_NAME::text, left(TG_OP, 1);
   PERFORM pg_notify('ddpctl', '');
@@ -69,7 +70,7 @@ END $ddpctl$;
 -- skipped; a row whose key changed is a delete of the old key and an insert of the new one.
 CREATE OR REPLACE FUNCTION ddpctl_capture_update() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
 DECLARE
-  k text := ddpctl_capture_key('r', TG_ARGV);
+  k text := CASE TG_NARGS WHEN 1 THEN format('r.%I::text', TG_ARGV[0]) ELSE ddpctl_capture_key('r', TG_ARGV) END;
 BEGIN
   EXECUTE format(
     'WITH o AS (SELECT %1$s AS k, to_jsonb(r.*) AS j FROM old_rows AS r), '
