@@ -26,11 +26,13 @@ from django.db.models import QuerySet
 __all__ = ["tables_read", "traced_tables"]
 
 logger = logging.getLogger(__name__)
+_SYSTEM_SCHEMAS = {"pg_catalog", "information_schema", "pg_toast"}  # never captured
 
 
 def tables_read(queryset: QuerySet) -> frozenset[str]:
     """Names (``pg_class.relname``, like ``Meta.db_table``) of the tables ``queryset``'s SQL
-    reads; empty for a queryset that cannot match anything.  Database errors propagate."""
+    reads, system catalogs left out; empty for a queryset that cannot match anything.
+    Database errors propagate."""
     if queryset.query.is_empty():
         return frozenset()
     try:
@@ -38,7 +40,7 @@ def tables_read(queryset: QuerySet) -> frozenset[str]:
     except EmptyResultSet:
         return frozenset()
     with connections[queryset.db].cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON, COSTS false) {sql}", params)
+        cursor.execute(f"EXPLAIN (FORMAT JSON, COSTS false, VERBOSE) {sql}", params)
         plan = cursor.fetchone()[0]
     found: set[str] = set()
     _relations(plan, found)
@@ -48,7 +50,7 @@ def tables_read(queryset: QuerySet) -> frozenset[str]:
 def _relations(node: Any, found: set[str]) -> None:
     if isinstance(node, dict):
         name = node.get("Relation Name")
-        if name:
+        if name and node.get("Schema") not in _SYSTEM_SCHEMAS:
             found.add(name)
         for value in node.values():
             if isinstance(value, (dict, list)):
