@@ -269,3 +269,22 @@ def test_a_table_that_cannot_be_captured_is_named_with_the_fix():
             cur.execute("DROP ROLE ddpctl_no_trigger_h4")
         capture.install()
     assert capture.missing() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_with_another_search_path_is_captured():
+    """The trigger functions name ddpctl_change and each other schema-qualified."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT coalesce(max(id), 0) FROM ddpctl_change")
+        start = cur.fetchone()[0]
+        cur.execute("SET search_path TO pg_catalog")
+        try:
+            cur.execute('INSERT INTO public."user" (o, "N", value) VALUES (1, \'x\', 1), (2, \'y\', 2)')
+            cur.execute('UPDATE public."user" SET value = value + 1')
+        finally:
+            cur.execute("RESET search_path")
+        cur.execute('SELECT op, "row", fields FROM ddpctl_change WHERE id > %s AND "table" = %s ORDER BY id',
+                    [start, "user"])
+        rows = cur.fetchall()
+    assert sorted(rows) == sorted([("I", '["1", "x"]', None), ("I", '["2", "y"]', None),
+                                   ("U", '["1", "x"]', ["value"]), ("U", '["2", "y"]', ["value"])])

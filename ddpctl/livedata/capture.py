@@ -43,7 +43,7 @@ _LOCK_KEY = 0x6464_7063
 
 _FUNCTIONS_SQL = r"""
 -- The key expression of alias `alias` for key columns `cols` (text, JSON array text if several).
-CREATE OR REPLACE FUNCTION ddpctl_capture_key(alias text, cols text[]) RETURNS text
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_key(alias text, cols text[]) RETURNS text
 LANGUAGE sql IMMUTABLE AS $ddpctl$
   SELECT CASE coalesce(cardinality(cols), 0)
     WHEN 0 THEN 'NULL::text'
@@ -55,11 +55,11 @@ $ddpctl$;
 
 -- INSERT and DELETE: one row per inserted (new_rows) or deleted (old_rows) row.
 -- ARGV: the primary key column(s).
-CREATE OR REPLACE FUNCTION ddpctl_capture_rows() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_rows() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
 BEGIN
   EXECUTE format('INSERT INTO %s ("table", op, "row") SELECT $1, $2, %s FROM %I AS r',
                  {changelog},
-                 CASE TG_NARGS WHEN 1 THEN format('r.%I::text', TG_ARGV[0]) ELSE ddpctl_capture_key('r', TG_ARGV) END,
+                 CASE TG_NARGS WHEN 1 THEN format('r.%I::text', TG_ARGV[0]) ELSE {schema}.ddpctl_capture_key('r', TG_ARGV) END,
                  CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END)
     USING TG_TABLE_NAME::text, left(TG_OP, 1);
   PERFORM pg_notify('ddpctl', '');
@@ -68,9 +68,9 @@ END $ddpctl$;
 
 -- UPDATE: one row per changed row, naming the changed columns; rows that change nothing are
 -- skipped; a row whose key changed is a delete of the old key and an insert of the new one.
-CREATE OR REPLACE FUNCTION ddpctl_capture_update() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_update() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
 DECLARE
-  k text := CASE TG_NARGS WHEN 1 THEN format('r.%I::text', TG_ARGV[0]) ELSE ddpctl_capture_key('r', TG_ARGV) END;
+  k text := CASE TG_NARGS WHEN 1 THEN format('r.%I::text', TG_ARGV[0]) ELSE {schema}.ddpctl_capture_key('r', TG_ARGV) END;
 BEGIN
   EXECUTE format(
     'WITH o AS (SELECT %1$s AS k, to_jsonb(r.*) AS j FROM old_rows AS r), '
@@ -88,7 +88,7 @@ BEGIN
 END $ddpctl$;
 
 -- ARGV: the table to record (a many-to-many table records its owner's), if not this one.
-CREATE OR REPLACE FUNCTION ddpctl_capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
 BEGIN
   EXECUTE format('INSERT INTO %s ("table", op) VALUES ($1, ''T'')', {changelog})
     USING COALESCE(TG_ARGV[0], TG_TABLE_NAME::text);
@@ -97,7 +97,7 @@ BEGIN
 END $ddpctl$;
 
 -- Many-to-many: ARGV = owner table, owner column in the through table, field name.
-CREATE OR REPLACE FUNCTION ddpctl_capture_m2m() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_m2m() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
 BEGIN
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
     EXECUTE format('INSERT INTO %s ("table", op, "row", fields) '
@@ -122,11 +122,12 @@ class CaptureError(RuntimeError):
 
 
 def functions_sql(cursor) -> str:
-    """The trigger functions' SQL, writing to ``ddpctl_change`` by its schema-qualified name
-    (so a writer with another ``search_path`` still reaches it)."""
-    cursor.execute("SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+    """The trigger functions' SQL, in the schema of ``ddpctl_change``, which they name
+    schema-qualified (so a writer with another ``search_path`` still reaches them)."""
+    cursor.execute("SELECT quote_ident(n.nspname), format('%I.%I', n.nspname, c.relname) FROM pg_class c "
                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = 'ddpctl_change'::regclass")
-    return _FUNCTIONS_SQL.replace("{changelog}", _literal(cursor.fetchone()[0]))
+    schema, changelog = cursor.fetchone()
+    return _FUNCTIONS_SQL.replace("{changelog}", _literal(changelog)).replace("{schema}", schema)
 
 
 @dataclass(frozen=True)
