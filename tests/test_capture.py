@@ -288,3 +288,34 @@ def test_a_writer_with_another_search_path_is_captured():
         rows = cur.fetchall()
     assert sorted(rows) == sorted([("I", '["1", "x"]', None), ("I", '["2", "y"]', None),
                                    ("U", '["1", "x"]', ["value"]), ("U", '["2", "y"]', ["value"])])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_observer_listens_to_exactly_the_tables_its_sql_reads():
+    from bookstore.models import Book
+    from django.db.models import Exists, OuterRef
+    from testapp.models import Membership, Note, TeamDoc
+
+    from ddpctl.livedata.collection import collections
+    from ddpctl.livedata.observer import Cursor
+
+    def tables(queryset):
+        return Cursor(collections.for_model(queryset.model), queryset).tables
+
+    assert tables(Book.objects.filter(author__email="x")) == {"bookstore_book", "bookstore_author"}
+    # SQL Django does not quote: extra() and a table behind a view
+    assert tables(Book.objects.extra(where=["author_id IN (SELECT id FROM bookstore_author)"])) == {
+        "bookstore_book", "bookstore_author"}
+    with connection.cursor() as cur:
+        cur.execute("CREATE OR REPLACE VIEW h4_member_view AS SELECT team_id FROM testapp_membership")
+    try:
+        assert tables(TeamDoc.objects.extra(where=["team_id IN (SELECT team_id FROM h4_member_view)"])) == {
+            "testapp_teamdoc", "testapp_membership"}
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("DROP VIEW h4_member_view")
+    # a correlated subquery; and no quoted text that is not a table (values, aliases, columns)
+    member = Membership.objects.filter(team=OuterRef("team"))
+    assert tables(TeamDoc.objects.filter(Exists(member))) == {"testapp_teamdoc", "testapp_membership"}
+    assert tables(Note.objects.filter(text='"Group" "user"')) == {"testapp_note"}
+    assert tables(Note.objects.none()) == {"testapp_note"}
