@@ -204,6 +204,32 @@ def target_for_table(table: str, cursor) -> Target:
     return Target(table, tuple(r[0] for r in cursor.fetchall()))
 
 
+_uncapturable_warned: set[str] = set()
+
+
+def _capturable(cursor, tables: Iterable[str]) -> list[str]:
+    """The ``tables`` that triggers can capture (tables and partitioned tables on the
+    ``search_path``); the others (materialized views, foreign tables, tables outside the
+    ``search_path``) are logged once, since their changes cannot reach clients."""
+    tables = sorted(tables)
+    if not tables:
+        return []
+    cursor.execute("SELECT t, c.relkind::text FROM unnest(%s::text[]) AS t "
+                   "LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(t))", [tables])
+    kinds = dict(cursor.fetchall())
+    out = []
+    for table in tables:
+        if kinds.get(table) in ("r", "p"):
+            out.append(table)
+        elif table not in _uncapturable_warned:
+            _uncapturable_warned.add(table)
+            logger.warning("a publication reads %r, which change-capture triggers cannot watch (%s); "
+                           "its changes reach clients only with changes of the tables they read",
+                           table, "not on the search_path" if kinds.get(table) is None
+                           else f"pg_class.relkind {kinds[table]!r}")
+    return out
+
+
 def targets(using: str = "default") -> list[Target]:
     """Every table ddpctl captures ahead of serving: the models of registered collections,
     their many-to-many tables, ``settings.DDPCTL_CAPTURE_MODELS`` ("app_label.Model") and
@@ -225,7 +251,7 @@ def targets(using: str = "default") -> list[Target]:
     traced = [t for t in traced_tables(using) if t not in seen]
     if traced:
         with connections[using].cursor() as cursor:
-            for table in traced:
+            for table in _capturable(cursor, traced):
                 seen[table] = target_for_table(table, cursor)
     return sorted(seen.values(), key=lambda t: t.table)
 
@@ -316,7 +342,7 @@ def ensure_captured(tables: Iterable[str], using: str = "default") -> None:
             return
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         again = _installed(cursor, lacking)  # another node may have just installed them
-        for table in lacking:
+        for table in _capturable(cursor, lacking):
             if TRIGGER_NAMES <= again.get(table, set()):
                 continue
             target = target_for_table(table, cursor)
