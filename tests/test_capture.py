@@ -332,3 +332,48 @@ def test_a_materialized_view_is_reported_not_fatal(caplog):
     finally:
         with connection.cursor() as cur:
             cur.execute("DROP MATERIALIZED VIEW h4_mat")
+
+
+@pytest.fixture
+def server_role(sql, live_database_url):
+    """A login role that is not the tables' owner, like a production server's; yields its URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = "ddpctl_server_h4"
+    sql(f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; "
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    parts = urlsplit(live_database_url)
+    yield role, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+    sql(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+def test_a_server_role_without_trigger_privilege_ends_the_subscription_naming_the_table(
+        start_server, sql, server_role, ddpctl):
+    from ddpctl.api import MeteorError
+
+    role, url = server_role
+    for op in "iudt":
+        sql(f"DROP TRIGGER IF EXISTS ddpctl_capture_{op} ON testapp_doclabel")
+    live = start_server(env={"DATABASE_URL": url})
+    with DDPClient(live.ws_url) as client:
+        client.connect()
+        client.call("login_as", "refused")
+        with pytest.raises(MeteorError) as info:
+            client.subscribe("LabelledDocs", "x")
+        assert info.value.error == 500
+    assert "'testapp_doclabel'" in live.output() and "grant this role TRIGGER on it" in live.output()
+    # with the TRIGGER privilege (still not the owner) the node installs them itself
+    sql(f"GRANT TRIGGER ON testapp_doclabel TO {role}")
+    with DDPClient(live.ws_url) as client:
+        client.connect()
+        client.call("login_as", "refused")
+        client.subscribe("LabelledDocs", "x")
+    def triggers():
+        return sql("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'testapp_doclabel'::regclass "
+                   "AND tgname LIKE 'ddpctl_capture_%%'", fetch=True)[0][0]
+
+    assert triggers() == 4
+    # migrate keeps what a serving node installed (a live publication may read the table)
+    ddpctl("migrate", "--noinput")
+    assert triggers() == 4

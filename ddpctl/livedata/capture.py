@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 CHANNEL = "ddpctl"
 TRIGGER_PREFIX = "ddpctl_capture_"
 TRIGGER_NAMES = frozenset(f"{TRIGGER_PREFIX}{op}" for op in "iudt")
-RUNTIME_COMMENT = "installed at run time by ddpctl serve"
+# The TRUNCATE trigger of a table a serving node captured itself carries this second argument
+# (a mark that needs no ownership of the table, unlike COMMENT ON TRIGGER).
+RUN_TIME_MARK = "installed at run time by ddpctl serve"
 # pg_advisory_xact_lock key serializing trigger installs between nodes (crc32 of "ddpctl_capture")
 _LOCK_KEY = 0x6464_7063
 
@@ -87,7 +89,8 @@ BEGIN
   RETURN NULL;
 END $ddpctl$;
 
--- ARGV: the table to record (a many-to-many table records its owner's), if not this one.
+-- ARGV: the table to record (a many-to-many table records its owner's), if not this one;
+-- then, for tables a serving node captured itself, a mark (unused here).
 CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
 BEGIN
   EXECUTE format('INSERT INTO %s ("table", op) VALUES ($1, ''T'')', {changelog})
@@ -144,7 +147,9 @@ class Target:
     owner_column: str | None = None
     field: str | None = None
 
-    def trigger_sql(self) -> list[str]:
+    def trigger_sql(self, run_time: bool = False) -> list[str]:
+        """``CREATE TRIGGER`` statements for ``ddpctl_capture_`` + ``i``, ``u``, ``d``, ``t``
+        in that order; ``run_time`` marks them as installed by a serving node."""
         table = _quote(self.table)
         if self.owner_table:
             args = ", ".join(_literal(a) for a in (self.owner_table, self.owner_column, self.field))
@@ -166,7 +171,8 @@ class Target:
             f"CREATE TRIGGER {TRIGGER_PREFIX}d AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows "
             f"FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_rows({pk})",
             f"CREATE TRIGGER {TRIGGER_PREFIX}t AFTER TRUNCATE ON {table} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_truncate()",
+            "FOR EACH STATEMENT EXECUTE FUNCTION ddpctl_capture_truncate("
+            + (f"{_literal(self.table)}, {_literal(RUN_TIME_MARK)}" if run_time else "") + ")",
         ]
 
 
@@ -273,9 +279,9 @@ def _installed(cursor, tables: Iterable[str] | None = None) -> dict[str, set[str
 def _installed_at_run_time(cursor) -> set[str]:
     cursor.execute(
         "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-        "WHERE t.tgname = %s AND obj_description(t.oid, 'pg_trigger') = %s "
+        "WHERE t.tgname = %s AND t.tgnargs = 2 AND position(convert_to(%s, 'UTF8') IN t.tgargs) > 0 "
         "AND c.relnamespace = ANY(current_schemas(false)::regnamespace[])",
-        [f"{TRIGGER_PREFIX}i", RUNTIME_COMMENT])
+        [f"{TRIGGER_PREFIX}t", RUN_TIME_MARK])
     return {r[0] for r in cursor.fetchall()}
 
 
@@ -298,12 +304,10 @@ def install(using: str = "default") -> tuple[list[str], list[str]]:
     return [t.table for t in wanted], stale
 
 
-def _create(cursor, target: Target, comment: str | None = None) -> None:
+def _create(cursor, target: Target) -> None:
     _drop(cursor, target.table)
     for stmt in target.trigger_sql():
         cursor.execute(stmt)
-    if comment:
-        cursor.execute(f"COMMENT ON TRIGGER {TRIGGER_PREFIX}i ON {_quote(target.table)} IS {_literal(comment)}")
 
 
 def _drop(cursor, table: str) -> None:
@@ -346,14 +350,17 @@ def ensure_captured(tables: Iterable[str], using: str = "default") -> None:
             if TRIGGER_NAMES <= again.get(table, set()):
                 continue
             target = target_for_table(table, cursor)
-            try:
+            present = again.get(table, set())
+            try:  # only the missing ones: dropping a trigger needs ownership, creating one TRIGGER
                 with transaction.atomic(using):
-                    _create(cursor, target, RUNTIME_COMMENT)
+                    for op, stmt in zip("iudt", target.trigger_sql(run_time=True), strict=True):
+                        if f"{TRIGGER_PREFIX}{op}" not in present:
+                            cursor.execute(stmt)
             except Exception as exc:
                 raise CaptureError(
                     f"cannot install change capture on table {table!r}, which a publication reads "
                     f"({type(exc).__name__}: {str(exc).strip()}); add its model to DDPCTL_CAPTURE_MODELS "
-                    f"and run `ddpctl migrate` as a role that may create triggers on it") from exc
+                    f"and run `ddpctl migrate`, or grant this role TRIGGER on it") from exc
             logger.warning("table %r had no change-capture triggers; installed them at run time. Add its "
                            "model to settings.DDPCTL_CAPTURE_MODELS so `ddpctl migrate` installs them "
                            "ahead of time", table)
