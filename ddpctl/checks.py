@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register("ddpctl")
@@ -28,3 +28,26 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     except ValueError as exc:
         problems.append(Error(str(exc), id="ddpctl.E003"))
     return problems
+
+
+@register(Tags.database)
+def check_capture(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Warning]:
+    """``ddpctl.W001``: a table that Collections, ``DDPCTL_CAPTURE_MODELS`` or a traced queryset
+    read lacks its change-capture triggers (``manage.py check --database default``)."""
+    if not databases or "default" not in databases:
+        return []
+    from django.db import DatabaseError
+
+    from .livedata.capture import missing
+
+    try:
+        lacking = missing()
+    except DatabaseError as exc:
+        return [Warning(f"could not check change capture: {exc}".strip(), id="ddpctl.W002",
+                        hint="Run `ddpctl migrate`.")]
+    if not lacking:
+        return []
+    return [Warning("tables without change-capture triggers (their changes reach no client): "
+                    + ", ".join(lacking), id="ddpctl.W001",
+                    hint="Run `ddpctl migrate` (a serving node installs them itself when it first "
+                         "needs them, if its role may).")]

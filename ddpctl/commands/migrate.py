@@ -18,9 +18,11 @@ def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool, ch
             app_label: str | None, migration_name: str | None) -> None:
     """Create and update the tables (Django's migrate), then install change capture.
 
-    Every model with a Collection (and its many-to-many tables) gets triggers that record
-    each committed INSERT, UPDATE, DELETE and TRUNCATE, whoever makes it: the ORM, bulk
-    statements, raw SQL, psql, other services.  Running it again is safe; live state is
+    Every model with a Collection (and its many-to-many tables), every model in
+    settings.DDPCTL_CAPTURE_MODELS and every table that class-level publication queries or
+    a Collection's visible() read gets triggers that record each committed INSERT, UPDATE,
+    DELETE and TRUNCATE, whoever makes it: the ORM, bulk statements, raw SQL, psql, other
+    services.  Running it again is safe; live state is
     never wiped.
 
     \b
@@ -42,7 +44,8 @@ def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool, ch
             problems.append("unapplied migrations (run: ddpctl migrate)")
         lacking = capture.missing()
         if lacking:
-            problems.append("published tables without change-capture triggers: " + ", ".join(lacking))
+            problems.append("tables read by publications without change-capture triggers: "
+                            + ", ".join(lacking))
         if problems:
             raise click.ClickException("; ".join(problems))
         click.echo(f"ok: migrations applied; change capture on {len(capture.targets())} table(s)")

@@ -10,15 +10,19 @@
 Defining the class registers it (and its table for change capture).  The collection name
 defaults to ``app_label.modelname``.
 
-Document ids: a primary key ``pk`` is sent as ``str(pk)``: integer 42 -> ``"42"``,
-UUID -> its canonical text.  Foreign keys go out as ``<name>_id`` holding that string;
-many-to-many fields as ``<name>_ids`` lists of them.  Every other field value goes through
+Document ids: a primary key ``pk`` is sent as ``str(pk)``: integer 42 -> ``"42"``, UUID ->
+its canonical text; a composite primary key (``CompositePrimaryKey``) as the JSON array of
+its parts' text, ``(1, "a")`` -> ``'["1", "a"]'`` (what the capture triggers record).
+Foreign keys go out as ``<name>_id`` holding that string; many-to-many fields as
+``<name>_ids`` lists of them.  Every other field value goes through
 ``ddpctl.values.to_ddp_value`` (the table in README.rst, "Document ids and values").
 """
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Model, QuerySet
 
@@ -75,11 +79,27 @@ class Collection:
 
     @staticmethod
     def doc_id(pk: Any) -> str:
+        """The DDP document id of a primary key: ``str(pk)``; for a composite key (a tuple)
+        the JSON array of its parts' text, as PostgreSQL's ``jsonb`` prints it."""
+        if isinstance(pk, tuple):
+            return json.dumps([str(part) for part in pk], ensure_ascii=False)
         return str(pk)
 
     def pk_from_id(self, doc_id: str) -> Any:
         """The primary key for a DDP document id (``ValueError`` if it cannot be one)."""
-        return self.model._meta.pk.to_python(doc_id)
+        opts = self.model._meta
+        if not opts.pk.column:  # CompositePrimaryKey: a JSON array with one text per part
+            try:
+                parts = json.loads(doc_id)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{doc_id!r} is not a {opts.label} id (a JSON array)") from exc
+            fields = opts.pk_fields
+            if not isinstance(parts, list) or len(parts) != len(fields) or \
+                    not all(isinstance(p, str) for p in parts):
+                raise ValueError(f"{doc_id!r} is not a {opts.label} id "
+                                 f"(a JSON array of {len(fields)} strings)")
+            return tuple(_to_python(f, p) for f, p in zip(fields, parts, strict=True))
+        return _to_python(opts.pk, doc_id)
 
     def serialize(self, obj: Model) -> tuple[str, dict[str, Any]]:
         """``(document id, fields)`` for a row, values EJSON-ready.
@@ -95,7 +115,14 @@ class Collection:
             fields[field.attname] = None if value is None else str(value)
         for field in self.many:
             fields[f"{field.name}_ids"] = [str(o.pk) for o in getattr(obj, field.name).all()]
-        return str(obj.pk), fields
+        return self.doc_id(obj.pk), fields
+
+
+def _to_python(field: models.Field, text: str) -> Any:
+    try:
+        return field.to_python(text)
+    except ValidationError as exc:
+        raise ValueError(f"{text!r} is not a valid {field.name}: {'; '.join(exc.messages)}") from exc
 
 
 class CollectionRegistry:

@@ -35,7 +35,6 @@ which retries the batch.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,14 +45,15 @@ from django.db.models import QuerySet
 from ..database_errors import is_connection_error
 from ..ddp.ejson import equals
 from ..ddp.errors import MeteorError, internal_server_error
+from .capture import ensure_captured
 from .collection import Collection
 from .publish import PreparedMessage, Subscription
+from .reads import tables_read
 
 __all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "observers", "diff_fields"]
 
 logger = logging.getLogger(__name__)
 Docs = dict[str, dict[str, Any]]
-_QUOTED = re.compile(r'"((?:[^"]|"")+)"')
 
 
 @dataclass
@@ -119,9 +119,8 @@ class Cursor:
         self.queryset = queryset
         self.table = collection.table
         self.sliced = queryset.query.is_sliced
-        sql = str(queryset.query) if not queryset.query.is_empty() else ""
-        # Every table the SQL reads (Django quotes them); the observer listens to all of them.
-        self.tables = {m.replace('""', '"') for m in _QUOTED.findall(sql)} | {self.table}
+        # Every table the SQL reads (as PostgreSQL plans it); the observer listens to all of them.
+        self.tables = set(tables_read(queryset)) | {self.table}
         self.docs: Docs = {}
 
     def fetch_all(self) -> Docs:
@@ -217,6 +216,7 @@ class Observer:
         :meth:`fail`)."""
         self._initializing = True
         try:
+            ensure_captured(self.tables)
             for cursor in self.cursors:
                 cursor.docs = cursor.fetch_all()
             while self._pending:

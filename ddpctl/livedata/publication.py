@@ -40,7 +40,9 @@ from .observer import Cursor, observers
 from .publish import Subscription, publications
 from .sharing import PRIVATE, UNDECLARED, Reads, TrackedSubscription, decide
 
-__all__ = ["Publication"]
+__all__ = ["Publication", "static_querysets"]
+
+_classes: dict[str, type[Publication]] = {}
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Publication:
             cls.name = cls.__name__
         if register:
             publications.register(cls.name, _handler_for(cls))
+            _classes[cls.name] = cls
 
     def __init__(self, subscription: Subscription | TrackedSubscription) -> None:
         self.subscription = subscription
@@ -120,6 +123,19 @@ class Publication:
                 collection = found
             specs.append((collection, queryset))
         return specs
+
+
+def static_querysets() -> list[tuple[str, QuerySet]]:
+    """``(label, queryset)`` for every registered publication's class-level ``queries``
+    (those without an overridden ``get_queries``), for :mod:`.reads`."""
+    out = []
+    for name, cls in sorted(_classes.items()):
+        if cls.queries is None or cls.get_queries is not Publication.get_queries:
+            continue
+        for item in cls.queries:
+            queryset = item[0] if isinstance(item, tuple) else item
+            out.append((f"publication {name!r}", queryset))
+    return out
 
 
 def _handler_for(cls: type[Publication]):

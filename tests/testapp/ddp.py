@@ -6,7 +6,18 @@ from django.db.models.expressions import RawSQL
 
 from ddpctl.api import Collection, MeteorError, Publication, current_invocation, method, publish
 
-from .models import Everything, Note, TenantNote
+from .models import (
+    DocLabel,
+    Everything,
+    Hostile,
+    HostilePair,
+    HostileTag,
+    Membership,
+    Note,
+    TeamDoc,
+    TenantNote,
+    Tiny,
+)
 
 
 @method
@@ -308,3 +319,92 @@ def unsendable(sub):
     sub.added("things", "good", {"value": 1})
     sub.added("things", "bad", {"value": object()})
     sub.ready()
+
+
+# -- change capture on hostile schemas ------------------------------------------------
+
+class Hostiles(Collection):
+    model = Hostile
+
+
+class HostileTags(Collection):
+    model = HostileTag
+
+
+class HostilePairs(Collection):
+    model = HostilePair
+
+
+class Tinies(Collection):
+    model = Tiny
+
+
+class HostileAll(Publication):
+    queries = [Hostile.objects.all(), HostileTag.objects.all(), HostilePair.objects.all(), Tiny.objects.all()]
+
+
+@method
+def hostile(operation, *args):
+    """Each ORM write path on the hostile models."""
+    import uuid
+
+    if operation == "save":  # create or update through Model.save()
+        ident, values = args
+        obj = Hostile.objects.filter(ident=ident).first() or Hostile(ident=ident)
+        for name, value in values.items():
+            setattr(obj, name, value)
+        obj.save()
+        return obj.ident
+    if operation == "update":
+        return Hostile.objects.filter(ident__in=args[0]).update(**args[1])
+    if operation == "rename":  # an UPDATE that changes the primary key
+        return Hostile.objects.filter(ident=args[0]).update(ident=args[1])
+    if operation == "bulk_create":
+        return [h.ident for h in Hostile.objects.bulk_create([Hostile(ident=i, o=n) for i, n in args[0]])]
+    if operation == "delete":
+        return Hostile.objects.filter(ident__in=args[0]).delete()[0]
+    if operation == "tag":
+        tag, _ = HostileTag.objects.get_or_create(label=args[1], defaults={"uuid": uuid.uuid4()})
+        obj = Hostile.objects.get(ident=args[0])
+        obj.tags.add(tag)
+        obj.tag = tag
+        obj.save()
+        return str(tag.uuid)
+    if operation == "untag":
+        obj = Hostile.objects.get(ident=args[0])
+        obj.tags.remove(HostileTag.objects.get(label=args[1]))
+        return None
+    if operation == "pair":
+        o, n, value = args
+        pair, _ = HostilePair.objects.update_or_create(o=o, n=n, defaults={"value": value})
+        return Collection.doc_id(pair.pk)
+    if operation == "unpair":
+        return HostilePair.objects.filter(o=args[0], n=args[1]).delete()[0]
+    if operation == "tiny":
+        tiny = Tiny.objects.create(value=args[0])
+        tiny.value += 1
+        tiny.save()
+        return tiny.pk
+    raise MeteorError(400, f"unknown operation {operation}")
+
+
+# -- visibility and params reading tables without a Collection --------------------------
+
+class TeamDocs(Collection):
+    model = TeamDoc
+
+    def visible(self, queryset, user):
+        if user is None:
+            return queryset.none()
+        return queryset.filter(team__in=Membership.objects.filter(user=user).values("team"))
+
+
+class MyTeamDocs(Publication):
+    queries = [TeamDoc.objects.all()]
+
+
+class LabelledDocs(Publication):
+    """Reads doc_label, which only this run-time queryset reads."""
+
+    def get_queries(self, label):
+        return [TeamDoc.objects.filter(id__in=DocLabel.objects.filter(label=label).values("doc"))]
