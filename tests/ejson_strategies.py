@@ -46,7 +46,8 @@ def _json_scalars():
 def _specials(children):
     """Objects shaped like EJSON types, with good or bad contents."""
     return st.one_of(
-        st.fixed_dictionaries({"$date": st.one_of(date_ms, children, st.floats(allow_nan=False))}),
+        st.fixed_dictionaries({"$date": st.one_of(
+            date_ms, children, st.floats(allow_nan=False, allow_infinity=False))}),
         st.fixed_dictionaries({"$binary": st.one_of(
             st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode()), texts, children)}),
         st.fixed_dictionaries({"$InfNaN": st.one_of(st.sampled_from([-1, 0, 1]), children)}),

@@ -41,6 +41,13 @@ def answers_ping(client):
 
 
 def send_frame(client, frame):
+    """Text as a text frame; bytes (or text with lone surrogates, which UTF-8 cannot carry)
+    as a binary frame on the raw transport, JSON-escaped text on SockJS."""
+    if not client.sockjs and isinstance(frame, str):
+        try:
+            frame.encode("utf-8")
+        except UnicodeEncodeError:
+            frame = frame.encode("utf-8", "surrogatepass")
     if isinstance(frame, bytes):
         if client.sockjs:
             frame = frame.decode("utf-8", "replace")  # SockJS carries text only
