@@ -59,11 +59,12 @@ def send_frame(client, frame):
 
 @_FUZZ
 @given(frame=st.one_of(frames, st.binary(max_size=64)))
-def test_no_frame_breaks_the_connection(fuzz_client, frame):
+def test_no_frame_breaks_the_connection(server, fuzz_client, frame):
     send_frame(fuzz_client, frame)
     for reply in answers_ping(fuzz_client):
         if reply.get("msg") == "error":  # Meteor's reply to a bad frame
             assert isinstance(reply["reason"], str)
+    assert "Traceback" not in server.output()  # a bad frame costs a log line, not a traceback
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -235,6 +236,7 @@ def test_pipelined_frames_behind_a_slow_method_do_not_grow_memory(start_server):
     assert answers_ping_raw(ws)
     ws.close()
     growth = _memory(pid)["VmHWM"] - baseline
+    print(f"server peak RSS growth: {growth / 2**20:.1f} MiB")
     assert growth < 100 * 1024 * 1024, f"server grew by {growth / 2**20:.0f} MiB for 40 MiB of frames"
 
 
