@@ -13,6 +13,7 @@ from ejson_strategies import frames, values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ddpctl.api import MeteorError
 from ddpctl.ddp.ejson import to_json_value
 from ddpctl.testing import DDPClient
 
@@ -104,6 +105,14 @@ def test_bad_frames_get_meteors_reply_and_the_connection_lives_on(client, frame,
     client.send_raw(frame)
     assert client.recv() == reply
     assert client.call("echo", 1) == [1]
+
+
+def test_a_method_error_that_cannot_be_encoded_is_500_and_the_next_call_works(client):
+    client.connect()
+    with pytest.raises(MeteorError) as info:
+        client.call("error_details_not_ejson")
+    assert (info.value.error, info.value.reason) == (500, "Internal server error")
+    assert client.call("echo", 2) == [2]
 
 
 def test_ping_with_an_id_that_is_not_a_string_is_ignored(client):

@@ -72,9 +72,8 @@ class Transport(Protocol):
 class RawTransport:
     """DDP messages as plain WebSocket text messages (``/websocket``)."""
 
-    def __init__(self, ws: WebSocket, max_message_size: int | None = None) -> None:
+    def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
-        self.max_message_size = max_message_size  # SockJS checks it per message; raw in ``ws``
 
     def open(self) -> None:
         pass
@@ -100,7 +99,15 @@ class RawTransport:
 
 
 class SockJSTransport(RawTransport):
-    """DDP inside SockJS frames (``/sockjs/<server>/<session>/websocket``)."""
+    """DDP inside SockJS frames (``/sockjs/<server>/<session>/websocket``).
+
+    ``max_message_size`` bounds each DDP message once unescaped (the WebSocket itself is
+    given :func:`sockjs.frame_limit` of it); a bigger one closes with 1009.
+    """
+
+    def __init__(self, ws: WebSocket, max_message_size: int | None = None) -> None:
+        super().__init__(ws)
+        self.max_message_size = max_message_size
 
     def open(self) -> None:
         self.ws.send(sockjs.OPEN)
@@ -264,7 +271,7 @@ class DDPConnection:
                 try:
                     self._process(msg)
                 except ConnectionClosed:
-                    raise
+                    return  # the client is gone: nothing more to answer
                 except Exception:  # a bug: log it and go on with the next message
                     logger.exception("connection %s: internal error processing %.200r",
                                      self.handle.id, msg)
@@ -429,7 +436,8 @@ class DDPConnection:
             return stringify(message)
         except EncodeError as exc:
             kind = message.get("msg")
-            logger.warning("connection %s: cannot encode a %r message (%s)", self.handle.id, kind, exc)
+            logger.warning("connection %s: cannot encode a %r message (id %r): %s", self.handle.id, kind,
+                           message.get("id"), exc)
             if kind == "result" or (kind == "nosub" and "error" in message):
                 stand_in = {"msg": kind, "id": message.get("id"), "error": internal_server_error().to_json()}
             elif kind == "error":
@@ -519,7 +527,7 @@ class DDPConnection:
         if heartbeat is None or not heartbeat.enabled:
             return
         if self._input_paused:
-            heartbeat.message_received()  # unread frames wait in the socket: the client is there
+            heartbeat.message_received()  # it sent more than we have processed; reading resumes soon
         beat = heartbeat.tick(now)
         if beat is Beat.PING:
             self._send({"msg": "ping"})

@@ -38,6 +38,11 @@ def not_ejson():
 
 
 @method
+def error_details_not_ejson():
+    raise MeteorError("bad", "details that cannot be sent", {"what": object()})
+
+
+@method
 def sleep(seconds):
     time.sleep(seconds)
     return seconds
