@@ -15,6 +15,7 @@ one warning line in the log (the exception too, at debug level).
 from __future__ import annotations
 
 import logging
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,9 @@ __all__ = [
 SUPPORTED_VERSIONS = ("1", "pre2", "pre1")
 Message = dict[str, Any]
 logger = logging.getLogger(__name__)
-_EXCERPT = 200  # characters of a bad frame shown in the log
+_excerpt = reprlib.Repr()  # a bad frame in the log: a bounded excerpt, whatever its size
+_excerpt.maxstring = _excerpt.maxother = 160
+_excerpt.maxlevel, _excerpt.maxdict, _excerpt.maxlist = 4, 8, 8
 
 
 @dataclass(slots=True)
@@ -165,12 +168,9 @@ class Session:
 
     def _log_bad(self, what: str, frame: Any, exc: Exception | None = None) -> None:
         """One warning line per bad frame; the exception's traceback only at debug level."""
-        excerpt = repr(frame)
-        if len(excerpt) > _EXCERPT:
-            excerpt = excerpt[:_EXCERPT] + f"... ({len(excerpt)} characters)"
         logger.warning("session %s: %s%s: %s", self.id or "-", what, f" ({exc})" if exc else "",
-                       excerpt, exc_info=exc if exc is not None and logger.isEnabledFor(logging.DEBUG)
-                       else None)
+                       _excerpt.repr(frame),
+                       exc_info=exc if exc is not None and logger.isEnabledFor(logging.DEBUG) else None)
 
     def _connect(self, msg: Message) -> list[Send | Close | Enqueue]:
         version, support = msg.get("version"), msg.get("support")
