@@ -38,7 +38,7 @@ class MessageTooBig(Exception):
 
 def frame_limit(max_message_size: int) -> int:
     """Largest WebSocket frame that may carry one message of ``max_message_size`` bytes:
-    JSON escapes at most 6 bytes per byte (``\u0000``), plus the ``["..."]`` around it."""
+    JSON escapes at most 6 bytes per byte (``\\u0000``), plus the ``["..."]`` around it."""
     return 6 * max_message_size + 4
 
 
