@@ -1,5 +1,5 @@
 """The public API used from ``ddp.py`` modules of your apps."""
-from .ddp.ejson import ObjectID, RegExp, add_type
+from .ddp.ejson import JSDate, ObjectID, RegExp, add_type
 from .ddp.errors import MeteorError
 from .invocation import ConnectionHandle, MethodInvocation, current_invocation
 from .livedata.collection import Collection
@@ -10,4 +10,5 @@ from .methods import method
 __all__ = [
     "MeteorError", "method", "Collection", "Publication", "publish", "Subscription", "current_invocation",
     "MethodInvocation", "ConnectionHandle", "ObjectID", "RegExp", "add_type",
+    "JSDate",
 ]

@@ -37,11 +37,16 @@ class ServeConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     log_level: str = "info"
-    max_frame_size: int = 1 << 20
+    max_frame_size: int = 1 << 20  # bytes of one DDP message (a raw WebSocket message, or
+    # one message of a SockJS frame once unescaped); bigger closes the connection with 1009
     heartbeat_interval: float = 15.0
     heartbeat_timeout: float = 15.0
     handshake_timeout: float = 45.0
     send_queue_size: int = 10_000
+    receive_queue_size: int = 1_000  # messages waiting for the processor before reading pauses
+    receive_queue_bytes: int = 1 << 20  # frame bytes waiting before reading pauses
+    max_subscriptions: int = 500  # active subscriptions per connection
+    max_params_size: int = 64 << 10  # bytes of a subscription's EJSON params
     db_connections: int = 10
     shutdown_timeout: float = 5.0
     legacy_server_id: bool = False

@@ -224,3 +224,116 @@ def test_heartbeat_any_message_counts_as_pong():
 def test_heartbeat_disabled_with_zero_interval():
     hb = Heartbeat(0, 15)
     assert hb.tick(1000) is Beat.NOTHING
+
+
+# -- no frame breaks a session --------------------------------------------------------------
+
+import logging  # noqa: E402
+
+from ejson_strategies import frames  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ddpctl.ddp.ejson import JSDate, to_json_value  # noqa: E402
+from ddpctl.ddp.messages import parse  # noqa: E402
+
+
+def echo_session():
+    return Session(has_method=lambda n: n == "echo", has_publication=lambda n: n != "nope",
+                   session_id_factory=lambda: "S" * 17)
+
+
+@given(st.lists(st.one_of(frames, st.binary(max_size=40)), min_size=1, max_size=5), st.booleans())
+def test_no_frame_raises_and_every_reply_encodes(frame_list, connect_first):
+    s = echo_session()
+    if connect_first:
+        recv(s, {"msg": "connect", "version": "1", "support": ["1"]})
+    for frame in frame_list:
+        for item in s.receive(frame):
+            if isinstance(item, Send):
+                stringify(item.message).encode("utf-8")
+            elif isinstance(item, Enqueue):
+                processed = s.process(item.message)
+                for msg in processed.messages:
+                    stringify(msg).encode("utf-8")
+                if isinstance(processed.work, MethodCall):  # echo: the params come back unchanged
+                    call = processed.work
+                    for msg in s.method_returned(call, call.params):
+                        text = stringify(msg)
+                    assert to_json_value(parse(text)["result"]) == to_json_value(call.params)
+    answer = recv(s, {"msg": "ping", "id": "alive"})
+    if s.failed:  # a connect that failed negotiation: Meteor ignores what follows
+        assert answer == []
+    elif s.connected:
+        assert answer == [Send({"msg": "pong", "id": "alive"})]
+    else:
+        assert answer[0].message["reason"] == "Must connect first"
+
+
+def test_year_10000_date_is_a_method_param_that_echoes_back():
+    s = echo_session()
+    recv(s, {"msg": "connect", "version": "1", "support": ["1"]})
+    frame = '{"msg":"method","method":"echo","id":"1","params":[{"$date":253402300800000}]}'
+    [item] = s.receive(frame)
+    call = s.process(item.message).work
+    assert call.params == [JSDate(253402300800000)]
+    assert json.loads(stringify(s.method_returned(call, call.params)[1]))["result"] == [
+        {"$date": 253402300800000}]
+
+
+@pytest.mark.parametrize("msg", [{"msg": "ping", "id": 5}, {"msg": "ping", "id": 1e400},
+                                 {"msg": "ping", "id": {"a": [1]}}])
+def test_ping_with_an_id_that_is_not_a_string_is_ignored_like_meteor(msg):
+    s = connected()
+    assert recv(s, json.dumps(msg, allow_nan=True).replace("Infinity", "1e400")) == []
+    assert recv(s, {"msg": "ping"}) == [Send({"msg": "pong"})]
+
+
+def test_unsub_with_an_id_that_is_not_a_string_is_ignored_like_meteor():
+    s = connected()
+    assert process(s, {"msg": "unsub", "id": 7}).messages == []
+
+
+def test_offending_message_is_sent_as_the_client_wrote_it():
+    s = connected()
+    [reply] = process(s, '{"msg":"method","id":3,"params":[{"$date":5},{"$escape":{"$date":1}}]}').messages
+    assert json.loads(stringify(reply)) == json.loads(
+        '{"msg":"error","reason":"Malformed method invocation","offendingMessage":'
+        '{"msg":"method","id":3,"params":[{"$date":5},{"$escape":{"$date":1}}]}}')
+
+
+def test_subscription_cap_gets_nosub_429_and_frees_up_on_unsub():
+    s = Session(has_method=lambda n: False, has_publication=lambda n: True, max_subscriptions=2)
+    recv(s, {"msg": "connect", "version": "1", "support": ["1"]})
+    assert isinstance(process(s, {"msg": "sub", "id": "a", "name": "p"}).work, SubscriptionStart)
+    assert isinstance(process(s, {"msg": "sub", "id": "b", "name": "p"}).work, SubscriptionStart)
+    assert process(s, {"msg": "sub", "id": "a", "name": "p"}).messages == []  # a resend is fine
+    refused = process(s, {"msg": "sub", "id": "c", "name": "p"})
+    assert refused.work is None
+    [nosub] = refused.messages
+    assert nosub["msg"] == "nosub" and nosub["id"] == "c" and nosub["error"]["error"] == 429
+    assert "c" not in s.subscriptions
+    process(s, {"msg": "unsub", "id": "a"})
+    assert isinstance(process(s, {"msg": "sub", "id": "c", "name": "p"}).work, SubscriptionStart)
+
+
+@pytest.mark.parametrize("param, accepted", [("x" * 90, True), ("x" * 100, False), ("é" * 50, False)])
+def test_params_size_cap_gets_nosub_413(param, accepted):
+    s = Session(has_method=lambda n: False, has_publication=lambda n: True, max_params_size=100)
+    recv(s, {"msg": "connect", "version": "1", "support": ["1"]})
+    out = process(s, {"msg": "sub", "id": "a", "name": "p", "params": [param]})
+    if accepted:
+        assert isinstance(out.work, SubscriptionStart)
+    else:
+        assert out.work is None and out.messages[0]["error"]["error"] == 413
+
+
+def test_a_bad_frame_costs_one_warning_line_without_traceback(caplog):
+    s = connected()
+    with caplog.at_level(logging.INFO, logger="ddpctl.ddp.session"):
+        recv(s, '{"msg":"method","params":[{"$type":"nope","$value":1}]}')
+        recv(s, "not json")
+        recv(s, {"no": "msg"})
+    assert [r.levelno for r in caplog.records] == [logging.WARNING] * 3
+    assert all(r.exc_info is None for r in caplog.records)
+    assert "Parse error" in caplog.records[0].getMessage()

@@ -46,7 +46,7 @@ def test_raw_websocket_paths(server, path):
         assert len(client.connect()) == 17
 
 
-def test_oversized_frame_closes_with_1008_and_server_lives_on(start_server):
+def test_oversized_frame_closes_with_1009_and_server_lives_on(start_server):
     live = start_server("--max-frame-size", "4096")
     ws = websocket.create_connection(live.ws_url, timeout=5)
     ws.send(json.dumps({"msg": "connect", "version": "1", "support": ["1"]}))
@@ -54,7 +54,7 @@ def test_oversized_frame_closes_with_1008_and_server_lives_on(start_server):
     ws.send(json.dumps({"msg": "method", "method": "echo", "id": "1", "params": ["x" * 5000]}))
     opcode, data = ws.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_CLOSE
-    assert int.from_bytes(data[:2], "big") == 1008
+    assert int.from_bytes(data[:2], "big") == 1009
     ws.close()
     with DDPClient(live.ws_url) as client:  # a frame under the limit is fine
         client.connect()

@@ -46,8 +46,9 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               envvar="DDPCTL_LOG_LEVEL", help="[env: DDPCTL_LOG_LEVEL]")
 @click.option("--max-frame-size", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
               envvar="DDPCTL_MAX_FRAME_SIZE", metavar="BYTES",
-              help="Largest WebSocket message accepted; a bigger one closes that connection "
-                   "with 1008.  [env: DDPCTL_MAX_FRAME_SIZE]")
+              help="Largest DDP message accepted (a raw WebSocket message, or one message of a SockJS "
+                   "frame once unescaped); a bigger one closes that connection with 1009 (message "
+                   "too big).  [env: DDPCTL_MAX_FRAME_SIZE]")
 @click.option("--heartbeat-interval", type=click.FloatRange(min=0), default=15.0, show_default=True,
               envvar="DDPCTL_HEARTBEAT_INTERVAL", metavar="SECONDS",
               help="Ping a client idle this long (0 disables).  [env: DDPCTL_HEARTBEAT_INTERVAL]")
@@ -61,6 +62,22 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               envvar="DDPCTL_SEND_QUEUE_SIZE", metavar="MESSAGES",
               help="Messages buffered for one client before it is disconnected as too slow.  "
                    "[env: DDPCTL_SEND_QUEUE_SIZE]")
+@click.option("--receive-queue-size", type=click.IntRange(min=1), default=1_000, show_default=True,
+              envvar="DDPCTL_RECEIVE_QUEUE_SIZE", metavar="MESSAGES",
+              help="Messages of one client waiting to be processed before the server stops reading its "
+                   "socket (TCP then pushes back).  [env: DDPCTL_RECEIVE_QUEUE_SIZE]")
+@click.option("--receive-queue-bytes", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
+              envvar="DDPCTL_RECEIVE_QUEUE_BYTES", metavar="BYTES",
+              help="Bytes of frames of one client waiting to be processed before the server stops reading "
+                   "its socket.  [env: DDPCTL_RECEIVE_QUEUE_BYTES]")
+@click.option("--max-subscriptions", type=click.IntRange(min=1), default=500, show_default=True,
+              envvar="DDPCTL_MAX_SUBSCRIPTIONS", metavar="N",
+              help="Active subscriptions per connection; one more gets nosub with error 429.  "
+                   "[env: DDPCTL_MAX_SUBSCRIPTIONS]")
+@click.option("--max-params-size", type=click.IntRange(min=64), default=64 << 10, show_default=True,
+              envvar="DDPCTL_MAX_PARAMS_SIZE", metavar="BYTES",
+              help="Largest subscription params (EJSON, UTF-8); bigger gets nosub with error 413.  "
+                   "[env: DDPCTL_MAX_PARAMS_SIZE]")
 @click.option("--sockjs-heartbeat", type=click.FloatRange(min=0), default=45.0, show_default=True,
               envvar="DDPCTL_SOCKJS_HEARTBEAT", metavar="SECONDS",
               help="Interval of SockJS 'h' frames (0 disables).  [env: DDPCTL_SOCKJS_HEARTBEAT]")
@@ -99,7 +116,8 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
           ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
           max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
-          db_connections: int, send_queue_size: int, sockjs_heartbeat: float, node_heartbeat: float,
+          db_connections: int, send_queue_size: int, receive_queue_size: int, receive_queue_bytes: int,
+          max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float, node_heartbeat: float,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
@@ -122,7 +140,9 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         settings=settings, listen=listen, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         log_level=log_level, max_frame_size=max_frame_size, heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout, db_connections=db_connections,
-        send_queue_size=send_queue_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
+        send_queue_size=send_queue_size, receive_queue_size=receive_queue_size,
+        receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
+        max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
         legacy_server_id=legacy_server_id)
     ssl_context = None
     if ssl_certfile:

@@ -3,6 +3,17 @@
 ``to_json_value`` turns Python values into JSON-compatible values, ``from_json_value``
 the reverse.  Converters are tried in Meteor's order: Date, RegExp, InfNaN, Binary,
 escape, custom ``$type``.  Key order is preserved both ways.
+
+Every value a client can send decodes to something that encodes back to the same wire
+form (or to an ``EJSONError``, which Meteor's server answers with ``Parse error``):
+
+* ``{"$date": ms}`` takes any time JavaScript's ``Date`` holds (|ms| <= 8.64e15, fractions
+  truncated toward zero like ECMAScript's TimeClip).  Inside Python's years 1..9999 it is an
+  aware UTC ``datetime``; outside, a :class:`JSDate` that encodes back unchanged.
+* Nesting is bounded: a value nested deeper than :data:`MAX_DEPTH` arrays/objects is an
+  ``EJSONError`` (never a ``RecursionError``).
+* A custom type's decoder that raises anything makes the value an ``EJSONError``; its
+  encoder that raises anything makes ``to_json_value`` raise ``TypeError``.
 """
 from __future__ import annotations
 
@@ -16,11 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "EJSONError", "RegExp", "ObjectID", "add_type", "has_type", "to_json_value", "from_json_value", "equals",
+    "EJSONError", "RegExp", "ObjectID", "JSDate", "JS_DATE_LIMIT", "MAX_DEPTH", "add_type", "has_type",
+    "to_json_value", "from_json_value", "equals",
 ]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _JS_FLAGS = "gimuy"
+JS_DATE_LIMIT = 8_640_000_000_000_000  # ms either side of the epoch (ECMAScript TimeClip)
+# Nesting allowed in a decoded value: MongoDB's 100-level document limit, plus room for the
+# ``$escape`` wrappers and a few levels of envelope.
+MAX_DEPTH = 128
 
 
 class EJSONError(ValueError):
@@ -33,6 +49,17 @@ class RegExp:
 
     source: str
     flags: str = ""
+
+
+@dataclass(frozen=True)
+class JSDate:
+    """A JavaScript ``Date`` outside Python's ``datetime`` range (before year 1 or after 9999).
+
+    ``ms`` is milliseconds since 1970-01-01T00:00:00Z (an integer, |ms| <= 8.64e15); it is
+    sent back as ``{"$date": ms}``.  Dates inside the range decode to ``datetime`` instead.
+    """
+
+    ms: int
 
 
 @dataclass(frozen=True)
@@ -79,6 +106,21 @@ def _date_ms(value: datetime.datetime) -> int:
     return (delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000)
 
 
+_DATETIME_MIN_MS = _date_ms(datetime.datetime.min)
+_DATETIME_MAX_MS = _date_ms(datetime.datetime.max)
+
+
+def _decode_date(val: Any) -> datetime.datetime | JSDate:
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        raise EJSONError(f"Invalid $date value: {val!r}")
+    if not abs(val) <= JS_DATE_LIMIT:  # also NaN; ints compare exactly, however large
+        raise EJSONError(f"$date out of JavaScript's range (|ms| <= 8.64e15): {val!r}")
+    ms = int(val)  # TimeClip: toward zero
+    if _DATETIME_MIN_MS <= ms <= _DATETIME_MAX_MS:
+        return _EPOCH + datetime.timedelta(milliseconds=ms)
+    return JSDate(ms)
+
+
 def _matches_builtin(obj: dict) -> bool:
     """True if a plain object would be read back as an EJSON type (so it needs ``$escape``)."""
     n = len(obj)
@@ -109,6 +151,8 @@ def to_json_value(value: Any) -> Any:
         return {"$date": _date_ms(value)}
     if isinstance(value, datetime.date):
         return {"$date": _date_ms(datetime.datetime(value.year, value.month, value.day))}
+    if isinstance(value, JSDate):
+        return {"$date": value.ms}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$binary": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, RegExp):
@@ -118,7 +162,10 @@ def to_json_value(value: Any) -> Any:
         return {"$regexp": value.pattern, "$flags": flags}
     name = _names_by_class.get(type(value))
     if name is not None:
-        return {"$type": name, "$value": _types_by_name[name].to_json(value)}
+        try:
+            return {"$type": name, "$value": _types_by_name[name].to_json(value)}
+        except Exception as exc:
+            raise TypeError(f"EJSON type {name!r} could not encode {value!r}: {exc!r}") from exc
     raise TypeError(f"{type(value).__name__} is not EJSON serializable")
 
 
@@ -150,7 +197,7 @@ def equals(a: Any, b: Any) -> bool:
     return equals(to_json_value(a), to_json_value(b))
 
 
-def _from_special(obj: dict) -> Any:
+def _from_special(obj: dict, depth: int) -> Any:
     """Decode ``obj`` if it is an EJSON type; return ``obj`` itself otherwise."""
     n = len(obj)
     if n > 2 or not all(isinstance(k, str) and k.startswith("$") for k in obj):
@@ -158,9 +205,7 @@ def _from_special(obj: dict) -> Any:
     if n == 1:
         key, val = next(iter(obj.items()))
         if key == "$date":
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-                raise EJSONError(f"Invalid $date value: {val!r}")
-            return _EPOCH + datetime.timedelta(milliseconds=val)
+            return _decode_date(val)
         if key == "$InfNaN":
             if isinstance(val, bool) or not isinstance(val, (int, float)):
                 raise EJSONError(f"Invalid $InfNaN value: {val!r}")
@@ -175,7 +220,7 @@ def _from_special(obj: dict) -> Any:
         if key == "$escape":
             if not isinstance(val, dict):
                 raise EJSONError("Invalid $escape value")
-            return {k: from_json_value(v) for k, v in val.items()}
+            return {k: _decode(v, depth - 1) for k, v in val.items()}
         return obj
     if "$regexp" in obj and "$flags" in obj:
         source, flags = obj["$regexp"], obj["$flags"]
@@ -185,25 +230,38 @@ def _from_special(obj: dict) -> Any:
         kept = "".join(dict.fromkeys(f for f in flags[:50] if f in _JS_FLAGS))
         return RegExp(source, kept)
     if "$type" in obj and "$value" in obj:
-        custom = _types_by_name.get(obj["$type"])
+        name = obj["$type"]
+        custom = _types_by_name.get(name) if isinstance(name, str) else None
         if custom is None:
-            raise EJSONError(f"Custom EJSON type {obj['$type']} is not defined")
+            raise EJSONError(f"Custom EJSON type {name} is not defined")
         try:
             return custom.from_json(obj["$value"])
         except EJSONError:
             raise
-        except (TypeError, ValueError) as exc:
-            raise EJSONError(f"Invalid value for EJSON type {obj['$type']}: {exc}") from None
+        except Exception as exc:  # a user decoder may raise anything: the value is bad
+            raise EJSONError(f"Invalid value for EJSON type {name}: {exc!r}") from None
     return obj
 
 
 def from_json_value(value: Any) -> Any:
-    """Convert a parsed JSON value (EJSON wire form) to Python values."""
+    """Convert a parsed JSON value (EJSON wire form) to Python values.
+
+    Raises ``EJSONError`` for a value Meteor would not decode or one nested deeper than
+    :data:`MAX_DEPTH`.
+    """
+    return _decode(value, MAX_DEPTH)
+
+
+def _decode(value: Any, depth: int) -> Any:
     if isinstance(value, dict):
-        special = _from_special(value)
+        if depth <= 0:
+            raise EJSONError(f"EJSON value nested deeper than {MAX_DEPTH} levels")
+        special = _from_special(value, depth)
         if special is not value:
             return special
-        return {k: from_json_value(v) for k, v in value.items()}
+        return {k: _decode(v, depth - 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [from_json_value(v) for v in value]
+        if depth <= 0:
+            raise EJSONError(f"EJSON value nested deeper than {MAX_DEPTH} levels")
+        return [_decode(v, depth - 1) for v in value]
     return value

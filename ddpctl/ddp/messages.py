@@ -2,50 +2,140 @@
 
 Only ``fields``, ``params`` and ``result`` carry EJSON.  A cleared field travels in
 ``cleared`` (the mergebox builds it), never as a value in ``fields``.
+
+Numbers follow JavaScript's ``JSON.parse``: the literals ``NaN``/``Infinity`` are not JSON;
+an integer too long for Python's int-to-string limit becomes a float (``inf`` past the float
+range), as it would in JavaScript.  Any value ``parse`` accepts, ``stringify`` can send back.
 """
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from typing import Any
 
-from .ejson import EJSONError, from_json_value, to_json_value
+from .ejson import MAX_DEPTH, EJSONError, from_json_value, to_json_value
 
-__all__ = ["ParseError", "parse", "stringify", "EJSON_FIELDS"]
+__all__ = ["ParseError", "EncodeError", "parse", "stringify", "encoded_size", "EJSON_FIELDS"]
 
 EJSON_FIELDS = ("fields", "params", "result")
 
-_decoder = json.JSONDecoder()
+_MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _js_int(text: str) -> int | float:
+    return int(text) if len(text) < _MAX_INT_DIGITS else float(text)
+
+
+_decode = json.JSONDecoder(parse_int=_js_int, parse_constant=_reject_constant).decode
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 class ParseError(ValueError):
     """The frame was JSON but its EJSON could not be decoded (Meteor: ``Parse error``)."""
 
 
+class EncodeError(ValueError):
+    """An outgoing message that cannot be serialized (a value that is not EJSON, nesting too
+    deep for the encoder, a custom type's encoder failing)."""
+
+
 def parse(text: str | bytes) -> dict[str, Any] | None:
     """Parse one DDP frame.
 
-    Returns ``None`` for anything that is not a JSON object (Meteor answers ``Bad request``)
-    and raises ``ParseError`` when EJSON decoding fails.
+    Returns ``None`` for anything that is not a JSON object, including bytes that are not
+    UTF-8 (Meteor answers ``Bad request``), and raises ``ParseError`` when EJSON decoding
+    fails or the message nests deeper than :data:`~ddpctl.ddp.ejson.MAX_DEPTH`.
     """
     try:
-        msg = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        msg = _decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except RecursionError:
+        raise ParseError(f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # includes UnicodeDecodeError
         return None
     if not isinstance(msg, dict):
         return None
-    for key in EJSON_FIELDS:
-        if key in msg:
+    for key, value in msg.items():
+        if key in EJSON_FIELDS:
             try:
-                msg[key] = from_json_value(msg[key])
+                msg[key] = from_json_value(value)
             except (EJSONError, RecursionError) as exc:
                 raise ParseError(str(exc)) from None
+        elif isinstance(value, (dict, list)) and _deeper_than(value, MAX_DEPTH):
+            raise ParseError(f"nested deeper than {MAX_DEPTH} levels")
     return msg
 
 
-def stringify(msg: dict[str, Any]) -> str:
-    """Serialize one outgoing DDP message; ``fields``/``params``/``result`` go through EJSON."""
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _wire_form(msg: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in msg.items():
-        out[key] = to_json_value(value) if key in EJSON_FIELDS else value
-    return _encode(out)
+        if key in EJSON_FIELDS:
+            out[key] = to_json_value(value)
+        elif key == "offendingMessage" and isinstance(value, dict):
+            # The client's message as it sent it: its EJSON fields encoded again.
+            out[key] = {k: to_json_value(v) if k in EJSON_FIELDS else v for k, v in value.items()}
+        else:
+            out[key] = value
+    return out
+
+
+def _json_stringify_form(value: Any) -> Any:
+    """``JSON.stringify``'s view of plain JSON: NaN and ±Infinity become ``null``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_stringify_form(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_stringify_form(v) for v in value]
+    return value
+
+
+def stringify(msg: dict[str, Any]) -> str:
+    """Serialize one outgoing DDP message; ``fields``/``params``/``result`` go through EJSON,
+    and so do those of an ``offendingMessage``.
+
+    Outside EJSON fields a non-finite float becomes ``null`` (``JSON.stringify``).  Lone
+    surrogates are sent as ``\\udXXX`` escapes, so the text always encodes to UTF-8.
+    Raises ``EncodeError`` for anything else that cannot be serialized.
+    """
+    try:
+        out = _wire_form(msg)
+        try:
+            text = _encode(out)
+        except ValueError:  # a non-finite float where JSON has no EJSON to carry it
+            out = _json_stringify_form(out)
+            text = _encode(out)
+        if not text.isascii() and _SURROGATE.search(text):
+            text = _encode_ascii(out)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EncodeError(f"cannot encode a {msg.get('msg')!r} message: {exc}") from exc
+    return text
+
+
+def encoded_size(value: Any) -> int:
+    """Bytes of ``value``'s EJSON text in UTF-8 (what it weighs on the wire).
+
+    Raises ``EncodeError`` if it cannot be encoded.
+    """
+    try:
+        return len(_encode(to_json_value(value)).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EncodeError(f"cannot encode {type(value).__name__}: {exc}") from exc

@@ -7,9 +7,15 @@ A transport feeds each received frame to :meth:`Session.receive`.  The answer is
 strictly in arrival order.  ``process`` returns the replies it can decide alone plus at most
 one piece of work (:class:`MethodCall`, :class:`SubscriptionStart`, :class:`SubscriptionStop`)
 whose outcome the server reports back through ``method_*`` / ``subscription_*`` calls.
+
+No frame raises: each gets Meteor's reply (``error`` with ``reason`` and, when the frame
+was a JSON object, ``offendingMessage``) or is ignored where Meteor ignores it, and costs
+one warning line in the log (the exception too, at debug level).
 """
 from __future__ import annotations
 
+import logging
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +23,7 @@ from typing import Any
 from . import errors
 from .errors import MeteorError
 from .mergebox import SessionView
-from .messages import ParseError, parse
+from .messages import EncodeError, ParseError, encoded_size, parse
 from .random import random_id
 
 __all__ = [
@@ -27,6 +33,10 @@ __all__ = [
 
 SUPPORTED_VERSIONS = ("1", "pre2", "pre1")
 Message = dict[str, Any]
+logger = logging.getLogger(__name__)
+_excerpt = reprlib.Repr()  # a bad frame in the log: a bounded excerpt, whatever its size
+_excerpt.maxstring = _excerpt.maxother = 160
+_excerpt.maxlevel, _excerpt.maxdict, _excerpt.maxlist = 4, 8, 8
 
 
 @dataclass(slots=True)
@@ -90,10 +100,16 @@ class Session:
 
     def __init__(self, *, has_method: Callable[[str], bool],
                  has_publication: Callable[[str], bool],
-                 session_id_factory: Callable[[], str] = random_id) -> None:
+                 session_id_factory: Callable[[], str] = random_id,
+                 max_subscriptions: int | None = None, max_params_size: int | None = None) -> None:
+        """``max_subscriptions``: most active subscriptions; ``max_params_size``: most bytes
+        of a subscription's EJSON params.  A ``sub`` past either gets ``nosub`` with error
+        429 or 413; ``None`` means no cap."""
         self._has_method = has_method
         self._has_publication = has_publication
         self._session_id_factory = session_id_factory
+        self.max_subscriptions = max_subscriptions
+        self.max_params_size = max_params_size
         self.id: str | None = None
         self.version: str | None = None
         self.view = SessionView()
@@ -117,9 +133,11 @@ class Session:
             return []  # after ``failed`` the client's pipelined frames are ignored
         try:
             msg = parse(text)
-        except ParseError:
+        except ParseError as exc:
+            self._log_bad(errors.PARSE_ERROR, text, exc)
             return [Send({"msg": "error", "reason": errors.PARSE_ERROR})]
         if msg is None:
+            self._log_bad(errors.BAD_REQUEST, text)
             return [Send({"msg": "error", "reason": errors.BAD_REQUEST})]
         kind = msg.get("msg")
         if not kind:
@@ -134,6 +152,10 @@ class Session:
             if kind == "ping":
                 pong: Message = {"msg": "pong"}
                 if "id" in msg:
+                    if not isinstance(msg["id"], str):
+                        # Meteor's stringifyDDP throws "Message id is not a string": no pong.
+                        self._log_bad("ping id is not a string; ignored", msg)
+                        return []
                     pong["id"] = msg["id"]
                 return [Send(pong)]
             if kind == "pong":
@@ -141,7 +163,14 @@ class Session:
         return [Enqueue(msg)]
 
     def _error(self, reason: str, offending: Message) -> Send:
+        self._log_bad(reason, offending)
         return Send({"msg": "error", "reason": reason, "offendingMessage": offending})
+
+    def _log_bad(self, what: str, frame: Any, exc: Exception | None = None) -> None:
+        """One warning line per bad frame; the exception's traceback only at debug level."""
+        logger.warning("session %s: %s%s: %s", self.id or "-", what, f" ({exc})" if exc else "",
+                       _excerpt.repr(frame),
+                       exc_info=exc if exc is not None and logger.isEnabledFor(logging.DEBUG) else None)
 
     def _connect(self, msg: Message) -> list[Send | Close | Enqueue]:
         version, support = msg.get("version"), msg.get("support")
@@ -170,7 +199,7 @@ class Session:
             return self._unsub(msg)
         if kind == "method":
             return self._method(msg)
-        return Processed([{"msg": "error", "reason": errors.BAD_REQUEST, "offendingMessage": msg}])
+        return Processed([self._error(errors.BAD_REQUEST, msg).message])
 
     def _sub(self, msg: Message) -> Processed:
         sub_id, name, params = msg.get("id"), msg.get("name"), msg.get("params", [])
@@ -181,11 +210,34 @@ class Session:
             return Processed([{"msg": "nosub", "id": sub_id, "error": error.to_json()}])
         if sub_id in self.subscriptions:
             return Processed()  # idempotent: clients resend their subs after a reconnect
+        refusal = self._refuse_subscription(params)
+        if refusal is not None:
+            self._log_bad(refusal.message, msg)
+            return Processed([{"msg": "nosub", "id": sub_id, "error": refusal.to_json()}])
         self.subscriptions[sub_id] = name
         return Processed(work=SubscriptionStart(sub_id, name, params))
 
+    def _refuse_subscription(self, params: list[Any]) -> MeteorError | None:
+        """The error for a ``sub`` past this session's caps, else ``None``."""
+        limit = self.max_subscriptions
+        if limit is not None and len(self.subscriptions) >= limit:
+            return MeteorError(429, f"Too many subscriptions (at most {limit} per connection)")
+        limit = self.max_params_size
+        if limit is not None:
+            try:
+                size = encoded_size(params)
+            except EncodeError:  # parse() only yields encodable values; be safe anyway
+                size = limit + 1
+            if size > limit:
+                return MeteorError(413, f"Subscription params too large ({size} bytes, at most {limit})")
+        return None
+
     def _unsub(self, msg: Message) -> Processed:
         sub_id = msg.get("id")
+        if "id" in msg and not isinstance(sub_id, str):
+            # Meteor's stringifyDDP throws "Message id is not a string": no nosub.
+            self._log_bad("unsub id is not a string; ignored", msg)
+            return Processed()
         out = Processed()
         if isinstance(sub_id, str) and sub_id in self.subscriptions:
             out.messages = self._forget_subscription(sub_id)

@@ -5,6 +5,12 @@ The reader (the pywsgi handler's own greenlet) answers pings at once and queues
 code runs on the database workers); a writer greenlet drains the send queue, batching
 frames.  Processor and writer exist only while they have work, so an idle connection
 costs one greenlet; the server's heartbeat loop calls :meth:`DDPConnection.tick`.
+
+Input is bounded: once ``receive_queue_size`` messages or ``receive_queue_bytes`` bytes of
+frames wait for the processor, the reader stops reading the socket until it catches up, so
+TCP pushes back on the client.  Output is encoded message by message before it is queued:
+a message that cannot be encoded is dropped alone (a method result or a ``nosub`` error
+becomes ``500 Internal server error``), never the batch it would have been written with.
 """
 from __future__ import annotations
 
@@ -17,12 +23,13 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
+from gevent.event import Event
 from gevent.queue import Empty, Queue
 
 from ..ddp.ejson import to_json_value
 from ..ddp.errors import MeteorError, internal_server_error
 from ..ddp.heartbeat import Beat, Heartbeat
-from ..ddp.messages import stringify
+from ..ddp.messages import EncodeError, stringify
 from ..ddp.session import (
     Close,
     Enqueue,
@@ -37,7 +44,7 @@ from ..livedata.publish import PreparedMessage, Subscription, publications
 from ..methods import methods
 from ..registry import ConnectionEntry, SubscriptionEntry
 from . import sockjs
-from .websocket import ConnectionClosed, WebSocket
+from .websocket import MESSAGE_TOO_BIG, ConnectionClosed, WebSocket
 
 if TYPE_CHECKING:
     from .runner import DDPServer
@@ -48,11 +55,12 @@ logger = logging.getLogger(__name__)
 _BATCH = 256  # frames taken from the send queue per socket write
 _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
 _WRITER_LINGER = 5.0  # seconds an idle writer greenlet waits for more before it ends
+_PAUSE_CHECK = 1.0  # seconds between checks that a paused reader's connection still lives
 
 
 class Transport(Protocol):
     def open(self) -> None: ...
-    def receive(self) -> list[str]: ...
+    def receive(self) -> list[str | bytes]: ...
     def send(self, texts: list[str]) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
     def abort(self) -> None: ...
@@ -70,7 +78,7 @@ class RawTransport:
     def open(self) -> None:
         pass
 
-    def receive(self) -> list[str]:
+    def receive(self) -> list[str | bytes]:
         return [self.ws.receive()]
 
     def send(self, texts: list[str]) -> None:
@@ -91,15 +99,27 @@ class RawTransport:
 
 
 class SockJSTransport(RawTransport):
-    """DDP inside SockJS frames (``/sockjs/<server>/<session>/websocket``)."""
+    """DDP inside SockJS frames (``/sockjs/<server>/<session>/websocket``).
+
+    ``max_message_size`` bounds each DDP message once unescaped (the WebSocket itself is
+    given :func:`sockjs.frame_limit` of it); a bigger one closes with 1009.
+    """
+
+    def __init__(self, ws: WebSocket, max_message_size: int | None = None) -> None:
+        super().__init__(ws)
+        self.max_message_size = max_message_size
 
     def open(self) -> None:
         self.ws.send(sockjs.OPEN)
 
-    def receive(self) -> list[str]:
+    def receive(self) -> list[str | bytes]:
         frame = self.ws.receive()
         try:
-            return sockjs.decode_client_frame(frame)
+            return list(sockjs.decode_client_frame(frame, self.max_message_size))
+        except sockjs.MessageTooBig as exc:
+            logger.warning("closing a SockJS connection: %s", exc)
+            self.close(MESSAGE_TOO_BIG, "Message too big")
+            raise ConnectionClosed(MESSAGE_TOO_BIG, "Message too big") from None
         except ValueError:
             self.close(3000, "Broken framing.")
             raise ConnectionClosed(3000, "Broken framing.") from None
@@ -139,7 +159,9 @@ class DDPConnection:
         self.config = server.config
         self.transport = transport
         self.session = Session(has_method=methods.__contains__,
-                               has_publication=publications.__contains__)
+                               has_publication=publications.__contains__,
+                               max_subscriptions=self.config.max_subscriptions,
+                               max_params_size=self.config.max_params_size)
         self.handle = ConnectionHandle(
             id="", client_address=environ.get("REMOTE_ADDR"),
             http_headers={k[5:].lower().replace("_", "-"): v for k, v in environ.items()
@@ -150,7 +172,10 @@ class DDPConnection:
         self._opened_mono = time.monotonic()
         self._outbox: Queue = Queue()
         self._writer: gevent.Greenlet | None = None
-        self._inbox: deque[dict[str, Any]] = deque()
+        self._inbox: deque[tuple[dict[str, Any], int]] = deque()  # (message, frame bytes)
+        self._inbox_bytes = 0
+        self._inbox_room = Event()
+        self._input_paused = False
         self._processor: gevent.Greenlet | None = None
         self._subs: dict[str, Subscription] = {}
         self._heartbeat: Heartbeat | None = None  # created at connect (pre1 has none)
@@ -193,30 +218,63 @@ class DDPConnection:
 
     def _read_loop(self) -> None:
         while not self._closing:
+            self._wait_for_inbox_room()
             for text in self.transport.receive():
                 if self._heartbeat is not None:
                     self._heartbeat.message_received()
-                for item in self.session.receive(text):
-                    if isinstance(item, Send):
-                        self._send(item.message)
-                    elif isinstance(item, Enqueue):
-                        self._inbox.append(item.message)
-                        if self._processor is None:
-                            self._processor = gevent.spawn(self._process_loop)
-                    elif isinstance(item, Close):
-                        self.close(1000, "Normal closure")
+                try:
+                    self._receive(text)
+                except ConnectionClosed:
+                    raise
+                except Exception:  # a bug, not a bad frame (the session answers those)
+                    logger.exception("connection %s: internal error handling a frame", self.handle.id)
                 if self.session.connected and not self.handle.id:
                     self.handle.id = self.session.id or ""
                     if self.session.heartbeats:
                         self._heartbeat = Heartbeat(self.config.heartbeat_interval,
                                                     self.config.heartbeat_timeout, now=time.monotonic())
 
+    def _receive(self, text: str | bytes) -> None:
+        for item in self.session.receive(text):
+            if isinstance(item, Send):
+                self._send(item.message)
+            elif isinstance(item, Enqueue):
+                size = len(text)
+                self._inbox.append((item.message, size))
+                self._inbox_bytes += size
+                if self._processor is None:
+                    self._processor = gevent.spawn(self._process_loop)
+            elif isinstance(item, Close):
+                self.close(1000, "Normal closure")
+
+    def _inbox_full(self) -> bool:
+        return (len(self._inbox) >= self.config.receive_queue_size
+                or self._inbox_bytes >= self.config.receive_queue_bytes)
+
+    def _wait_for_inbox_room(self) -> None:
+        """Stop reading while the processor is behind (TCP then pushes back on the client)."""
+        while self._inbox_full() and not self.transport.closed:
+            self._input_paused = True
+            self._inbox_room.clear()
+            self._inbox_room.wait(_PAUSE_CHECK)
+        self._input_paused = False
+
     # -- processing, in order -----------------------------------------------------------
 
     def _process_loop(self) -> None:
         try:
             while self._inbox:
-                self._process(self._inbox.popleft())
+                msg, size = self._inbox.popleft()
+                self._inbox_bytes -= size
+                if self._input_paused and not self._inbox_full():
+                    self._inbox_room.set()
+                try:
+                    self._process(msg)
+                except ConnectionClosed:
+                    return  # the client is gone: nothing more to answer
+                except Exception:  # a bug: log it and go on with the next message
+                    logger.exception("connection %s: internal error processing %.200r",
+                                     self.handle.id, msg)
         finally:
             self._processor = None
 
@@ -245,14 +303,7 @@ class DDPConnection:
             if invocation.user_changed:
                 self._change_user(invocation.user_id)
         self._write_fence()
-        replies = self.session.method_returned(call, result)
-        try:
-            texts = [stringify(m) for m in replies]
-        except (TypeError, ValueError):
-            logger.exception("method %r returned a value that is not EJSON", call.name)
-            texts = [stringify(m) for m in self.session.method_failed(call, internal_server_error())]
-        for text in texts:
-            self._queue_text(text)
+        self._send_all(self.session.method_returned(call, result))  # 500 if not EJSON
 
     def _write_fence(self) -> None:
         """Before ``updated``: the data of the method's writes must be on its way."""
@@ -304,8 +355,15 @@ class DDPConnection:
         for msg in out:
             if self._mute_data:
                 continue
-            # Usually the mergebox lets the message through as is: reuse the shared text.
-            self._queue_text(message.text if message.same_as(msg) else stringify(msg))
+            if not message.same_as(msg):
+                self._send(msg)
+                continue
+            try:  # usually the mergebox lets it through: reuse the shared text
+                text = message.text
+            except EncodeError as exc:
+                logger.warning("connection %s: dropping a %r message (%s)", self.handle.id, msg["msg"], exc)
+                continue
+            self._queue_text(text)
 
     def sub_ready(self, sub_id: str) -> None:
         self._send_all(self.session.subscription_ready(sub_id))
@@ -357,13 +415,40 @@ class DDPConnection:
     # -- writing ------------------------------------------------------------------------
 
     def _send(self, message: dict[str, Any]) -> None:
-        self._queue_text(stringify(message))
+        text = self._encode(message)
+        if text is not None:
+            self._queue_text(text)
 
     def _send_all(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
             if self._mute_data and message.get("msg") in _DATA_MESSAGES:
                 continue  # a user change is re-running subscriptions; the diff follows
-            self._queue_text(stringify(message))
+            self._send(message)
+
+    def _encode(self, message: dict[str, Any]) -> str | None:
+        """The message's text; if it cannot be encoded, Meteor's stand-in or ``None``.
+
+        A ``result`` or an errored ``nosub`` becomes ``500 Internal server error`` (the client
+        must hear about its call or subscription); an ``error`` loses its
+        ``offendingMessage``; any other message is dropped.  One warning line each.
+        """
+        try:
+            return stringify(message)
+        except EncodeError as exc:
+            kind = message.get("msg")
+            logger.warning("connection %s: cannot encode a %r message (id %r): %s", self.handle.id, kind,
+                           message.get("id"), exc)
+            if kind == "result" or (kind == "nosub" and "error" in message):
+                stand_in = {"msg": kind, "id": message.get("id"), "error": internal_server_error().to_json()}
+            elif kind == "error":
+                stand_in = {"msg": "error", "reason": message.get("reason")}
+            else:
+                return None
+            try:
+                return stringify(stand_in)
+            except EncodeError:
+                logger.warning("connection %s: dropping a %r message", self.handle.id, kind)
+                return None
 
     def _queue_text(self, text: str) -> None:
         self._push(text)
@@ -441,6 +526,8 @@ class DDPConnection:
         heartbeat = self._heartbeat
         if heartbeat is None or not heartbeat.enabled:
             return
+        if self._input_paused:
+            heartbeat.message_received()  # it sent more than we have processed; reading resumes soon
         beat = heartbeat.tick(now)
         if beat is Beat.PING:
             self._send({"msg": "ping"})

@@ -65,8 +65,10 @@ class DDPHandler(pywsgi.WSGIHandler):
             ("Sec-WebSocket-Accept", accept_key(key))])
         self.write(b"")  # sends the 101 headers
         self.close_connection = True  # after the WebSocket, no more HTTP on this socket
-        ws = WebSocket(self.rfile.read1, _sender(self.socket), self.socket, ddp.config.max_frame_size)
-        transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws)
+        limit = ddp.config.max_frame_size
+        ws = WebSocket(self.rfile.read1, _sender(self.socket), self.socket,
+                       limit if route == "raw" else sockjs.frame_limit(limit))
+        transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws, limit)
         DDPConnection(ddp, transport, env).run()
 
     def _reply(self, status: str, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:

@@ -3,14 +3,20 @@
 Server frames: ``o`` open, ``h`` heartbeat, ``a[...]`` messages (each DDP message a JSON
 string inside a JSON array), ``c[code,"reason"]`` close.  The client sends a JSON array of
 strings or a single JSON string.
+
+The size limit applies to each DDP message once unescaped, not to the frame: the frame
+may be up to :func:`frame_limit` bytes, enough for one message of the limit with every
+character escaped.
 """
 from __future__ import annotations
 
 import json
 import secrets
 
+from .websocket import utf8_length
+
 __all__ = ["OPEN", "HEARTBEAT", "messages_frame", "close_frame", "decode_client_frame",
-           "info_body", "WELCOME"]
+           "info_body", "WELCOME", "MessageTooBig", "frame_limit"]
 
 OPEN = "o"
 HEARTBEAT = "h"
@@ -26,16 +32,39 @@ def close_frame(code: int, reason: str) -> str:
     return "c" + _dumps([code, reason])
 
 
-def decode_client_frame(frame: str) -> list[str]:
-    """The messages in one client frame; ``ValueError`` means broken framing (close 3000)."""
+class MessageTooBig(Exception):
+    """A message in a SockJS frame is over the size limit (close 1009)."""
+
+
+def frame_limit(max_message_size: int) -> int:
+    """Largest WebSocket frame that may carry one message of ``max_message_size`` bytes:
+    JSON escapes at most 6 bytes per byte (``\\u0000``), plus the ``["..."]`` around it."""
+    return 6 * max_message_size + 4
+
+
+def decode_client_frame(frame: str | bytes, max_message_size: int | None = None) -> list[str]:
+    """The messages in one client frame.
+
+    ``ValueError`` means broken framing (close 3000); ``MessageTooBig`` a message of more
+    than ``max_message_size`` bytes in UTF-8 (close 1009).
+    """
     if not frame:
         return []
-    payload = json.loads(frame)
+    try:
+        payload = json.loads(frame)
+    except RecursionError:
+        raise ValueError("a SockJS frame nested too deeply") from None
     if isinstance(payload, str):
-        return [payload]
-    if isinstance(payload, list) and all(isinstance(p, str) for p in payload):
-        return payload
-    raise ValueError("a SockJS frame must hold a string or an array of strings")
+        messages = [payload]
+    elif isinstance(payload, list) and all(isinstance(p, str) for p in payload):
+        messages = payload
+    else:
+        raise ValueError("a SockJS frame must hold a string or an array of strings")
+    if max_message_size is not None:
+        for message in messages:
+            if utf8_length(message) > max_message_size:
+                raise MessageTooBig(f"SockJS message over {max_message_size} bytes")
+    return messages
 
 
 def info_body(websocket: bool = True) -> bytes:

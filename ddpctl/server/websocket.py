@@ -1,9 +1,10 @@
 """A server-side WebSocket over a gevent socket, framed by wsproto (sans-IO).
 
 The HTTP upgrade is answered through pywsgi's own ``start_response`` (see
-:mod:`ddpctl.server.handler`); this module then owns the socket.  Messages larger than
-``max_message_size`` close the connection with 1008 (policy violation) before the
-payload is even buffered whole.
+:mod:`ddpctl.server.handler`); this module then owns the socket.  A message larger than
+``max_message_size`` bytes closes the connection with 1009 ("message too big", RFC 6455
+7.4.1) before the payload is even buffered whole.  A binary message is handed on as bytes
+(DDP is text; the session decodes it as UTF-8 and answers ``Bad request`` if it is not).
 """
 from __future__ import annotations
 
@@ -24,11 +25,20 @@ from wsproto.events import (
     TextMessage,
 )
 
-__all__ = ["WebSocket", "accept_key", "text_frame", "ConnectionClosed"]
+__all__ = ["WebSocket", "accept_key", "text_frame", "utf8_length", "ConnectionClosed",
+           "MESSAGE_TOO_BIG"]
 
 logger = logging.getLogger(__name__)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _READ_SIZE = 65536
+MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8, without encoding it when its length settles the answer."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -75,11 +85,12 @@ class WebSocket:
         self._max = max_message_size
         self._parts: list[str | bytes] = []
         self._size = 0
-        self._pending: list[str] = []
+        self._pending: list[str | bytes] = []
         self.closed: ConnectionClosed | None = None
 
-    def receive(self) -> str:
-        """Block until the next complete text message; raises ``ConnectionClosed``."""
+    def receive(self) -> str | bytes:
+        """Block until the next complete message (text, or bytes for a binary message);
+        raises ``ConnectionClosed``."""
         while not self._pending:
             if self.closed:
                 raise self.closed
@@ -113,10 +124,11 @@ class WebSocket:
                 return
 
     def _message_part(self, event: Message) -> None:
-        self._size += len(event.data)
+        data = event.data
+        self._size += utf8_length(data) if isinstance(data, str) else len(data)
         if self._size > self._max:
             logger.warning("closing a WebSocket: message over %d bytes", self._max)
-            self.close(1008, "message too big")
+            self.close(MESSAGE_TOO_BIG, "message too big")
             return
         if isinstance(event, BytesMessage):
             # DDP is text; a binary message is decoded as UTF-8 like Meteor's transports do.
@@ -128,10 +140,7 @@ class WebSocket:
             if isinstance(event, TextMessage):
                 self._pending.append("".join(parts))  # type: ignore[arg-type]
             else:
-                try:
-                    self._pending.append(b"".join(parts).decode("utf-8"))  # type: ignore[arg-type]
-                except UnicodeDecodeError:
-                    self.close(1007, "invalid UTF-8")
+                self._pending.append(b"".join(parts))  # type: ignore[arg-type]
 
     def send(self, text: str) -> None:
         self.send_many([text])

@@ -1,10 +1,19 @@
 import time
+from fractions import Fraction
 
 from bookstore.models import Author, Book, Genre
 from django.db.models import F, Q
 from django.db.models.expressions import RawSQL
 
-from ddpctl.api import Collection, MeteorError, Publication, current_invocation, method, publish
+from ddpctl.api import (
+    Collection,
+    MeteorError,
+    Publication,
+    add_type,
+    current_invocation,
+    method,
+    publish,
+)
 
 from .models import (
     DocLabel,
@@ -41,6 +50,11 @@ def not_ejson():
 
 
 @method
+def error_details_not_ejson():
+    raise MeteorError("bad", "details that cannot be sent", {"what": object()})
+
+
+@method
 def sleep(seconds):
     time.sleep(seconds)
     return seconds
@@ -70,6 +84,27 @@ def whoami():
 def numbers(sub, count=3):
     for i in range(count):
         sub.added("numbers", str(i), {"value": i})
+    sub.ready()
+
+
+# A custom EJSON type whose decoder raises whatever bad input provokes (ZeroDivisionError,
+# IndexError, TypeError, ...); tests/ejson_strategies.py registers the same on the client side.
+add_type("fraction", Fraction, lambda f: [f.numerator, f.denominator], lambda v: Fraction(v[0], v[1]))
+
+
+@publish("echo_params")
+def echo_params(sub, *params):
+    """One document holding the subscription's params."""
+    sub.added("params", sub.id or "-", {"params": list(params)})
+    sub.ready()
+
+
+@publish("half_bad")
+def half_bad(sub):
+    """A document that cannot be encoded between two that can."""
+    sub.added("things", "good1", {"n": 1})
+    sub.added("things", "bad", {"n": object()})
+    sub.added("things", "good2", {"n": 2})
     sub.ready()
 
 
