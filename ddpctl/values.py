@@ -47,7 +47,7 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from django.utils.functional import Promise
 
-from .ddp.ejson import RegExp, has_type, to_json_value
+from .ddp.ejson import JSDate, RegExp, has_type, to_json_value
 
 __all__ = ["to_ddp_value"]
 
@@ -148,7 +148,7 @@ def _convert(value: Any) -> Any:
         return value.name or None
     if isinstance(value, Promise):  # gettext_lazy and friends
         return str(value)
-    if isinstance(value, (RegExp, re.Pattern)) or has_type(kind):
+    if isinstance(value, (RegExp, JSDate, re.Pattern)) or has_type(kind):
         return value
     raise _Unsupported(value)
 

@@ -121,13 +121,6 @@ def test_ping_with_an_id_that_is_not_a_string_is_ignored(client):
     assert answers_ping(client) == []
 
 
-def test_a_data_message_that_cannot_be_encoded_is_dropped_alone(client):
-    client.connect()
-    client.subscribe("half_bad")  # returns on ready: the messages after the bad one came through
-    assert client.collections["things"] == {"good1": {"n": 1}, "good2": {"n": 2}}
-    assert answers_ping(client) == []
-
-
 def test_subscription_and_params_caps_get_nosub(start_server):
     live = start_server("--max-subscriptions", "3", "--max-params-size", "1024")
     with DDPClient(live.ws_url) as client:

@@ -99,15 +99,6 @@ def echo_params(sub, *params):
     sub.ready()
 
 
-@publish("half_bad")
-def half_bad(sub):
-    """A document that cannot be encoded between two that can."""
-    sub.added("things", "good1", {"n": 1})
-    sub.added("things", "bad", {"n": object()})
-    sub.added("things", "good2", {"n": 2})
-    sub.ready()
-
-
 @publish("failing")
 def failing(sub):
     sub.added("numbers", "x", {"value": 1})
