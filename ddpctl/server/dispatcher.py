@@ -9,6 +9,9 @@ PostgreSQL restarts, it reconnects with backoff and catches up from where it was
 is lost.  A batch that fails (the database went away mid-way) is retried whole; observers
 diff against what they sent, so a retry never duplicates a message.
 
+Observer refreshes run on the system lane (:mod:`.database_workers`), never behind user
+code, ``concurrency`` at a time.
+
 ``sync()`` is the write fence: it returns once every change committed before the call
 has been handed to the sessions, so a method's ``updated`` follows its data.
 """

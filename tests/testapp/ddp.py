@@ -161,3 +161,23 @@ def pid():
     import os
 
     return os.getpid()
+
+
+@method
+def wait_for_lock(key):
+    """Hold a database connection until the test frees advisory lock ``key``."""
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [key])
+    return key
+
+
+@method
+def wait_for_file(path):
+    """Wait, without touching the database, until the test creates ``path``."""
+    import os
+
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    return path
