@@ -84,8 +84,8 @@ def test_methods_holding_every_user_connection_delay_nothing_else(
         for client in slow:
             client.send({"msg": "method", "method": "wait_for_lock", "id": "slow", "params": [key]})
         slow[0].send({"msg": "method", "method": "echo", "id": "after", "params": ["after"]})
-        waiting = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                   "AND objid = %s AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+        waiting = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = %s "
+                   "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
         eventually(lambda: sql(waiting, [key], fetch=True)[0][0] == USER_CONNECTIONS)
 
         # Another client's method that needs no database answers.
@@ -198,5 +198,5 @@ def test_database_connections_stay_within_the_budget_under_50_clients_and_http(
         for client in clients:
             client.close()
     assert not http_errors, http_errors
-    assert max(user_seen) == USER_CONNECTIONS, json.dumps(list(zip(seen, user_seen)))  # used to the full
+    assert max(user_seen) == USER_CONNECTIONS, json.dumps(user_seen)  # used to the full, never beyond
     assert max(seen) <= budget, (max(seen), budget)
