@@ -7,6 +7,8 @@ about order -- this happened while the slow calls were still outstanding -- not 
 import json
 import os
 import select
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -14,6 +16,7 @@ import urllib.request
 
 import psycopg2
 import pytest
+from conftest import SERVER_ARGS
 from test_live_data import books, insert_book, wait_for
 
 from ddpctl.config import SYSTEM_CONNECTIONS
@@ -200,3 +203,25 @@ def test_database_connections_stay_within_the_budget_under_50_clients_and_http(
     assert not http_errors, http_errors
     assert max(user_seen) == USER_CONNECTIONS, json.dumps(user_seen)  # used to the full, never beyond
     assert max(seen) <= budget, (max(seen), budget)
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ((), {}, 3),  # the Django setting
+    ((), {"DDPCTL_DB_CONNECTIONS": "4"}, 4),  # the environment variable wins over the setting
+    (("--db-connections", "5"), {"DDPCTL_DB_CONNECTIONS": "4"}, 5),  # the option wins over both
+])
+def test_db_connections_from_option_env_setting(start_server, args, env, expected):
+    live = start_server("--settings", "settings_db_connections", *args, env={"COLUMNS": "300", **env})
+    budget = expected + SYSTEM_CONNECTIONS + 1
+    assert f"at most {budget} DB connections ({expected} for user code)" in live.output()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "true", "\"10\""])
+def test_an_invalid_db_connections_setting_is_refused(value):
+    result = subprocess.run([sys.executable, "-m", "ddpctl", "serve", *SERVER_ARGS, "--settings",
+                             "settings_db_connections", "--listen", "127.0.0.1:0"],
+                            env={**os.environ, "TEST_DDPCTL_DB_CONNECTIONS": value}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "DDPCTL_DB_CONNECTIONS must be a positive integer" in result.stderr
+    assert "Traceback" not in result.stderr
