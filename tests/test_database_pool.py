@@ -160,3 +160,30 @@ def test_a_broken_connection_is_dropped():
     second = in_thread(fragile.run, backend_pid)
     assert second != first and fragile.leased == 0
     fragile.close()
+
+
+def test_once_a_pooled_connection_is_found_broken_the_others_are_checked_before_reuse():
+    from django.db import OperationalError
+
+    pair = DatabasePool(2)
+    both_held = threading.Barrier(2)
+    pids = []
+
+    def hold():
+        pid = backend_pid()
+        both_held.wait(timeout=10)  # two leases at once: two pooled connections
+        return pid
+
+    threads = [threading.Thread(target=lambda: pids.append(in_thread(pair.run, hold))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(pids)) == 2 and pair.idle == 2
+    with connection.cursor() as cursor:  # what a PostgreSQL restart does to them
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s) pid", [pids])
+    with pytest.raises(OperationalError):
+        in_thread(pair.run, backend_pid)  # the first call finds out
+    assert in_thread(pair.run, backend_pid) not in pids  # the next one gets a working connection
+    assert pair.leased == 0
+    pair.close()

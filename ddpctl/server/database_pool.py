@@ -17,8 +17,10 @@ a pywsgi request greenlet).  Django keeps one database connection per greenlet; 
 * when the lease ends the connection goes back to the pool -- its transaction rolled back
   if user code left one open, dropped if it broke -- ready for the next call, so a call
   does not pay for a new PostgreSQL connection (a connect costs several milliseconds).
-  ``CONN_HEALTH_CHECKS`` (Django's setting) is honoured: a connection idle in the pool
-  for a second or more is checked with ``SELECT 1`` before reuse.
+  ``CONN_HEALTH_CHECKS`` (Django's setting) is honoured: a pooled connection is checked
+  with ``SELECT 1`` before reuse if it has been idle a second or more, or if another one
+  was found broken since (so a PostgreSQL restart costs one failed call, not one per
+  pooled connection).
 
 Session state that user code sets with ``SET`` stays on the pooled connection, as with
 Django's own connection pool (psycopg 3).  Only the ``default`` database is pooled.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -103,6 +106,8 @@ class DatabasePool:
 
     def _adopt(self, wrapper: Any) -> None:
         """Route this greenlet's connect and close through the pool, connecting late."""
+        if wrapper.connection is not None:
+            wrapper.close()  # opened outside the pool (not counted): Django closes it
         wrapper.connect = functools.partial(_connect_late, wrapper)
         wrapper.get_autocommit = functools.partial(_get_autocommit, wrapper)
         wrapper.set_autocommit = functools.partial(_set_autocommit, wrapper)
@@ -154,6 +159,10 @@ class DatabasePool:
         """Django's ``_close``: give the connection back instead of closing it."""
         raw = wrapper.connection
         try:
+            if raw.closed:
+                # It broke (PostgreSQL restarted, a failover, a killed backend): the idle
+                # ones may have too, so each is checked before its next use.
+                self._idle = [(other, level, -math.inf) for other, level, _since in self._idle]
             keep = not self._closed and not wrapper.in_atomic_block and _reset(raw)
             if keep:
                 self._idle.append((raw, wrapper.isolation_level, time.monotonic()))
@@ -170,9 +179,11 @@ def _connect_late(wrapper: Any) -> None:
     """Django's ``connect()``, keeping the transaction state built before it."""
     autocommit = wrapper.autocommit
     saved = [getattr(wrapper, name) for name in _TRANSACTION_STATE]
-    type(wrapper).connect(wrapper)
-    for name, value in zip(_TRANSACTION_STATE, saved, strict=True):
-        setattr(wrapper, name, value)
+    try:
+        type(wrapper).connect(wrapper)
+    finally:
+        for name, value in zip(_TRANSACTION_STATE, saved, strict=True):
+            setattr(wrapper, name, value)
     if autocommit != wrapper.autocommit:
         wrapper._set_autocommit(autocommit)  # a flag: BEGIN goes out with the first query
         wrapper.autocommit = autocommit
@@ -207,6 +218,7 @@ def _reset(raw: Any) -> bool:
     if status not in _REUSABLE:
         return False  # a query was interrupted (ACTIVE) or the connection broke (UNKNOWN)
     if status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        logger.warning("rolling back a transaction that user code left open (autocommit off)")
         try:
             raw.rollback()
         except psycopg2.Error as exc:
