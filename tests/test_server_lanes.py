@@ -142,6 +142,21 @@ def test_methods_that_wait_without_the_database_hold_no_connection(start_server,
             client.close()
 
 
+def test_a_method_runs_to_its_end_after_its_client_leaves(start_server, clean, sql, tmp_path):
+    live = start_server("--db-connections", str(USER_CONNECTIONS))
+    flag = tmp_path / "go"
+    with DDPClient(live.ws_url) as leaving:
+        leaving.connect()
+        leaving.send({"msg": "method", "method": "wait_for_file", "id": "w", "params": [str(flag), "Orphan"]})
+        leaving.send({"msg": "method", "method": "echo", "id": "e", "params": []})
+        eventually(lambda: (tmp_path / "go.waiting").exists())
+    flag.touch()  # the client has gone; its method goes on
+    eventually(lambda: sql("SELECT name FROM bookstore_author", fetch=True) == [("Orphan",)])
+    with DDPClient(live.ws_url) as client:  # and the server carries on
+        client.connect()
+        assert client.call("pg_sleep", 0) == 0
+
+
 def test_database_connections_stay_within_the_budget_under_50_clients_and_http(
         start_server, clean, sql, live_database_url):
     live = start_server("--db-connections", str(USER_CONNECTIONS))

@@ -174,10 +174,14 @@ def wait_for_lock(key):
 
 
 @method
-def wait_for_file(path):
-    """Wait, without touching the database, until the test creates ``path``."""
+def wait_for_file(path, then_add_author=None):
+    """Wait, without touching the database, until the test creates ``path``; then maybe write.
+    ``path`` + ``.waiting`` tells the test that the method runs."""
     import os
 
+    open(f"{path}.waiting", "w").close()
     while not os.path.exists(path):
         time.sleep(0.05)
+    if then_add_author:
+        Author.objects.create(name=then_add_author, email=f"{then_add_author}@example.com")
     return path
