@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "examples" / "bookstore")]
 
 
-def database_url() -> str:
+def database_url(name: str = "ddpctl_bench") -> str:
     base = os.environ.get("DATABASE_URL")
     if not base:
         from ddpctl.database import embedded_server_url
@@ -35,11 +35,11 @@ def database_url() -> str:
     admin = psycopg2.connect(base)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS ddpctl_bench WITH (FORCE)")
-        cur.execute("CREATE DATABASE ddpctl_bench")
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
     admin.close()
     parts = urlsplit(base)
-    return urlunsplit(parts._replace(path="/ddpctl_bench"))
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 SERVER_ARGS = ["--settings", "bookstore.settings", "--pythonpath", str(ROOT / "examples" / "bookstore"),

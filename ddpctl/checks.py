@@ -17,10 +17,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             hint="Set DATABASES['default'] to django.db.backends.postgresql "
                  "(ddpctl.database.database_settings() reads DATABASE_URL).",
             id="ddpctl.E001"))
-    workers = getattr(settings, "DDPCTL_DB_CONNECTIONS", 10)
-    if not isinstance(workers, int) or workers < 1:
-        problems.append(Error("DDPCTL_DB_CONNECTIONS must be a positive integer.",
-                              id="ddpctl.E002"))
+    from .config import db_connections_setting
+
+    try:
+        db_connections_setting()
+    except ValueError as exc:
+        problems.append(Error(str(exc), id="ddpctl.E002"))
     from .livedata.changelog import configured_retention
 
     try:

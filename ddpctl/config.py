@@ -4,7 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ServeConfig", "parse_listen"]
+__all__ = ["DEFAULT_DB_CONNECTIONS", "REFRESH_CONCURRENCY", "SYSTEM_CONNECTIONS", "ServeConfig",
+           "db_connections_setting", "parse_listen"]
+
+DEFAULT_DB_CONNECTIONS = 10  # the user lane (methods, publications, views): ``--db-connections``
+REFRESH_CONCURRENCY = 2  # observer refreshes run at once, on the system lane
+SYSTEM_CONNECTIONS = REFRESH_CONCURRENCY + 1  # the system lane: refreshes + one for the node agent
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -30,6 +35,21 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
+def db_connections_setting() -> int | None:
+    """The ``DDPCTL_DB_CONNECTIONS`` Django setting, or ``None`` if unset.
+
+    Raises ``ValueError`` if it is not a positive integer (system check ``ddpctl.E002``).
+    """
+    from django.conf import settings
+
+    value = getattr(settings, "DDPCTL_DB_CONNECTIONS", None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"DDPCTL_DB_CONNECTIONS must be a positive integer, not {value!r}.")
+    return value
+
+
 @dataclass
 class ServeConfig:
     settings: str | None = None
@@ -47,7 +67,7 @@ class ServeConfig:
     receive_queue_bytes: int = 1 << 20  # frame bytes waiting before reading pauses
     max_subscriptions: int = 500  # active subscriptions per connection
     max_params_size: int = 64 << 10  # bytes of a subscription's EJSON params
-    db_connections: int = 10
+    db_connections: int = DEFAULT_DB_CONNECTIONS  # the user lane's PostgreSQL connections
     shutdown_timeout: float = 5.0
     legacy_server_id: bool = False
     node_heartbeat: float = 5.0  # registry heartbeat; a node is gone after 3 missed

@@ -10,7 +10,13 @@ import sys
 import click
 
 from .. import __version__
-from ..config import ServeConfig, parse_listen
+from ..config import (
+    DEFAULT_DB_CONNECTIONS,
+    SYSTEM_CONNECTIONS,
+    ServeConfig,
+    db_connections_setting,
+    parse_listen,
+)
 from ..log import LEVELS, configure_logging
 from .django_setup import django_options, setup_django
 
@@ -55,9 +61,13 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--heartbeat-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               envvar="DDPCTL_HEARTBEAT_TIMEOUT", metavar="SECONDS",
               help="Close a client that does not answer a ping this fast.  [env: DDPCTL_HEARTBEAT_TIMEOUT]")
-@click.option("--db-connections", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--db-connections", type=click.IntRange(min=1), default=None,
               envvar="DDPCTL_DB_CONNECTIONS", metavar="N",
-              help="Most database connections this process opens.  [env: DDPCTL_DB_CONNECTIONS]")
+              help="Most database connections user code (methods, publications, Django views) holds "
+                   "at once in this process; change delivery, the registry heartbeat and operator "
+                   f"commands have {SYSTEM_CONNECTIONS} more of their own, plus one LISTEN connection.  "
+                   f"Default: the DDPCTL_DB_CONNECTIONS Django setting, else {DEFAULT_DB_CONNECTIONS}.  "
+                   "[env: DDPCTL_DB_CONNECTIONS]")
 @click.option("--send-queue-size", type=click.IntRange(min=10), default=10_000, show_default=True,
               envvar="DDPCTL_SEND_QUEUE_SIZE", metavar="MESSAGES",
               help="Messages buffered for one client before it is disconnected as too slow.  "
@@ -116,7 +126,7 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
           ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
           max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
-          db_connections: int, send_queue_size: int, receive_queue_size: int, receive_queue_bytes: int,
+          db_connections: int | None, send_queue_size: int, receive_queue_size: int, receive_queue_bytes: int,
           max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float, node_heartbeat: float,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, legacy_server_id: bool) -> None:
@@ -139,7 +149,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     config = ServeConfig(
         settings=settings, listen=listen, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         log_level=log_level, max_frame_size=max_frame_size, heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout, db_connections=db_connections,
+        heartbeat_timeout=heartbeat_timeout,
         send_queue_size=send_queue_size, receive_queue_size=receive_queue_size,
         receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
         max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
@@ -154,6 +164,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     elif ssl_keyfile:
         raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
     setup_django(settings, pythonpath)
+    config.db_connections = _db_connections(db_connections)
     _configure_meteor(config, meteor_bundle, meteor_settings, root_url, ddp_url, meteor_sri,
                       meteor_source_maps, meteor_watch)
     from ..server.runner import DDPServer, bind_sockets
@@ -173,6 +184,17 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     server = DDPServer(config, sockets, ssl_context)
     _banner(config, server.addresses, 1)
     server.serve()
+
+
+def _db_connections(option: int | None) -> int:
+    """The user lane's size: the option (or its env var), else the Django setting, else the default."""
+    if option is not None:
+        return option
+    try:
+        setting = db_connections_setting()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    return DEFAULT_DB_CONNECTIONS if setting is None else setting
 
 
 def _configure_meteor(config: ServeConfig, bundle_dir: str | None, settings_file: str | None,
@@ -224,7 +246,8 @@ def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int)
         table.add_row("Meteor", f"{bundle.directory} ({', '.join(bundle.programs)}; {bundle.meteor_release})"
                                 + ("; hot code push on" if config.meteor_watch else ""))
     table.add_row("serving", f"{len(methods.names())} method(s), {len(publications.names())} "
-                             f"publication(s), at most {config.db_connections} DB connections"
+                             f"publication(s), at most {config.db_connections + SYSTEM_CONNECTIONS + 1} "
+                             f"DB connections ({config.db_connections} for user code)"
                              + (f" per worker, {workers} workers" if workers > 1 else ""))
     console.print(f"[bold]ddpctl {__version__}[/bold] (pid {os.getpid()}) - Ctrl-C or SIGTERM to stop")
     console.print(table)

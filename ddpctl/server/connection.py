@@ -1,10 +1,14 @@
 """One DDP client connection: transport, session, bounded send queue, heartbeats.
 
 The reader (the pywsgi handler's own greenlet) answers pings at once and queues
-``sub``/``unsub``/``method``; a processor greenlet handles those in arrival order (user
-code runs on the database workers); a writer greenlet drains the send queue, batching
-frames.  Processor and writer exist only while they have work, so an idle connection
-costs one greenlet; the server's heartbeat loop calls :meth:`DDPConnection.tick`.
+``sub``/``unsub``/``method``; a processor greenlet handles those in arrival order and runs
+their user code itself, leasing a database connection from the server's user lane
+(:mod:`.database_pool`) only while that code uses one.  A slow method therefore delays
+this connection's later messages (Meteor's in-order semantics) and nothing else; the
+system lane (change delivery, registry heartbeat, operator commands) has connections of
+its own.  A writer greenlet drains the send queue, batching frames.  Processor and writer
+exist only while they have work, so an idle connection costs one greenlet; the server's
+heartbeat loop calls :meth:`DDPConnection.tick`.
 
 Input is bounded: once ``receive_queue_size`` messages or ``receive_queue_bytes`` bytes of
 frames wait for the processor, the reader stops reading the socket until it catches up, so
@@ -200,10 +204,18 @@ class DDPConnection:
             writer = self._writer
             if writer is not None and not self.transport.closed:
                 writer.join(timeout=self.config.shutdown_timeout)  # flush, then the close frame
-            gevent.killall([g for g in (self._writer, self._processor) if g is not None], block=False)
+            if self._writer is not None:
+                self._writer.kill(block=False)
             self.transport.abort()
-            for sub in list(self._subs.values()):
-                sub.deactivate()
+            # Like Meteor, a method already running is not interrupted when its client
+            # leaves (killing it mid-way would leave half-done writes); queued ones are dropped.
+            self._inbox.clear()
+            processor = self._processor
+            if processor is not None:
+                processor.join()
+            with self.server.db.lease():
+                for sub in list(self._subs.values()):
+                    sub.deactivate()
             self._subs.clear()
             self.server.connections.discard(self)
 
@@ -454,9 +466,9 @@ class DDPConnection:
         self._push(text)
 
     def _push(self, item: Any, bounded: bool = True) -> None:
+        if self.transport.closed:
+            return  # the client is gone (e.g. a method finishing after it left)
         if bounded and self._outbox.qsize() >= self.config.send_queue_size:
-            if self._closing and self.transport.closed:
-                return
             # A client that cannot keep up would make the server buffer without bound.
             logger.warning("closing connection %s: send queue full (%d messages)",
                            self.handle.id, self.config.send_queue_size)

@@ -1,10 +1,11 @@
-"""A fixed set of greenlets that run every piece of ORM work of DDP connections.
+"""The system lane: a fixed set of greenlets that run the server's own ORM work.
 
-Django keeps one database connection per greenlet.  If each WebSocket greenlet touched
-the ORM itself, every client would hold a connection (django-ddp ran out of
-``max_connections`` at ~100 clients).  Here ``size`` worker greenlets take jobs from a
-queue, so a process never holds more than ``size`` connections for DDP, whatever the
-number of clients, and each worker keeps its connection between jobs.
+Observer refreshes (change delivery), the node's registry heartbeat, operator commands
+and changelog pruning run here, on ``size`` worker greenlets that take jobs from a queue.
+Django keeps one database connection per greenlet, so the lane holds at most ``size``
+connections, each kept between jobs.  User code (methods, publications, Django views)
+never runs here: it leases connections from :mod:`.database_pool` instead, so however
+long it takes, it cannot delay the system lane.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ T = TypeVar("T")
 
 
 class DatabaseWorkers:
+    """``size`` greenlets, each with its own database connection, running jobs in order."""
+
     def __init__(self, size: int) -> None:
         self.size = size
         self._queue: Queue = Queue()

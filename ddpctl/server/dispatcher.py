@@ -14,6 +14,9 @@ other observers (:meth:`ddpctl.livedata.observer.Observer.refresh`): one failing
 publication never stalls the others.  Each observer sends the messages of a batch in
 commit order (the order rules are in :mod:`ddpctl.livedata.observer`).
 
+Observer refreshes run on the system lane (:mod:`.database_workers`), never behind user
+code, ``concurrency`` at a time.
+
 ``sync()`` is the write fence: it returns once every change committed before the call
 has been handed to the sessions, so a method's ``updated`` follows its data.
 """

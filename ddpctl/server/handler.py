@@ -17,6 +17,7 @@ from .connection import DDPConnection, RawTransport, SockJSTransport
 from .websocket import WebSocket, accept_key
 
 if TYPE_CHECKING:
+    from .database_pool import DatabasePool
     from .runner import DDPServer
 
 __all__ = ["DDPHandler", "Router", "websocket_route"]
@@ -92,11 +93,9 @@ def _sender(sock: Any) -> Callable[[bytes], None]:
 class Router:
     """The WSGI application: SockJS's HTTP endpoints, then Django."""
 
-    def __init__(self, django_app: Callable[..., Iterable[bytes]],
-                 django_slots: Any, close_connections: Callable[[], None]) -> None:
+    def __init__(self, django_app: Callable[..., Iterable[bytes]], database: DatabasePool) -> None:
         self.django_app = django_app
-        self._slots = django_slots
-        self._close_connections = close_connections
+        self._database = database
         self.app: Callable[..., Iterable[bytes]] = self.django  # a Meteor bundle's layer goes in front
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -128,18 +127,16 @@ class Router:
         return _plain(start_response, "404 Not Found", b"Not found\n")
 
     def django(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        # Bounded like the DDP database workers, so HTTP load cannot exhaust PostgreSQL.
-        with self._slots:
+        # Views are user code: their database connection comes from the user lane's pool
+        # (shared with DDP methods), so HTTP load cannot exhaust PostgreSQL.
+        with self._database.lease():
+            response = self.django_app(environ, start_response)
             try:
-                response = self.django_app(environ, start_response)
-                try:
-                    return [b"".join(response)]
-                finally:
-                    close = getattr(response, "close", None)
-                    if close is not None:
-                        close()
+                return [b"".join(response)]
             finally:
-                self._close_connections()
+                close = getattr(response, "close", None)
+                if close is not None:
+                    close()
 
 
 def _plain(start_response: StartResponse, status: str, body: bytes,

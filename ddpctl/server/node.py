@@ -5,6 +5,9 @@ subscriptions (:mod:`ddpctl.registry`) and deletes the rows of nodes that missed
 Operator commands (:mod:`ddpctl.control`) are run when the dispatcher hears
 ``NOTIFY ddpctl_control``, and on every heartbeat in case that NOTIFY was missed.  Once an
 hour it deletes changes older than the changelog retention.
+
+All of it runs on the system lane (``server.system_db``), which user code never occupies:
+slow methods or publications cannot age the heartbeat or hold up an operator command.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class NodeAgent:
             self._greenlet.kill(block=True, timeout=2)
         if self.writer is not None:  # even if registering was cut short: its INSERT may have run
             try:
-                self.server.db.run(self._in_transaction, self.writer.unregister)
+                self.server.system_db.run(self._in_transaction, self.writer.unregister)
             except Exception as exc:  # the database may be gone; the rows expire anyway
                 logger.warning("could not remove this node from the registry: %s", exc)
 
@@ -84,7 +87,7 @@ class NodeAgent:
             self._wake.clear()
             try:
                 if self._since is None:
-                    self._since = self.server.db.run(self._in_transaction, self.writer.register)
+                    self._since = self.server.system_db.run(self._in_transaction, self.writer.register)
                     logger.info("registered as node %s", self.id)
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.heartbeat
@@ -92,7 +95,7 @@ class NodeAgent:
                 self._run_commands()
                 if time.monotonic() - self._last_prune >= PRUNE_EVERY:
                     self._last_prune = time.monotonic()
-                    self.server.db.run(self._prune)
+                    self.server.system_db.run(self._prune)
             except Exception as exc:  # the database went away: try again on the next beat
                 logger.warning(
                     "node registry: %s: %s",
@@ -126,7 +129,7 @@ class NodeAgent:
                 logger.info("removed node(s) that stopped sending heartbeats: %s", ", ".join(gone))
             control.expire_commands(cursor)
 
-        self.server.db.run(self._in_transaction, write)
+        self.server.system_db.run(self._in_transaction, write)
 
     def _prune(self) -> None:
         retention = changelog.configured_retention()
@@ -142,14 +145,16 @@ class NodeAgent:
     # -- operator commands --------------------------------------------------------------
 
     def _run_commands(self) -> None:
-        pending = self.server.db.run(self._in_transaction, control.pending_commands, self.id, self._since)
+        pending = self.server.system_db.run(self._in_transaction, control.pending_commands, self.id,
+                                            self._since)
         for command_id, kind, args in pending:
             try:
                 result = self._execute(kind, args)
             except Exception as exc:
                 logger.exception("operator command %d (%s) failed", command_id, kind)
                 result = {"error": f"{type(exc).__name__}: {exc}"}
-            self.server.db.run(self._in_transaction, control.record_result, command_id, self.id, result)
+            self.server.system_db.run(self._in_transaction, control.record_result, command_id, self.id,
+                                      result)
 
     def _execute(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         if kind == "close":

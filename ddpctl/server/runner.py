@@ -1,5 +1,19 @@
 """The server process: bind, serve, and shut down gracefully on SIGTERM/SIGINT.
 
+Database work runs in two lanes with separate connections:
+
+* the user lane (:class:`.database_pool.DatabasePool`, ``server.db``): methods,
+  publication starts, stop callbacks, Django views, each on its caller's greenlet, holding
+  at most ``--db-connections`` PostgreSQL connections between them;
+* the system lane (:class:`.database_workers.DatabaseWorkers`, ``server.system_db``):
+  observer refreshes (at most ``config.REFRESH_CONCURRENCY`` at once) and the node agent
+  (registry heartbeat, operator commands, retention), on ``config.SYSTEM_CONNECTIONS``
+  workers, so one worker is always free for the node agent.
+
+With the dispatcher's LISTEN connection, one process holds at most
+``--db-connections + SYSTEM_CONNECTIONS + 1`` PostgreSQL connections (default 10 + 3 + 1),
+whatever the number of clients.
+
 Shutdown (like uvicorn): stop accepting, close every DDP connection with 1001 after its
 queued messages, wait up to ``shutdown_timeout`` for them, then stop the database workers.
 """
@@ -15,8 +29,9 @@ from typing import TYPE_CHECKING
 import gevent
 from gevent import pywsgi
 from gevent.event import Event
-from gevent.lock import BoundedSemaphore
 
+from ..config import REFRESH_CONCURRENCY, SYSTEM_CONNECTIONS
+from .database_pool import DatabasePool
 from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
 from .handler import DDPHandler, Router
@@ -76,13 +91,13 @@ class DDPServer:
         self.config = config
         self.connections: set[DDPConnection] = set()
         self.draining = False
-        self.db = DatabaseWorkers(config.db_connections)
+        self.db = DatabasePool(config.db_connections)
+        self.system_db = DatabaseWorkers(SYSTEM_CONNECTIONS)
         params = connections["default"].get_connection_params()
         params.pop("cursor_factory", None)
         self.node = NodeAgent(self, config.node_heartbeat)
-        self.dispatcher = Dispatcher(params, self.db, config.db_connections, on_control=self.node.wake)
-        app = Router(get_wsgi_application(), BoundedSemaphore(config.db_connections),
-                     connections.close_all)
+        self.dispatcher = Dispatcher(params, self.system_db, REFRESH_CONCURRENCY, on_control=self.node.wake)
+        app = Router(get_wsgi_application(), self.db)
         self.meteor = None
         if config.meteor_bundle is not None:
             from .meteor import MeteorService
@@ -173,5 +188,6 @@ class DDPServer:
         if self.meteor is not None:
             self.meteor.stop()
         self.dispatcher.stop()
-        self.db.stop(timeout=1.0)
+        self.system_db.stop(timeout=1.0)
+        self.db.close()
         logger.info("stopped")

@@ -434,3 +434,27 @@ class LabelledDocs(Publication):
 
     def get_queries(self, label):
         return [TeamDoc.objects.filter(id__in=DocLabel.objects.filter(label=label).values("doc"))]
+
+
+@method
+def wait_for_lock(key):
+    """Hold a database connection until the test frees advisory lock ``key``."""
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [key])
+    return key
+
+
+@method
+def wait_for_file(path, then_add_author=None):
+    """Wait, without touching the database, until the test creates ``path``; then maybe write.
+    ``path`` + ``.waiting`` tells the test that the method runs."""
+    import os
+
+    open(f"{path}.waiting", "w").close()
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    if then_add_author:
+        Author.objects.create(name=then_add_author, email=f"{then_add_author}@example.com")
+    return path
