@@ -5,7 +5,7 @@ import pytest
 from bookstore.models import Author, Book
 from django.db import connection
 
-from ddpctl.livedata import capture
+from ddpctl.livedata import capture, changelog
 from ddpctl.livedata.changelog import ChangelogReader
 from ddpctl.livedata.observer import ChangeSet, Cursor, diff_fields
 
@@ -64,39 +64,147 @@ def test_no_op_update_is_not_recorded(conn):
         assert reader.read(cur) == []
 
 
+def xid_of(c):
+    with c.cursor() as cur:
+        cur.execute("SELECT pg_current_xact_id()::text::bigint")
+        return cur.fetchone()[0]
+
+
 def test_slow_transaction_with_a_lower_id_is_not_skipped(conn):
-    with conn.cursor() as cur:
-        reader = ChangelogReader.at_end(cur)
-        slow = other_connection()
-        with slow.cursor() as slow_cur:
-            make_author(slow_cur, "slow@x")  # takes the lower id, stays uncommitted
-            fast = other_connection()
+    slow, fast = other_connection(), other_connection()
+    try:
+        with conn.cursor() as cur:
+            reader = ChangelogReader.at_end(cur)
+            with slow.cursor() as slow_cur:
+                make_author(slow_cur, "slow@x")  # takes the lower id, stays uncommitted
             with fast.cursor() as fast_cur:
                 make_author(fast_cur, "fast@x")
             fast.commit()
             first = reader.read(cur)
-            assert len(first) == 1 and reader.gaps  # the slow id is remembered as a gap
-            assert reader.read(cur) == []            # still in flight: kept, not dropped
-            assert reader.gaps
-        slow.commit()
-        second = reader.read(cur)
-        assert len(second) == 1 and second[0].id < first[0].id  # commit order, not id order
-        assert reader.gaps == {}
+            assert len(first) == 1 and xid_of(slow) in reader.in_flight  # remembered
+            assert reader.read(cur) == []                                # still running: kept
+            assert xid_of(slow) in reader.in_flight
+            slow_xid = xid_of(slow)
+            slow.commit()
+            second = reader.read(cur)
+            assert len(second) == 1 and second[0].id < first[0].id  # commit order, not id order
+            assert slow_xid not in reader.in_flight
+            assert reader.read(cur) == []
+    finally:
         slow.close()
         fast.close()
 
 
-def test_rolled_back_ids_are_dropped_from_gaps(conn):
-    with conn.cursor() as cur:
-        reader = ChangelogReader.at_end(cur)
-        doomed = other_connection()
-        with doomed.cursor() as c:
-            make_author(c, "doomed@x")
-        doomed.rollback()
+def test_rolled_back_transactions_are_forgotten(conn):
+    doomed = other_connection()
+    try:
+        with conn.cursor() as cur:
+            reader = ChangelogReader.at_end(cur)
+            with doomed.cursor() as c:
+                make_author(c, "doomed@x")
+            doomed_xid = xid_of(doomed)
+            Author.objects.create(name="B", email="after@x")
+            assert len(reader.read(cur)) == 1 and doomed_xid in reader.in_flight
+            doomed.rollback()
+            Author.objects.create(name="C", email="later@x")
+            rows = reader.read(cur)
+            assert len(rows) == 1 and doomed_xid not in reader.in_flight
+    finally:
         doomed.close()
-        Author.objects.create(name="B", email="after@x")
-        rows = reader.read(cur)
-        assert len(rows) == 1 and reader.gaps == {}
+
+
+def test_savepoints_and_rolled_back_subtransactions(conn):
+    writer = other_connection()
+    try:
+        with conn.cursor() as cur:
+            reader = ChangelogReader.at_end(cur)
+            with writer.cursor() as w:
+                w.execute("SAVEPOINT a")
+                kept = make_author(w, "sp-kept@x")       # inside a subtransaction that is kept
+                w.execute("RELEASE SAVEPOINT a")
+                w.execute("SAVEPOINT b")
+                make_author(w, "sp-undone@x")            # inside one that is rolled back
+                w.execute("ROLLBACK TO SAVEPOINT b")
+                Author.objects.create(name="later", email="sp-later@x")
+                assert [r.row for r in reader.read(cur)] == [str(Author.objects.get(email="sp-later@x").pk)]
+                later = make_author(w, "sp-last@x")
+            writer.commit()
+            assert [r.row for r in reader.read(cur)] == [str(kept), str(later)]
+            assert reader.read(cur) == []
+    finally:
+        writer.close()
+
+
+def test_a_transaction_running_when_the_reader_starts_is_read_however_long(conn):
+    """No window of ids: 20,000 later changes do not push an older transaction out."""
+    old = other_connection()
+    try:
+        with old.cursor() as c:
+            early = make_author(c, "early@x")
+        bulk = other_connection()
+        with bulk.cursor() as c:
+            c.execute("INSERT INTO bookstore_author (name, email) "
+                      "SELECT 'bulk', 'early-bulk-' || g FROM generate_series(1, 20000) g")
+        bulk.commit()
+        bulk.close()
+        with conn.cursor() as cur:
+            reader = ChangelogReader.at_end(cur)
+            assert reader.read(cur) == []
+            old.commit()
+            assert [r.row for r in reader.read(cur)] == [str(early)]
+    finally:
+        old.close()
+
+
+def test_prepared_transactions_are_read_when_committed(conn):
+    with conn.cursor() as cur:
+        cur.execute("SHOW max_prepared_transactions")
+        if int(cur.fetchone()[0]) == 0:
+            pytest.skip("max_prepared_transactions is 0 on this server")
+        reader = ChangelogReader.at_end(cur)
+        prepared = other_connection()
+        try:
+            with prepared.cursor() as c:
+                row = make_author(c, "2pc@x")
+                c.execute("PREPARE TRANSACTION 'ddpctl-test-2pc'")
+            Author.objects.create(name="later", email="2pc-later@x")
+            assert len(reader.read(cur)) == 1
+            cur.execute("COMMIT PREPARED 'ddpctl-test-2pc'")
+            assert [r.row for r in reader.read(cur)] == [str(row)]
+        finally:
+            prepared.close()
+
+
+def test_read_cost_is_bounded_behind_an_idle_transaction_and_a_rolled_back_import(conn):
+    """What a read sends does not grow with the rows of transactions that rolled back or
+    run (issue 9.6: the old reader sent every missed id, 200,000 of them here)."""
+    idle, bulk = other_connection(), other_connection()
+    try:
+        with conn.cursor() as cur:
+            reader = ChangelogReader.at_end(cur)
+            with idle.cursor() as c:
+                idle_row = make_author(c, "idle@x")   # then sits idle in its transaction
+            with bulk.cursor() as c:
+                c.execute("INSERT INTO bookstore_author (name, email) "
+                          "SELECT 'bulk', 'import-' || g FROM generate_series(1, 200000) g")
+            marker = Author.objects.create(name="m", email="marker-1@x")
+            assert [r.row for r in reader.read(cur)] == [str(marker.pk)]  # import running
+            bulk.rollback()
+            sizes = []
+            for i in range(2, 5):
+                marker = Author.objects.create(name="m", email=f"marker-{i}@x")
+                assert [r.row for r in reader.read(cur)] == [str(marker.pk)]
+                sizes.append(len(cur.query))
+            # The statement plus at most one xid (and its floor) per connection the server allows.
+            cur.execute("SHOW max_connections")
+            connections_allowed = int(cur.fetchone()[0])
+            assert len(reader.in_flight) <= connections_allowed
+            assert max(sizes) < len(changelog._READ) + 2 * 24 * connections_allowed, sizes
+            idle.commit()
+            assert [r.row for r in reader.read(cur)] == [str(idle_row)]
+    finally:
+        idle.close()
+        bulk.close()
 
 
 def test_many_to_many_is_recorded_on_the_owner(conn):

@@ -1,17 +1,41 @@
 """Reading ``ddpctl_change`` in commit order without ever skipping a committed row.
 
-Change ids come from a sequence, taken when the statement runs, not when its
-transaction commits.  A reader that kept only "the highest id seen" would skip the rows of
-a slow transaction that commits after a faster one with higher ids.  So the reader keeps
-**gaps**: ids below its position that were not visible yet.  Each read fetches new ids and
-the gaps, in one statement, together with the statement's snapshot.  A gap is dropped only
-when every transaction that could own it has ended (the snapshot's ``xmin`` passed the
-``xmax`` recorded when the gap was first seen); if its row has not appeared by then, that
-transaction rolled back.
+Change ids come from a sequence, drawn when the statement runs, not when its transaction
+commits, so a reader that kept only "the highest id seen" would skip the rows of a slow
+transaction that commits after a faster one with higher ids.  Each row also records the
+top-level transaction that wrote it (``xid``, ``pg_current_xact_id()``), and that is
+what the reader tracks instead of the ids it has not seen:
 
-Rows come out in the order they became visible, which is commit order between reads; within
-one read they are sorted by id.  Either way, the changes of one row always come out in the
-order they were made (a second writer of a row waits for the first to commit).
+- ``position``: the highest id read; every row with a lower id was read, except rows of
+- ``in_flight``: transactions that were still running at the reader's last snapshot.
+
+Why that is enough (every read is one statement, with one snapshot ``S``): the capture
+triggers run AFTER the data change, so the writing transaction already has its xid when
+the row's id is drawn.  Take a row with id ``i <= position`` that ``S`` does not see.  The
+row at ``position`` is visible in ``S``: its id was drawn before ``S`` was taken.  The
+sequence is drawn in increasing order (``CACHE 1``, the identity column's default), so
+``i`` was drawn, and the invisible row's xid assigned, before ``S`` too: its transaction
+had begun and not committed when ``S`` was taken, which is exactly the list
+``pg_snapshot_xip(S)``.  A rolled-back transaction's rows are never visible; once it has
+ended it is dropped.  So each read asks for ``id > position OR xid IN in_flight`` and
+afterwards keeps, as ``in_flight``, the snapshot's running transactions: the cost of a
+read is bounded by the number of concurrent transactions (at most ``max_connections`` +
+``max_prepared_transactions``), never by rows.  An idle session in a transaction is one
+xid; a 200,000-row import that rolls back costs one probe of its xid when it ends.  A
+running transaction is never probed (``pg_visible_in_snapshot``), so a big import in
+progress costs nothing either.  The same holds for a transaction of any age or length: a
+reader started with :meth:`ChangelogReader.at_end` takes the running transactions of its
+first snapshot.
+
+Savepoints (``pg_current_xact_id()`` is the top-level xid; rows of a rolled-back
+subtransaction never become visible), prepared transactions (they stay in the snapshot's
+list until ``COMMIT PREPARED``), ``TRUNCATE`` (it has an xid before its AFTER trigger
+runs) and many-to-many rows (the same triggers) need nothing more.  Rows written before
+migration ``0003_change_xid`` have no xid: they were all committed when it ran.
+
+Rows come out in the order they became visible, which is commit order between reads;
+within one read they are sorted by id.  Either way, the changes of one row always come out
+in the order they were made (a second writer of a row waits for the first to commit).
 """
 from __future__ import annotations
 
@@ -19,19 +43,33 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["ChangeRow", "ChangelogReader", "OPS", "configured_retention", "count_range", "first_position_at",
-           "prune", "read_range"]
+__all__ = ["ChangeRow", "ChangelogReader", "OPS", "Snapshot", "configured_retention", "count_range",
+           "first_position_at", "prune", "read_range"]
 
-_READ = """
-WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
-                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
-SELECT snap.xmin, snap.xmax, c.id, c."table", c.op, c."row", c.fields, c.at
-FROM snap LEFT JOIN LATERAL (
-    SELECT id, "table", op, "row", fields, at FROM ddpctl_change
-    WHERE id > %(position)s OR id = ANY(%(gaps)s::bigint[])
-    ORDER BY id LIMIT %(limit)s) c ON true
-ORDER BY c.id
+_SNAPSHOT = "WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s)"
+
+# One statement, so one snapshot: its first row carries the snapshot (id NULL), then the
+# changes.  ``in_flight`` rows are only looked for below the position (above it, the first
+# arm finds them) and only for transactions that have ended by this snapshot.
+_READ = _SNAPSHOT + """
+SELECT NULL::bigint AS id, NULL::text, NULL::text, NULL::text, NULL::text[], NULL::timestamptz, s::text
+FROM snap
+UNION ALL
+(SELECT id, "table", op, "row", fields, at, NULL FROM (
+    (SELECT id, "table", op, "row", fields, at FROM ddpctl_change
+     WHERE id > %(position)s ORDER BY id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT c.id, c."table", c.op, c."row", c.fields, c.at
+     FROM snap, unnest(%(xids)s::text[]::xid8[], %(floors)s::bigint[]) AS f(xid, floor)
+     CROSS JOIN LATERAL (
+         SELECT id, "table", op, "row", fields, at FROM ddpctl_change
+         WHERE xid = f.xid AND id > f.floor AND id <= %(position)s ORDER BY id LIMIT %(limit)s) c
+     WHERE pg_visible_in_snapshot(f.xid, snap.s))
+ ) AS changes ORDER BY id LIMIT %(limit)s)
+ORDER BY id NULLS FIRST
 """
+
+_END = _SNAPSHOT + "SELECT s::text, (SELECT coalesce(max(id), 0) FROM ddpctl_change) FROM snap"
 
 
 OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
@@ -46,35 +84,57 @@ class ChangeRow(NamedTuple):
     at: datetime.datetime
 
 
+class Snapshot(NamedTuple):
+    """A PostgreSQL snapshot (``pg_snapshot``): transactions ``< xmin`` have ended,
+    ``>= xmax`` had not begun, ``xip`` were running."""
+
+    xmin: int
+    xmax: int
+    xip: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> Snapshot:
+        """From ``pg_snapshot``'s text form ``xmin:xmax:xip,xip,...``."""
+        xmin, xmax, xip = text.split(":")
+        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
+
+    def running(self, xid: int) -> bool:
+        return xid >= self.xmax or xid in self.xip
+
+
 @dataclass
 class ChangelogReader:
-    """Where a reader is: every id ``<= position`` was read, except the ``gaps``."""
+    """Where a reader is: every change with id ``<= position`` was read, except those of the
+    ``in_flight`` transactions (xid -> the highest of its ids already read, 0 if none)."""
 
     position: int = 0
-    gaps: dict[int, int] = field(default_factory=dict)  # id -> snapshot xmax when first missed
+    in_flight: dict[int, int] = field(default_factory=dict)
     batch_size: int = 5000
 
     def read(self, cursor: Any) -> list[ChangeRow]:
-        """The next rows that became visible (at most ``batch_size``), in order."""
-        cursor.execute(_READ, {"position": self.position, "gaps": list(self.gaps), "limit": self.batch_size})
+        """The next rows that became visible (at most ``batch_size``), in order.
+
+        ``cursor``: a psycopg2 cursor, not inside a REPEATABLE READ transaction (each read
+        needs a fresh snapshot).  Database errors propagate; the reader is then unchanged.
+        """
+        xids = list(self.in_flight)
+        cursor.execute(_READ, {"position": self.position, "limit": self.batch_size,
+                               "xids": [str(x) for x in xids], "floors": [self.in_flight[x] for x in xids]})
         rows = cursor.fetchall()
-        if not rows:
-            return []
-        xmin, xmax = rows[0][0], rows[0][1]
-        changes = [ChangeRow(*r[2:]) for r in rows if r[2] is not None]
-        expected = self.position + 1
-        for change in changes:
-            if change.id in self.gaps:
-                del self.gaps[change.id]
-            elif change.id >= expected:
-                for missing in range(expected, change.id):
-                    self.gaps[missing] = xmax
-                expected = change.id + 1
-        self.position = max(self.position, expected - 1)
-        # A gap whose possible owners have all ended belongs to a rolled-back transaction.
-        for gap, seen_xmax in list(self.gaps.items()):
-            if seen_xmax <= xmin:
-                del self.gaps[gap]
+        snapshot = Snapshot.parse(rows[0][6])
+        changes = [ChangeRow(*r[:6]) for r in rows[1:]]
+        last = changes[-1].id if changes else self.position
+        # A full batch is the lowest ``batch_size`` matching ids: an ended transaction may
+        # still have rows between ``last`` and the old position.
+        unread_below = len(changes) >= self.batch_size and last < self.position
+        in_flight = {xid: 0 for xid in snapshot.xip}
+        for xid, floor in self.in_flight.items():
+            if snapshot.running(xid):
+                in_flight[xid] = floor
+            elif unread_below:
+                in_flight[xid] = max(floor, last)
+        self.in_flight = in_flight
+        self.position = max(self.position, last)
         return changes
 
     def catch_up_all(self, cursor: Any) -> list[ChangeRow]:
@@ -87,16 +147,12 @@ class ChangelogReader:
                 return out
 
     @classmethod
-    def at_end(cls, cursor: Any, window: int = 10_000) -> ChangelogReader:
-        """A reader positioned after the last visible change, with the gaps of the last
-        ``window`` ids (transactions still in flight) remembered."""
-        # The sequence, not max(id): after a prune the table may be empty.
-        cursor.execute("SELECT coalesce(pg_sequence_last_value("
-                       "pg_get_serial_sequence('ddpctl_change', 'id')::regclass), 0)")
-        end = cursor.fetchone()[0]
-        reader = cls(position=max(0, end - window))
-        reader.catch_up_all(cursor)
-        return reader
+    def at_end(cls, cursor: Any) -> ChangelogReader:
+        """A reader after the last committed change, that will still read every change of
+        the transactions running now, however old or long they are."""
+        cursor.execute(_END)
+        text, end = cursor.fetchone()
+        return cls(position=end, in_flight=dict.fromkeys(Snapshot.parse(text).xip, 0))
 
 
 def first_position_at(cursor: Any, moment: datetime.datetime) -> int:
