@@ -1,9 +1,13 @@
 """The changelog reader against a real PostgreSQL (pytest-django's test database,
 which has the capture triggers: ``post_migrate`` installs them)."""
+import uuid
+
 import psycopg2
 import pytest
 from bookstore.models import Author, Book
 from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ddpctl.livedata import capture, changelog
 from ddpctl.livedata.changelog import ChangelogReader
@@ -271,3 +275,76 @@ def test_serialization():
     assert doc_id == str(book.pk)
     assert fields == {"title": "T", "pages": 3, "published": datetime.date(2020, 1, 2), "blurb": "",
                       "author_id": str(author.pk), "genres_ids": []}
+
+
+_WRITERS = 3
+_operation = st.one_of(
+    st.tuples(st.just("insert"), st.integers(0, _WRITERS - 1), st.integers(1, 3)),
+    st.tuples(st.just("undone"), st.integers(0, _WRITERS - 1), st.integers(1, 2)),  # rolled-back savepoint
+    st.tuples(st.just("commit"), st.integers(0, _WRITERS - 1), st.just(0)),
+    st.tuples(st.just("rollback"), st.integers(0, _WRITERS - 1), st.just(0)),
+    st.tuples(st.just("read"), st.just(0), st.just(0)),
+)
+
+
+@pytest.fixture
+def writers():
+    conns = [other_connection() for _ in range(_WRITERS)]
+    yield conns
+    for c in conns:
+        c.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=st.lists(_operation, max_size=40), start_at=st.integers(0, 8),
+       batch_size=st.sampled_from([1, 2, 3, 5000]))
+def test_interleaved_transactions_are_read_once_each_when_committed(conn, writers, operations, start_at,
+                                                                    batch_size):
+    """Whatever the interleaving of writers, each read returns exactly the rows committed
+    since the reader started that it has not returned yet: none skipped, none twice,
+    none rolled back."""
+    pending: list[list[str]] = [[] for _ in writers]  # rows written by each open transaction
+    committed: list[str] = []   # rows whose transaction committed after the reader started
+    read: list[str] = []
+    reader = None
+    counter = iter(range(10**6))
+    for c in writers:
+        c.rollback()
+
+    def catch_up(cur):
+        read.extend(r.row for r in reader.catch_up_all(cur) if r.table == "bookstore_author")
+
+    with conn.cursor() as cur:
+        # The reader starts after ``start_at`` operations: transactions may be running then.
+        operations = operations[:start_at] + [("start", 0, 0)] + operations[start_at:]
+        for op, w, n in [*operations, *[("commit", i, 0) for i in range(_WRITERS)]]:
+            c = writers[w]
+            if op == "start":
+                reader = ChangelogReader.at_end(cur)
+                reader.batch_size = batch_size
+            elif op in ("insert", "undone"):
+                with c.cursor() as wc:
+                    if op == "undone":
+                        wc.execute("SAVEPOINT s")
+                    wc.execute("INSERT INTO bookstore_author (name, email) SELECT 'p', "
+                               "%s || g FROM generate_series(1, %s) g RETURNING id",
+                               [f"prop-{uuid.uuid4().hex}-{next(counter)}-", n])
+                    rows = [str(r[0]) for r in wc.fetchall()]
+                    if op == "undone":
+                        wc.execute("ROLLBACK TO SAVEPOINT s")
+                    else:
+                        pending[w].extend(rows)
+            elif op == "commit":
+                c.commit()
+                if reader is not None:
+                    committed.extend(pending[w])
+                pending[w] = []
+            elif op == "rollback":
+                c.rollback()
+                pending[w] = []
+            elif op == "read" and reader is not None:
+                catch_up(cur)
+                assert sorted(read) == sorted(committed)  # nothing committed is left behind
+        catch_up(cur)
+    assert len(read) == len(set(read))
+    assert sorted(read) == sorted(committed)

@@ -3,39 +3,43 @@
 Change ids come from a sequence, drawn when the statement runs, not when its transaction
 commits, so a reader that kept only "the highest id seen" would skip the rows of a slow
 transaction that commits after a faster one with higher ids.  Each row also records the
-top-level transaction that wrote it (``xid``, ``pg_current_xact_id()``), and that is
-what the reader tracks instead of the ids it has not seen:
+top-level transaction that wrote it (``xid``, ``pg_current_xact_id()``), and the reader
+tracks transactions instead of the ids it has not seen:
 
 - ``position``: the highest id read; every row with a lower id was read, except rows of
-- ``in_flight``: transactions that were still running at the reader's last snapshot.
+- ``in_flight``: the transactions listed as running in the reader's last snapshot, and
+- ``horizon``: that snapshot's ``xmax``; transactions from there on had not been listed.
 
 Why that is enough (every read is one statement, with one snapshot ``S``): the capture
 triggers run AFTER the data change, so the writing transaction already has its xid when
 the row's id is drawn.  Take a row with id ``i <= position`` that ``S`` does not see.  The
-row at ``position`` is visible in ``S``: its id was drawn before ``S`` was taken.  The
+row at ``position`` is visible in ``S``, so its id was drawn before ``S`` was taken; the
 sequence is drawn in increasing order (``CACHE 1``, the identity column's default), so
-``i`` was drawn, and the invisible row's xid assigned, before ``S`` too: its transaction
-had begun and not committed when ``S`` was taken, which is exactly the list
-``pg_snapshot_xip(S)``.  A rolled-back transaction's rows are never visible; once it has
-ended it is dropped.  So each read asks for ``id > position OR xid IN in_flight`` and
-afterwards keeps, as ``in_flight``, the snapshot's running transactions: the cost of a
-read is bounded by the number of concurrent transactions (at most ``max_connections`` +
-``max_prepared_transactions``), never by rows.  An idle session in a transaction is one
-xid; a 200,000-row import that rolls back costs one probe of its xid when it ends.  A
-running transaction is never probed (``pg_visible_in_snapshot``), so a big import in
-progress costs nothing either.  The same holds for a transaction of any age or length: a
-reader started with :meth:`ChangelogReader.at_end` takes the running transactions of its
-first snapshot.
+``i`` was drawn, and its xid assigned, before ``S`` too.  Its transaction had begun and not
+committed when ``S`` was taken: it is in ``pg_snapshot_xip(S)`` or (PostgreSQL lists only
+xids below ``xmax``, one past the newest *completed* one) at or above ``pg_snapshot_xmax(S)``.
+So each read asks for ``id > position``, plus the rows at or below the position of the
+``in_flight`` transactions that have ended and of every transaction from the ``horizon``
+on; then ``in_flight`` and ``horizon`` become the new snapshot's.  Parameters are one
+xid per running transaction (at most ``max_connections + max_prepared_transactions``),
+never one per row: an idle session in a transaction is one xid, and a 200,000-row import
+that rolls back is forgotten as soon as it ends.  A listed transaction is only looked up
+once it has ended (``pg_visible_in_snapshot``), so a big import in progress costs nothing;
+one at or above the horizon is scanned until a newer transaction completes (under any
+write load, at once).  A transaction of any age and length is covered: a reader started
+with :meth:`ChangelogReader.at_end` takes the running transactions of its first snapshot.
 
 Savepoints (``pg_current_xact_id()`` is the top-level xid; rows of a rolled-back
-subtransaction never become visible), prepared transactions (they stay in the snapshot's
-list until ``COMMIT PREPARED``), ``TRUNCATE`` (it has an xid before its AFTER trigger
-runs) and many-to-many rows (the same triggers) need nothing more.  Rows written before
-migration ``0003_change_xid`` have no xid: they were all committed when it ran.
+subtransaction never become visible), prepared transactions (listed as running until
+``COMMIT PREPARED``), ``TRUNCATE`` (it has an xid before its AFTER trigger runs) and
+many-to-many rows (the same triggers) need nothing more.  Rows written before migration
+``0003_change_xid`` have no xid: they were all committed when it ran.
 
 Rows come out in the order they became visible, which is commit order between reads;
 within one read they are sorted by id.  Either way, the changes of one row always come out
 in the order they were made (a second writer of a row waits for the first to commit).
+The rows at or below the position of transactions that just ended come in one read,
+however many (``batch_size`` bounds the rows above the position).
 """
 from __future__ import annotations
 
@@ -47,29 +51,29 @@ __all__ = ["ChangeRow", "ChangelogReader", "OPS", "Snapshot", "configured_retent
            "first_position_at", "prune", "read_range"]
 
 _SNAPSHOT = "WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s)"
+_COLUMNS = 'c.id, c."table", c.op, c."row", c.fields, c.at'
 
 # One statement, so one snapshot: its first row carries the snapshot (id NULL), then the
-# changes.  ``in_flight`` rows are only looked for below the position (above it, the first
-# arm finds them) and only for transactions that have ended by this snapshot.
-_READ = _SNAPSHOT + """
+# changes, by id.  The last two arms only look at or below the position (above it, the
+# first arm finds every row), so no row comes twice.
+_READ = _SNAPSHOT + f"""
 SELECT NULL::bigint AS id, NULL::text, NULL::text, NULL::text, NULL::text[], NULL::timestamptz, s::text
 FROM snap
 UNION ALL
-(SELECT id, "table", op, "row", fields, at, NULL FROM (
-    (SELECT id, "table", op, "row", fields, at FROM ddpctl_change
-     WHERE id > %(position)s ORDER BY id LIMIT %(limit)s)
-    UNION ALL
-    (SELECT c.id, c."table", c.op, c."row", c.fields, c.at
-     FROM snap, unnest(%(xids)s::text[]::xid8[], %(floors)s::bigint[]) AS f(xid, floor)
-     CROSS JOIN LATERAL (
-         SELECT id, "table", op, "row", fields, at FROM ddpctl_change
-         WHERE xid = f.xid AND id > f.floor AND id <= %(position)s ORDER BY id LIMIT %(limit)s) c
-     WHERE pg_visible_in_snapshot(f.xid, snap.s))
- ) AS changes ORDER BY id LIMIT %(limit)s)
+(SELECT *, NULL FROM (SELECT {_COLUMNS} FROM ddpctl_change c
+                      WHERE c.id > %(position)s ORDER BY c.id LIMIT %(limit)s) AS newer)
+UNION ALL
+(SELECT {_COLUMNS}, NULL FROM snap, unnest(%(in_flight)s::text[]::xid8[]) AS f(xid)
+ JOIN ddpctl_change c ON c.xid = f.xid AND c.id <= %(position)s
+ WHERE pg_visible_in_snapshot(f.xid, snap.s))
+UNION ALL
+(SELECT {_COLUMNS}, NULL FROM ddpctl_change c
+ WHERE c.xid >= %(horizon)s::text::xid8 AND c.id <= %(position)s)
 ORDER BY id NULLS FIRST
 """
 
 _END = _SNAPSHOT + "SELECT s::text, (SELECT coalesce(max(id), 0) FROM ddpctl_change) FROM snap"
+_NOW = _SNAPSHOT + "SELECT s::text FROM snap"
 
 
 OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
@@ -85,8 +89,8 @@ class ChangeRow(NamedTuple):
 
 
 class Snapshot(NamedTuple):
-    """A PostgreSQL snapshot (``pg_snapshot``): transactions ``< xmin`` have ended,
-    ``>= xmax`` had not begun, ``xip`` were running."""
+    """A PostgreSQL snapshot (``pg_snapshot``): transactions ``< xmin`` had ended, ``xip``
+    were running, and from ``xmax`` (one past the newest completed one) on, none is listed."""
 
     xmin: int
     xmax: int
@@ -98,43 +102,33 @@ class Snapshot(NamedTuple):
         xmin, xmax, xip = text.split(":")
         return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
 
-    def running(self, xid: int) -> bool:
-        return xid >= self.xmax or xid in self.xip
-
 
 @dataclass
 class ChangelogReader:
-    """Where a reader is: every change with id ``<= position`` was read, except those of the
-    ``in_flight`` transactions (xid -> the highest of its ids already read, 0 if none)."""
+    """Where a reader is: every change with id ``<= position`` was read, except those of
+    the ``in_flight`` transactions and of transactions from ``horizon`` on (an xid; None:
+    no such rows, for a reader that starts from a known position with nothing running)."""
 
     position: int = 0
-    in_flight: dict[int, int] = field(default_factory=dict)
+    in_flight: frozenset[int] = field(default_factory=frozenset)
+    horizon: int | None = None
     batch_size: int = 5000
 
     def read(self, cursor: Any) -> list[ChangeRow]:
-        """The next rows that became visible (at most ``batch_size``), in order.
+        """The next rows that became visible, in order: at most ``batch_size`` above the
+        position, and every row below it of the transactions that have ended since.
 
         ``cursor``: a psycopg2 cursor, not inside a REPEATABLE READ transaction (each read
         needs a fresh snapshot).  Database errors propagate; the reader is then unchanged.
         """
-        xids = list(self.in_flight)
         cursor.execute(_READ, {"position": self.position, "limit": self.batch_size,
-                               "xids": [str(x) for x in xids], "floors": [self.in_flight[x] for x in xids]})
+                               "in_flight": [str(x) for x in sorted(self.in_flight)],
+                               "horizon": None if self.horizon is None else str(self.horizon)})
         rows = cursor.fetchall()
         snapshot = Snapshot.parse(rows[0][6])
         changes = [ChangeRow(*r[:6]) for r in rows[1:]]
-        last = changes[-1].id if changes else self.position
-        # A full batch is the lowest ``batch_size`` matching ids: an ended transaction may
-        # still have rows between ``last`` and the old position.
-        unread_below = len(changes) >= self.batch_size and last < self.position
-        in_flight = {xid: 0 for xid in snapshot.xip}
-        for xid, floor in self.in_flight.items():
-            if snapshot.running(xid):
-                in_flight[xid] = floor
-            elif unread_below:
-                in_flight[xid] = max(floor, last)
-        self.in_flight = in_flight
-        self.position = max(self.position, last)
+        self.position = max([self.position, *(c.id for c in changes[-1:])])
+        self.in_flight, self.horizon = snapshot.xip, snapshot.xmax
         return changes
 
     def catch_up_all(self, cursor: Any) -> list[ChangeRow]:
@@ -147,12 +141,17 @@ class ChangelogReader:
                 return out
 
     @classmethod
-    def at_end(cls, cursor: Any) -> ChangelogReader:
-        """A reader after the last committed change, that will still read every change of
-        the transactions running now, however old or long they are."""
-        cursor.execute(_END)
-        text, end = cursor.fetchone()
-        return cls(position=end, in_flight=dict.fromkeys(Snapshot.parse(text).xip, 0))
+    def at_end(cls, cursor: Any, position: int | None = None) -> ChangelogReader:
+        """A reader after the last committed change (or after ``position``), that will
+        still read every change of the transactions running now, however old or long."""
+        if position is None:
+            cursor.execute(_END)
+            text, position = cursor.fetchone()
+        else:
+            cursor.execute(_NOW)
+            text = cursor.fetchone()[0]
+        snapshot = Snapshot.parse(text)
+        return cls(position=position, in_flight=snapshot.xip, horizon=snapshot.xmax)
 
 
 def first_position_at(cursor: Any, moment: datetime.datetime) -> int:

@@ -166,7 +166,7 @@ class Dispatcher:
     def _read_and_dispatch(self, conn: Any) -> None:
         assert self.reader is not None
         while True:
-            saved = replace(self.reader, in_flight=dict(self.reader.in_flight))
+            saved = replace(self.reader)
             with conn.cursor() as cur:
                 rows = self.reader.read(cur)
             if not rows:
