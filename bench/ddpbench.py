@@ -2,11 +2,12 @@
 
     python bench/ddpbench.py            # full sizes (takes a few minutes)
     python bench/ddpbench.py --quick    # smaller sizes, for a smoke run
+    python bench/ddpbench.py --quick --only open-transaction   # one scenario
 
 Server (``ddpctl serve``, one process), PostgreSQL, writer (this process, Django ORM
 ``save()``) and load generator (``bench/loadgen.py``, gevent clients) all run on this
-machine.  Uses ``$DATABASE_URL``'s server if set (a database ``ddpctl_bench`` is
-created on it), else an embedded PostgreSQL in the temp directory.  Every figure counts
+machine.  Uses ``$DATABASE_URL``'s server if set (a database ``ddpctl_bench``, or
+``$DDPCTL_BENCH_DATABASE``, is created on it), else an embedded PostgreSQL in the temp directory.  Every figure counts
 delivery: "complete" says how many clients ended with the last value written.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ def database_url(name: str = "ddpctl_bench") -> str:
         from ddpctl.database import embedded_server_url
         base = embedded_server_url(Path(tempfile.gettempdir()) / f"ddpctl-bench-pgdata-{os.getuid()}")
     import psycopg2
+    name = os.environ.get("DDPCTL_BENCH_DATABASE", "ddpctl_bench")
     admin = psycopg2.connect(base)
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -106,6 +108,36 @@ def writer(book, seconds: float, rate: float | None = None, threads: int = 1) ->
     return count[0], final
 
 
+def open_transaction_latency(port: int, book, clients: int, seconds: float, import_rows: int) -> tuple[str, str, str]:
+    """Commit-to-client latency at 20 writes/s while one session sits idle inside a
+    transaction (it wrote a row) and after a bulk import of ``import_rows`` rows rolled back
+    (issue 9.6: the changelog reader must not pay for either)."""
+    import psycopg2
+    from django.db import connection
+
+    dsn = connection.get_connection_params()
+    dsn.pop("cursor_factory", None)
+    idle, bulk = psycopg2.connect(**dsn), psycopg2.connect(**dsn)
+    try:
+        with idle.cursor() as cur:
+            cur.execute("INSERT INTO bookstore_author (name, email) VALUES ('idle', 'idle@bench')")
+        with bulk.cursor() as cur:
+            cur.execute("INSERT INTO bookstore_author (name, email) "
+                        "SELECT 'import', 'import-' || g || '@bench' FROM generate_series(1, %s) g", [import_rows])
+        bulk.rollback()
+        gen = LoadGen(port, clients, "AllBooks")
+        saves, final = writer(book, seconds, rate=20)
+        result = gen.stop(final)
+    finally:
+        idle.rollback()
+        idle.close()
+        bulk.close()
+    lat = result["latencies"]
+    return (f"commit-to-client p50 / p99, {clients} clients, idle transaction + {import_rows:,}-row rollback",
+            f"{percentile(lat, 0.5) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} ms",
+            f"{len(lat):,} samples; complete {result['complete']}/{result['clients']}")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -116,9 +148,10 @@ def rss_kib(pid: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs")
+    parser.add_argument("--only", choices=["open-transaction"], help="run only this scenario")
     args = parser.parse_args()
-    big_subs, fan_clients, idle, docs, seconds = (
-        (500, 200, 1000, 2000, 3) if args.quick else (5000, 1000, 10000, 10000, 10))
+    big_subs, fan_clients, idle, docs, seconds, import_rows = (
+        (500, 200, 1000, 2000, 3, 20_000) if args.quick else (5000, 1000, 10000, 10000, 10, 200_000))
 
     url = database_url()
     os.environ["DATABASE_URL"] = url
@@ -138,6 +171,9 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
 
     with LiveServer(SERVER_ARGS + ["--send-queue-size", "100000"]) as server:
+        if args.only == "open-transaction":
+            rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
+            return report(rows, args.quick)
         # 1. saves/s and SQL statements per save with 0, 50 and many subscribers
         for subs in (0, 50, big_subs):
             gen = LoadGen(server.port, subs, "AllBooks") if subs else None
@@ -185,8 +221,16 @@ def main() -> None:
         rows.append((f"memory per idle connection ({idle:,} held)", f"{(after - before) / idle:.1f} KiB",
                      f"server RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"))
 
+        # 6. latency behind an idle transaction and a rolled-back bulk import
+        rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
+    report(rows, args.quick)
+
+
+def report(rows: list[tuple[str, str, str]], quick: bool) -> None:
+    from django.db import connection
+
     width = max(len(r[0]) for r in rows)
-    print(f"\nddpctl benchmark ({'quick' if args.quick else 'full'}; {os.cpu_count()} cores; "
+    print(f"\nddpctl benchmark ({'quick' if quick else 'full'}; {os.cpu_count()} cores; "
           f"PostgreSQL {connection.pg_version // 10000})")
     print(f"{'metric'.ljust(width)}  {'measured':>14}  notes")
     for name, value, note in rows:

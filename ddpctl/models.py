@@ -4,11 +4,24 @@ from django.db import models
 from django.db.models import Func
 
 
+class TransactionIdField(models.Field):
+    """PostgreSQL ``xid8``: a 64-bit transaction id such as ``pg_current_xact_id()``; an ``int``."""
+
+    description = "PostgreSQL transaction id (xid8)"
+
+    def db_type(self, connection) -> str:
+        return "xid8"
+
+    def from_db_value(self, value, expression, connection) -> int | None:
+        return None if value is None else int(value)
+
+
 class Change(models.Model):
     """One captured row change, written by the change-capture triggers (never by Django).
 
-    ``id`` is taken when the statement runs; readers follow commit visibility with
-    :mod:`ddpctl.livedata.changelog`, which revisits ids that were not yet visible.
+    ``id`` is taken when the statement runs, ``xid`` is the writing (top-level)
+    transaction; readers follow commit visibility with :mod:`ddpctl.livedata.changelog`,
+    which revisits the transactions that were still running.
     """
 
     OPS = [("I", "insert"), ("U", "update"), ("D", "delete"), ("T", "truncate")]
@@ -19,10 +32,13 @@ class Change(models.Model):
     row = models.TextField(null=True, help_text="primary key of the changed row, as text")
     fields = ArrayField(models.TextField(), null=True, help_text="columns an update changed")
     at = models.DateTimeField(db_default=Func(function="clock_timestamp"))
+    xid = TransactionIdField(null=True, db_default=Func(function="pg_current_xact_id"),
+                             help_text="the writing transaction; NULL for rows older than the column")
 
     class Meta:
         db_table = "ddpctl_change"
-        indexes = [models.Index(fields=["at"], name="ddpctl_change_at")]
+        indexes = [models.Index(fields=["at"], name="ddpctl_change_at"),
+                   models.Index(fields=["xid", "id"], name="ddpctl_change_xid")]
 
     def __str__(self) -> str:
         return f"{self.id} {self.op} {self.table} {self.row}"

@@ -387,3 +387,86 @@ def test_login_and_logout_rerun_subscriptions_with_only_the_differences(live, sq
         replies = [client.recv(), client.recv(), client.recv()]
         assert [m["msg"] for m in replies] == ["removed", "updated", "result"]  # "public" stays, unsent
         assert notes(client) == {"public"}
+
+
+def test_a_subscription_made_as_the_server_opens_misses_no_change(start_server, clean, sql):
+    """Issue 9.1: subscribe as soon as the port opens, write ~10 ms later, from another
+    connection: the ``changed`` arrives (the server listens only once it has its position)."""
+    book = insert_book(sql, "Racing")
+    for round_ in range(10):
+        live = start_server()
+        try:
+            with DDPClient(live.ws_url) as client:
+                client.connect()
+                client.send({"msg": "sub", "id": "race", "name": "AllBooks", "params": []})
+                time.sleep(0.01 * (1 + round_ % 5))  # while the subscription's first query runs, or after
+                title = f"round {round_}"
+                sql("UPDATE bookstore_book SET title = %s WHERE id = %s", [title, book])
+                wait_for(client, lambda c, title=title: books(c).get(str(book), {}).get("title") == title)
+        finally:
+            live.stop()
+
+
+def test_a_transaction_open_across_the_server_start_is_delivered(start_server, clean, sql, live_database_url):
+    """Issue 9.1: a transaction writes before the node starts, 20,000 changes are committed
+    by others after that write, it commits after the node started: its change arrives."""
+    book = insert_book(sql, "Old transaction")
+    old = psycopg2.connect(live_database_url)
+    try:
+        with old.cursor() as cur:
+            cur.execute("UPDATE bookstore_book SET title = 'committed late' WHERE id = %s", [book])
+        sql("INSERT INTO bookstore_genre (name) SELECT 'bulk ' || g FROM generate_series(1, 20000) g")
+        live = start_server()
+        with DDPClient(live.ws_url) as client:
+            client.connect()
+            client.subscribe("AllBooks")
+            assert books(client)[str(book)]["title"] == "Old transaction"
+            old.commit()
+            wait_for(client, lambda c: books(c)[str(book)]["title"] == "committed late")
+    finally:
+        old.close()
+
+
+def test_no_connection_is_accepted_before_the_changelog_position_is_taken(live_database_url, clean, sql):
+    """The deterministic form of the race above: while the changelog is locked the server
+    cannot take its position, so it must not accept a subscription that could miss a change
+    committed meanwhile."""
+    import socket
+
+    from conftest import SERVER_ARGS
+
+    from ddpctl.testing import LiveServer
+
+    book = insert_book(sql, "Locked start")
+    blocker = psycopg2.connect(live_database_url)
+    server = LiveServer(SERVER_ARGS, env={"DATABASE_URL": live_database_url})
+    starting = threading.Thread(target=server.start)
+    client = None
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE ddpctl_change IN ACCESS EXCLUSIVE MODE")
+        starting.start()
+        deadline = time.monotonic() + 3
+        while client is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=0.5).close()
+                client = DDPClient(server.ws_url)  # accepted: the old behaviour
+                client.connect()
+                client.subscribe("AllBooks")
+            except OSError:
+                time.sleep(0.05)
+        with blocker.cursor() as cur:  # a change committed before the position can be taken
+            cur.execute("UPDATE bookstore_book SET title = 'renamed' WHERE id = %s", [book])
+        blocker.commit()
+        starting.join()
+        if client is None:
+            client = DDPClient(server.ws_url)
+            client.connect()
+            client.subscribe("AllBooks")
+        wait_for(client, lambda c: books(c).get(str(book), {}).get("title") == "renamed", timeout=5)
+    finally:
+        if client is not None:
+            client.close()
+        blocker.close()
+        starting.join()
+        server.stop()

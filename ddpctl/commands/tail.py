@@ -187,7 +187,7 @@ def _start(cursor: Any, since: str | None) -> Any:
     oldest = cursor.fetchone()[0]
     if oldest is not None and first < oldest and first > 0:
         logger.warning("changes before position %d were pruned (changelog retention); starting there", oldest)
-    return ChangelogReader(position=max(0, first - 1))
+    return ChangelogReader.at_end(cursor, position=max(0, first - 1))
 
 
 class _Lines:

@@ -1,17 +1,45 @@
 """Reading ``ddpctl_change`` in commit order without ever skipping a committed row.
 
-Change ids come from a sequence, taken when the statement runs, not when its
-transaction commits.  A reader that kept only "the highest id seen" would skip the rows of
-a slow transaction that commits after a faster one with higher ids.  So the reader keeps
-**gaps**: ids below its position that were not visible yet.  Each read fetches new ids and
-the gaps, in one statement, together with the statement's snapshot.  A gap is dropped only
-when every transaction that could own it has ended (the snapshot's ``xmin`` passed the
-``xmax`` recorded when the gap was first seen); if its row has not appeared by then, that
-transaction rolled back.
+Change ids come from a sequence, drawn when the statement runs, not when its transaction
+commits, so a reader that kept only "the highest id seen" would skip the rows of a slow
+transaction that commits after a faster one with higher ids.  Each row also records the
+top-level transaction that wrote it (``xid``, ``pg_current_xact_id()``), and the reader
+tracks transactions instead of the ids it has not seen:
 
-Rows come out in the order they became visible, which is commit order between reads; within
-one read they are sorted by id.  Either way, the changes of one row always come out in the
-order they were made (a second writer of a row waits for the first to commit).
+- ``position``: the highest id read; every row with a lower id was read, except rows of
+- ``in_flight``: the transactions listed as running in the reader's last snapshot, and
+- ``horizon``: that snapshot's ``xmax``; transactions from there on had not been listed.
+
+Why that is enough (every read is one statement, with one snapshot ``S``): the capture
+triggers run AFTER the data change, so the writing transaction already has its xid when
+the row's id is drawn.  Take a row with id ``i <= position`` that ``S`` does not see.  The
+row at ``position`` is visible in ``S``, so its id was drawn before ``S`` was taken; the
+sequence is drawn in increasing order (``CACHE 1``, the identity column's default), so
+``i`` was drawn, and its xid assigned, before ``S`` too.  Its transaction had begun and not
+committed when ``S`` was taken: it is in ``pg_snapshot_xip(S)`` or (PostgreSQL lists only
+xids below ``xmax``, one past the newest *completed* one) at or above ``pg_snapshot_xmax(S)``.
+So each read asks for ``id > position``, plus the rows at or below the position of the
+``in_flight`` transactions that have ended and of every transaction from the ``horizon``
+on; then ``in_flight`` and ``horizon`` become the new snapshot's.  Parameters are one
+xid per running transaction (at most ``max_connections + max_prepared_transactions``),
+never one per row: an idle session in a transaction is one xid, and a 200,000-row import
+that rolls back is forgotten as soon as it ends.  A listed transaction is only looked up
+once it has ended (``pg_visible_in_snapshot``), so a big import in progress costs nothing;
+one at or above the horizon is scanned until a newer transaction completes (under any
+write load, at once).  A transaction of any age and length is covered: a reader started
+with :meth:`ChangelogReader.at_end` takes the running transactions of its first snapshot.
+
+Savepoints (``pg_current_xact_id()`` is the top-level xid; rows of a rolled-back
+subtransaction never become visible), prepared transactions (listed as running until
+``COMMIT PREPARED``), ``TRUNCATE`` (it has an xid before its AFTER trigger runs) and
+many-to-many rows (the same triggers) need nothing more.  Rows written before migration
+``0003_change_xid`` have no xid: they were all committed when it ran.
+
+Rows come out in the order they became visible, which is commit order between reads;
+within one read they are sorted by id.  Either way, the changes of one row always come out
+in the order they were made (a second writer of a row waits for the first to commit).
+The rows at or below the position of transactions that just ended come in one read,
+however many (``batch_size`` bounds the rows above the position).
 """
 from __future__ import annotations
 
@@ -19,19 +47,33 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["ChangeRow", "ChangelogReader", "OPS", "configured_retention", "count_range", "first_position_at",
-           "prune", "read_range"]
+__all__ = ["ChangeRow", "ChangelogReader", "OPS", "Snapshot", "configured_retention", "count_range",
+           "first_position_at", "prune", "read_range"]
 
-_READ = """
-WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
-                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
-SELECT snap.xmin, snap.xmax, c.id, c."table", c.op, c."row", c.fields, c.at
-FROM snap LEFT JOIN LATERAL (
-    SELECT id, "table", op, "row", fields, at FROM ddpctl_change
-    WHERE id > %(position)s OR id = ANY(%(gaps)s::bigint[])
-    ORDER BY id LIMIT %(limit)s) c ON true
-ORDER BY c.id
+_SNAPSHOT = "WITH snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s)"
+_COLUMNS = 'c.id, c."table", c.op, c."row", c.fields, c.at'
+
+# One statement, so one snapshot: its first row carries the snapshot (id NULL), then the
+# changes, by id.  The last two arms only look at or below the position (above it, the
+# first arm finds every row), so no row comes twice.
+_READ = _SNAPSHOT + f"""
+SELECT NULL::bigint AS id, NULL::text, NULL::text, NULL::text, NULL::text[], NULL::timestamptz, s::text
+FROM snap
+UNION ALL
+(SELECT *, NULL FROM (SELECT {_COLUMNS} FROM ddpctl_change c
+                      WHERE c.id > %(position)s ORDER BY c.id LIMIT %(limit)s) AS newer)
+UNION ALL
+(SELECT {_COLUMNS}, NULL FROM snap, unnest(%(in_flight)s::text[]::xid8[]) AS f(xid)
+ JOIN ddpctl_change c ON c.xid = f.xid AND c.id <= %(position)s
+ WHERE pg_visible_in_snapshot(f.xid, snap.s))
+UNION ALL
+(SELECT {_COLUMNS}, NULL FROM ddpctl_change c
+ WHERE c.xid >= %(horizon)s::text::xid8 AND c.id <= %(position)s)
+ORDER BY id NULLS FIRST
 """
+
+_END = _SNAPSHOT + "SELECT s::text, (SELECT coalesce(max(id), 0) FROM ddpctl_change) FROM snap"
+_NOW = _SNAPSHOT + "SELECT s::text FROM snap"
 
 
 OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
@@ -46,35 +88,47 @@ class ChangeRow(NamedTuple):
     at: datetime.datetime
 
 
+class Snapshot(NamedTuple):
+    """A PostgreSQL snapshot (``pg_snapshot``): transactions ``< xmin`` had ended, ``xip``
+    were running, and from ``xmax`` (one past the newest completed one) on, none is listed."""
+
+    xmin: int
+    xmax: int
+    xip: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> Snapshot:
+        """From ``pg_snapshot``'s text form ``xmin:xmax:xip,xip,...``."""
+        xmin, xmax, xip = text.split(":")
+        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
+
+
 @dataclass
 class ChangelogReader:
-    """Where a reader is: every id ``<= position`` was read, except the ``gaps``."""
+    """Where a reader is: every change with id ``<= position`` was read, except those of
+    the ``in_flight`` transactions and of transactions from ``horizon`` on (an xid; None:
+    no such rows, for a reader that starts from a known position with nothing running)."""
 
     position: int = 0
-    gaps: dict[int, int] = field(default_factory=dict)  # id -> snapshot xmax when first missed
+    in_flight: frozenset[int] = field(default_factory=frozenset)
+    horizon: int | None = None
     batch_size: int = 5000
 
     def read(self, cursor: Any) -> list[ChangeRow]:
-        """The next rows that became visible (at most ``batch_size``), in order."""
-        cursor.execute(_READ, {"position": self.position, "gaps": list(self.gaps), "limit": self.batch_size})
+        """The next rows that became visible, in order: at most ``batch_size`` above the
+        position, and every row below it of the transactions that have ended since.
+
+        ``cursor``: a psycopg2 cursor, not inside a REPEATABLE READ transaction (each read
+        needs a fresh snapshot).  Database errors propagate; the reader is then unchanged.
+        """
+        cursor.execute(_READ, {"position": self.position, "limit": self.batch_size,
+                               "in_flight": [str(x) for x in sorted(self.in_flight)],
+                               "horizon": None if self.horizon is None else str(self.horizon)})
         rows = cursor.fetchall()
-        if not rows:
-            return []
-        xmin, xmax = rows[0][0], rows[0][1]
-        changes = [ChangeRow(*r[2:]) for r in rows if r[2] is not None]
-        expected = self.position + 1
-        for change in changes:
-            if change.id in self.gaps:
-                del self.gaps[change.id]
-            elif change.id >= expected:
-                for missing in range(expected, change.id):
-                    self.gaps[missing] = xmax
-                expected = change.id + 1
-        self.position = max(self.position, expected - 1)
-        # A gap whose possible owners have all ended belongs to a rolled-back transaction.
-        for gap, seen_xmax in list(self.gaps.items()):
-            if seen_xmax <= xmin:
-                del self.gaps[gap]
+        snapshot = Snapshot.parse(rows[0][6])
+        changes = [ChangeRow(*r[:6]) for r in rows[1:]]
+        self.position = max([self.position, *(c.id for c in changes[-1:])])
+        self.in_flight, self.horizon = snapshot.xip, snapshot.xmax
         return changes
 
     def catch_up_all(self, cursor: Any) -> list[ChangeRow]:
@@ -87,16 +141,17 @@ class ChangelogReader:
                 return out
 
     @classmethod
-    def at_end(cls, cursor: Any, window: int = 10_000) -> ChangelogReader:
-        """A reader positioned after the last visible change, with the gaps of the last
-        ``window`` ids (transactions still in flight) remembered."""
-        # The sequence, not max(id): after a prune the table may be empty.
-        cursor.execute("SELECT coalesce(pg_sequence_last_value("
-                       "pg_get_serial_sequence('ddpctl_change', 'id')::regclass), 0)")
-        end = cursor.fetchone()[0]
-        reader = cls(position=max(0, end - window))
-        reader.catch_up_all(cursor)
-        return reader
+    def at_end(cls, cursor: Any, position: int | None = None) -> ChangelogReader:
+        """A reader after the last committed change (or after ``position``), that will
+        still read every change of the transactions running now, however old or long."""
+        if position is None:
+            cursor.execute(_END)
+            text, position = cursor.fetchone()
+        else:
+            cursor.execute(_NOW)
+            text = cursor.fetchone()[0]
+        snapshot = Snapshot.parse(text)
+        return cls(position=position, in_flight=snapshot.xip, horizon=snapshot.xmax)
 
 
 def first_position_at(cursor: Any, moment: datetime.datetime) -> int:

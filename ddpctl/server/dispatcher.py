@@ -17,6 +17,23 @@ commit order (the order rules are in :mod:`ddpctl.livedata.observer`).
 Observer refreshes run on the system lane (:mod:`.database_workers`), never behind user
 code, ``concurrency`` at a time.
 
+Why no committed change falls between an observer's first query and the changes it then
+applies (the order Meteor's oplog driver and PostgreSQL's LISTEN documentation prescribe):
+
+1. At start the dispatcher LISTENs, then takes its changelog position (the last committed
+   change, plus the transactions still running, :meth:`ChangelogReader.at_end`), and only
+   then is :attr:`Dispatcher.ready` set; the server accepts no connection before that.  So
+   every change committed after any observer exists is after the position.
+2. The reader's position never moves back, and it survives reconnects and PostgreSQL
+   restarts: after one, the next read returns every change committed meanwhile.
+3. An observer is registered (:data:`observers`) before it runs its first query, and stays
+   registered while it has subscribers.  A change committed after that query's snapshot
+   commits after the registration, so the read that returns it (now, or after a reconnect)
+   happens after the registration too, and :meth:`ObserverRegistry.affected` finds the
+   observer.  An observer still in its first query keeps the batch and applies it right
+   after (``Observer.refresh``).  A change the first query already saw may be applied
+   again: observers diff, so that sends nothing.
+
 ``sync()`` is the write fence: it returns once every change committed before the call
 has been handed to the sessions, so a method's ``updated`` follows its data.
 """
@@ -25,6 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -67,6 +85,7 @@ class Dispatcher:
         self._waiters: list[AsyncResult] = []
         self._conn: Any = None
         self.reader: ChangelogReader | None = None
+        self.ready = Event()  # set once the reader has its position: then connections may come
         self.batches = 0
         self.changes = 0
         self._greenlet: gevent.Greenlet | None = None
@@ -114,11 +133,13 @@ class Dispatcher:
             cur.execute(f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}")
             if self.reader is None:
                 self.reader = ChangelogReader.at_end(cur)
-                logger.info("change dispatcher listening from position %d", self.reader.position)
+                logger.info("change dispatcher listening from position %d (%d transaction(s) in flight)",
+                            self.reader.position, len(self.reader.in_flight))
             else:
                 logger.info("change dispatcher reconnected; catching up from position %d",
                             self.reader.position)
         self._conn = conn
+        self.ready.set()
         self._wake.set()  # read right away: changes may have committed while we were away
 
     def _close(self) -> None:
@@ -154,7 +175,7 @@ class Dispatcher:
     def _read_and_dispatch(self, conn: Any) -> None:
         assert self.reader is not None
         while True:
-            saved = (self.reader.position, dict(self.reader.gaps))
+            saved = replace(self.reader)
             with conn.cursor() as cur:
                 rows = self.reader.read(cur)
             if not rows:
@@ -163,7 +184,7 @@ class Dispatcher:
                 self._dispatch(rows)
             except Exception:
                 # Keep the batch: move the reader back so it is read and dispatched again.
-                self.reader.position, self.reader.gaps = saved
+                self.reader = saved
                 raise
             if len(rows) < self.reader.batch_size:
                 return

@@ -143,6 +143,11 @@ class DDPServer:
             if self.meteor is not None:
                 self.meteor.start()
             ticker = gevent.spawn(self._tick_connections)
+            # No connection before the dispatcher has its changelog position: a subscription
+            # made earlier could miss changes committed in between (dispatcher docstring).
+            gevent.wait([self.dispatcher.ready, self._stop], count=1)
+            if self._stop.is_set():
+                return
             for sock in self._sockets:
                 sock.listen(self.backlog)
             for server in self._servers:
