@@ -1,10 +1,11 @@
 """``ddpctl serve`` configuration, separate from the CLI that fills it and the server that reads it."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ServeConfig", "parse_listen"]
+__all__ = ["ServeConfig", "parse_listen", "parse_size"]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -30,6 +31,23 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_SIZE = re.compile(r"(\d+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
+
+
+def parse_size(value: str | int) -> int:
+    """A byte count: ``65536``, ``512K``, ``64M``, ``1G`` (also ``64MiB``, ``64MB``; units of 1024).
+
+    Raises ``ValueError`` for anything else.
+    """
+    if isinstance(value, int):
+        return value
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"invalid size {value!r} (use a number of bytes, or a K, M or G suffix)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
 @dataclass
 class ServeConfig:
     settings: str | None = None
@@ -41,7 +59,10 @@ class ServeConfig:
     heartbeat_interval: float = 15.0
     heartbeat_timeout: float = 15.0
     handshake_timeout: float = 45.0
-    send_queue_size: int = 10_000
+    # Bytes buffered for one client (queued text plus what the writer holds) before fan-out
+    # disconnects it; work done for the client itself waits at a fraction of it instead.
+    send_buffer_limit: int = 64 << 20
+    send_timeout: float = 30.0  # seconds without write progress, with data buffered, before a close
     db_connections: int = 10
     shutdown_timeout: float = 5.0
     legacy_server_id: bool = False

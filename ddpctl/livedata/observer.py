@@ -75,6 +75,19 @@ class Cursor:
         # Every table the SQL reads (Django quotes them); the observer listens to all of them.
         self.tables = {m.replace('""', '"') for m in _QUOTED.findall(sql)} | {self.table}
         self.docs: Docs = {}
+        self._shared = False
+
+    def snapshot(self) -> Docs:
+        """The current documents, to read later: the next change copies them first (copy on write)."""
+        self._shared = True
+        return self.docs
+
+    def writable_docs(self) -> Docs:
+        """The documents, safe to change (a copy if a snapshot of them was handed out)."""
+        if self._shared:
+            self.docs = dict(self.docs)
+            self._shared = False
+        return self.docs
 
     def fetch_all(self) -> Docs:
         # .all(): a fresh clone, never the QuerySet's result cache from the last run
@@ -114,7 +127,8 @@ class Observer:
     # -- subscribers --------------------------------------------------------------------
 
     def add(self, sub: Subscription) -> None:
-        """Send ``sub`` the current documents and ``ready`` (at once, or after the first query)."""
+        """Hand ``sub`` the current documents (at once, or after the first query): its
+        connection sends them and ``ready`` (:meth:`Subscription.welcome`)."""
         if self.initialized:
             self._welcome(sub)
         else:
@@ -129,12 +143,10 @@ class Observer:
             self._registry.discard(self)
 
     def _welcome(self, sub: Subscription) -> None:
-        for cursor in self.cursors:
-            name = cursor.collection.name
-            for doc_id, fields in cursor.docs.items():
-                sub.added(name, doc_id, fields)
+        # The subscriber's connection sends the documents (and ready) on its own greenlet, as
+        # fast as its client reads; changes from now on follow them.  Nothing waits here.
         self.subscribers.append(sub)
-        sub.ready()
+        sub.welcome([(cursor.collection.name, cursor.snapshot()) for cursor in self.cursors])
 
     # -- queries ------------------------------------------------------------------------
 
@@ -143,7 +155,7 @@ class Observer:
         self._initializing = True
         try:
             for cursor in self.cursors:
-                cursor.docs = cursor.fetch_all()
+                cursor.docs = cursor.fetch_all()  # a new dict: a snapshot of the old one stays as is
             while self._pending:
                 pending, self._pending = self._pending, None
                 self._apply(self._query(pending))
@@ -187,7 +199,7 @@ class Observer:
         messages: list[PreparedMessage] = []
         for cursor, full, pks, fresh in results:
             name = cursor.collection.name
-            old = cursor.docs
+            old = cursor.writable_docs()
             ids = set(old) | set(fresh) if full else {cursor.collection.doc_id(p) for p in pks} | set(fresh)
             for doc_id in sorted(ids):
                 before, after = old.get(doc_id), fresh.get(doc_id)

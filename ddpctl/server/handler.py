@@ -65,7 +65,7 @@ class DDPHandler(pywsgi.WSGIHandler):
             ("Sec-WebSocket-Accept", accept_key(key))])
         self.write(b"")  # sends the 101 headers
         self.close_connection = True  # after the WebSocket, no more HTTP on this socket
-        ws = WebSocket(self.rfile.read1, _sender(self.socket), self.socket, ddp.config.max_frame_size)
+        ws = WebSocket(self.rfile.read1, self.socket.send, self.socket, ddp.config.max_frame_size)
         transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws)
         DDPConnection(ddp, transport, env).run()
 
@@ -73,18 +73,6 @@ class DDPHandler(pywsgi.WSGIHandler):
         self.start_response(status, [("Content-Type", "text/plain"),
                                      ("Content-Length", str(len(body)))] + (headers or []))
         self.write(body)
-
-
-def _sender(sock: Any) -> Callable[[bytes], None]:
-    """``sendall`` without gevent's per-call ``getsockopt(SO_SNDBUF)`` (a syscall per write)."""
-    send = sock.send
-
-    def sendall(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[send(view):]
-
-    return sendall
 
 
 class Router:
