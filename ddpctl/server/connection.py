@@ -52,6 +52,7 @@ from ..livedata.publish import Documents, PreparedMessage, Subscription, publica
 from ..methods import methods
 from ..registry import ConnectionEntry, SubscriptionEntry
 from . import sockjs
+from .memory import release_free_memory
 from .websocket import ConnectionClosed, WebSocket
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ logger = logging.getLogger(__name__)
 _BATCH = 256  # frames taken from the send queue per socket write, at most
 _BATCH_BYTES = 256 << 10  # ... and bytes: bounds what a close waits for and a write holds
 _HIGH_WATER = 1 << 20  # bytes buffered above which own work waits (or a quarter of the limit)
+_TRIM_AFTER = 4 << 20  # dropping this many buffered bytes gives the freed memory back to the OS
 _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
 _WRITER_LINGER = 5.0  # seconds an idle writer greenlet waits for more before it ends
 
@@ -523,6 +525,7 @@ class DDPConnection:
         self._push_close(1008, reason)
 
     def _drop_buffers(self) -> None:
+        dropped = self._buffered - self._in_flight
         self._outbox.queue.clear()
         self._tasks.clear()
         for welcome in self._welcoming.values():
@@ -531,6 +534,8 @@ class DDPConnection:
         self._buffered = self._in_flight
         self._pending_since = time.monotonic()
         self._writable.set()
+        if dropped >= _TRIM_AFTER:
+            release_free_memory()
 
     def _write_loop(self) -> None:
         # The writer lingers a while after the queue empties: busy connections keep theirs
