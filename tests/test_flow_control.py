@@ -4,6 +4,7 @@ its memory is freed; other clients keep receiving."""
 import base64
 import json
 import os
+import random
 import socket
 import struct
 import subprocess
@@ -159,11 +160,18 @@ def subscribe(client, name, *params):
             raise AssertionError(msg)
 
 
-def fence(client):
-    """Call a method and wait for its ``updated``: changes committed before are dispatched."""
+def fence(client, on_data=None):
+    """Call a method and wait for its ``updated``: changes committed before are dispatched.
+    Data messages on the way go to ``on_data`` (none are expected without it)."""
     client.send({"msg": "method", "method": "echo", "id": "fence", "params": []})
-    replies = {client.recv()["msg"] for _ in range(2)}
-    assert replies == {"result", "updated"}, replies
+    replies = set()
+    while replies != {"result", "updated"}:
+        msg = client.recv()
+        if msg["msg"] in ("result", "updated"):
+            replies.add(msg["msg"])
+        else:
+            assert on_data is not None, msg
+            on_data(msg)
 
 
 # -- a client that reads receives everything, with default options ------------------------
@@ -219,6 +227,62 @@ def test_login_re_running_subscriptions_sends_a_large_difference(server, sql, cl
     finally:
         client.close()
     assert len(added) == 12_000 and sorted(replies) == ["result", "updated"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_changes_during_a_paced_initial_subscription_follow_it_in_order(server, sql, clean, truncate_after,
+                                                                        seed):
+    """The documents stream at the client's pace (20 MB: more than the socket buffers and the
+    high-water mark hold) while rows are updated, deleted and inserted: the client ends with
+    exactly the table (the snapshot it streams from is not changed under it)."""
+    rng = random.Random(seed)
+    author = make_author(sql, f"paced{seed}@example.com")
+    make_books(sql, author, 5000, blurb="repeat('b', 4000)")
+    ids = [row[0] for row in sql("SELECT id FROM bookstore_book", fetch=True)]
+    client = RawDDP(server.port, rcvbuf=4096, timeout=30)
+    try:
+        client.send({"msg": "sub", "id": "s", "name": "AllBooks", "params": []})
+        time.sleep(0.5)  # not reading: the server holds the rest of the documents back
+        for _ in range(30):
+            sample = rng.sample(ids, 50)
+            op = rng.choice(["update", "update", "delete", "insert"])
+            if op == "update":
+                sql("UPDATE bookstore_book SET pages = pages + 1000, title = md5(random()::text) "
+                    "WHERE id = ANY(%s)", [sample])
+            elif op == "delete":
+                sql("DELETE FROM bookstore_book WHERE id = ANY(%s)", [sample])
+            else:
+                make_books(sql, author, 50)
+        docs = {}
+        ready = False
+        while not ready:
+            msg = client.recv()
+            ready = apply(docs, msg)
+        fence(client, lambda msg: apply(docs, msg))  # every change committed so far was sent before
+    finally:
+        client.close()
+    expected = {str(i): (t, p) for i, t, p in sql("SELECT id, title, pages FROM bookstore_book", fetch=True)}
+    assert {i: (d["title"], d["pages"]) for i, d in docs.get(BOOKS, {}).items()} == expected
+
+
+def apply(docs, msg):
+    """Apply a data message to ``{collection: {id: fields}}``; True for ``ready``."""
+    kind = msg["msg"]
+    if kind == "ready":
+        return True
+    collection = docs.setdefault(msg.get("collection"), {})
+    if kind == "added":
+        assert msg["id"] not in collection, msg
+        collection[msg["id"]] = msg.get("fields", {})
+    elif kind == "changed":
+        collection[msg["id"]].update(msg.get("fields", {}))
+        for name in msg.get("cleared", []):
+            collection[msg["id"]].pop(name, None)
+    elif kind == "removed":
+        del collection[msg["id"]]
+    else:
+        raise AssertionError(msg)
+    return False
 
 
 # -- a client that does not read ------------------------------------------------------------
