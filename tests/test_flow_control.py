@@ -403,3 +403,19 @@ def test_serve_rejects_a_bad_send_buffer_limit():
         result = subprocess.run([sys.executable, "-m", "ddpctl", "serve", *SERVER_ARGS, "--send-buffer-limit",
                                  value], capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and "--send-buffer-limit" in result.stderr
+
+
+def test_serve_help_names_the_send_options():
+    out = subprocess.run([sys.executable, "-m", "ddpctl", "serve", "--help"], capture_output=True, text=True,
+                         timeout=60).stdout
+    for text in ("--send-buffer-limit", "DDPCTL_SEND_BUFFER_LIMIT", "--send-timeout", "DDPCTL_SEND_TIMEOUT"):
+        assert text in out
+    assert "--send-queue-size" not in out
+
+
+def test_the_removed_send_queue_size_is_ignored_with_a_warning(start_server):
+    live = start_server("--send-queue-size", "100000")
+    with DDPClient(live.ws_url) as ddp:
+        ddp.connect()
+        assert ddp.call("echo", "up") == ["up"]
+    assert "--send-queue-size / DDPCTL_SEND_QUEUE_SIZE (a message count) is ignored" in live.output()
