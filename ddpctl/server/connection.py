@@ -187,7 +187,8 @@ class DDPConnection:
         self._opened_mono = time.monotonic()
         self._outbox: Queue = Queue()
         self._writer: gevent.Greenlet | None = None
-        self._buffered = 0  # bytes queued, waiting in welcomes, or being written
+        self._buffered = 0  # bytes queued for the writer or being written
+        self._held = 0  # bytes of changes held back until a welcome's documents are sent
         self._in_flight = 0  # bytes of the batch the writer is writing
         self._pending_since = self._opened_mono  # when the buffer last went from empty to not
         self._close_queued = False  # nothing is queued after a close frame
@@ -372,21 +373,23 @@ class DDPConnection:
             changes = welcome.changes
             while changes and sub.active and not self._close_queued:
                 message = changes.popleft()
-                self._buffered -= message.size
+                self._held -= message.size
                 self._deliver_prepared(sub.id, message)
         finally:
             if self._welcoming.get(sub.id) is welcome:
                 del self._welcoming[sub.id]
             for message in welcome.changes:  # left over if it ended early
-                self._buffered -= message.size
+                self._held -= message.size
             welcome.changes.clear()
 
     def sub_prepared(self, sub_id: str, message: PreparedMessage) -> None:
+        if self._close_queued:
+            return  # closing: not even the mergebox needs it
         welcome = self._welcoming.get(sub_id)
         if welcome is not None:  # its documents are still on their way: this follows them
             if self._reserve(message.size):
                 welcome.changes.append(message)
-                self._buffered += message.size
+                self._held += message.size
             return
         self._deliver_prepared(sub_id, message)
 
@@ -486,7 +489,7 @@ class DDPConnection:
 
     def _reserve(self, size: int) -> bool:
         """Room for ``size`` more bytes from a producer that must not wait; else drop the client."""
-        if self._buffered + size <= self.config.send_buffer_limit:
+        if self._buffered + self._held + size <= self.config.send_buffer_limit:
             return True
         if not self._close_queued:
             self._drop_slow_client("send buffer limit exceeded")
@@ -517,7 +520,7 @@ class DDPConnection:
     def _drop_slow_client(self, reason: str) -> None:
         """Drop what is buffered (memory freed now), then close with 1008 after the frame in flight."""
         logger.warning("closing connection %s (%s): %s (%d bytes buffered, limit %d)",
-                       self.handle.id, self.handle.client_address, reason, self._buffered,
+                       self.handle.id, self.handle.client_address, reason, self._buffered + self._held,
                        self.config.send_buffer_limit)
         self._closing = True
         self._drop_buffers()
@@ -525,12 +528,13 @@ class DDPConnection:
         self._push_close(1008, reason)
 
     def _drop_buffers(self) -> None:
-        dropped = self._buffered - self._in_flight
+        dropped = self._buffered + self._held - self._in_flight
         self._outbox.queue.clear()
         self._tasks.clear()
         for welcome in self._welcoming.values():
             welcome.changes.clear()
         self._welcoming.clear()
+        self._held = 0
         self._buffered = self._in_flight
         self._pending_since = time.monotonic()
         self._writable.set()
