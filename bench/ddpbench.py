@@ -145,6 +145,51 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def slow_consumer(server, seconds: float) -> tuple[str, str]:
+    """A client that subscribes to AllBooks and never reads, while 20 KiB documents change:
+    the server's peak RSS growth, and how (and when) the client was closed."""
+    import base64
+    import socket
+
+    from django.db import connection
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    for text in ('{"msg":"connect","version":"1","support":["1"]}',
+                 '{"msg":"sub","id":"s","name":"AllBooks","params":[]}'):
+        payload, mask = text.encode(), os.urandom(4)
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    pid = server.process.pid
+    time.sleep(1.0)
+    baseline = peak = rss_kib(pid)
+    logged = len(server.output())
+    started = time.monotonic()
+    closed_after = None
+    sent = 0
+    with connection.cursor() as cur:
+        while time.monotonic() - started < seconds and closed_after is None:
+            cur.execute("UPDATE bookstore_book SET blurb = repeat(md5(random()::text || id), 640) "
+                        "WHERE id IN (SELECT id FROM bookstore_book ORDER BY id LIMIT 20)")
+            sent += 20 * 20480
+            for _ in range(5):
+                peak = max(peak, rss_kib(pid))
+                time.sleep(0.01)
+            if "closing connection" in server.output()[logged:]:
+                closed_after = time.monotonic() - started
+    time.sleep(1.0)
+    after = rss_kib(pid)
+    sock.close()
+    how = next((line.split(": ", 2)[-1] for line in server.output()[logged:].splitlines()
+                if "closing connection" in line), "not closed")
+    return (f"{(peak - baseline) / 1024:.0f} MiB peak",
+            f"+{(after - baseline) / 1024:.0f} MiB after; {sent / 2**20:.0f} MiB of changes"
+            + (f"; closed after {closed_after:.1f} s: {how}" if closed_after is not None else f"; {how}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs")
@@ -170,7 +215,7 @@ def main() -> None:
     book = Book.objects.create(title="start", author=author)
     rows: list[tuple[str, str, str]] = []
 
-    with LiveServer(SERVER_ARGS + ["--send-queue-size", "100000"]) as server:
+    with LiveServer(SERVER_ARGS) as server:
         if args.only == "open-transaction":
             rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
             return report(rows, args.quick)
@@ -223,6 +268,10 @@ def main() -> None:
 
         # 6. latency behind an idle transaction and a rolled-back bulk import
         rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
+
+        # 7. a client that never reads, sent 20 KiB documents (default --send-buffer-limit 64M)
+        peak, note = slow_consumer(server, 30 if not args.quick else 15)
+        rows.append(("slow consumer: server RSS growth, 20 KiB docs", peak, note))
     report(rows, args.quick)
 
 

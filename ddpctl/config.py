@@ -1,11 +1,13 @@
 """``ddpctl serve`` configuration, separate from the CLI that fills it and the server that reads it."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["DEFAULT_DB_CONNECTIONS", "REFRESH_CONCURRENCY", "SYSTEM_CONNECTIONS", "ServeConfig",
-           "db_connections_setting", "parse_listen"]
+           "db_connections_setting", "parse_listen",
+           "parse_size"]
 
 DEFAULT_DB_CONNECTIONS = 10  # the user lane (methods, publications, views): ``--db-connections``
 REFRESH_CONCURRENCY = 2  # observer refreshes run at once, on the system lane
@@ -50,6 +52,23 @@ def db_connections_setting() -> int | None:
     return value
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_SIZE = re.compile(r"(\d+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
+
+
+def parse_size(value: str | int) -> int:
+    """A byte count: ``65536``, ``512K``, ``64M``, ``1G`` (also ``64MiB``, ``64MB``; units of 1024).
+
+    Raises ``ValueError`` for anything else.
+    """
+    if isinstance(value, int):
+        return value
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"invalid size {value!r} (use a number of bytes, or a K, M or G suffix)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
 @dataclass
 class ServeConfig:
     settings: str | None = None
@@ -62,12 +81,15 @@ class ServeConfig:
     heartbeat_interval: float = 15.0
     heartbeat_timeout: float = 15.0
     handshake_timeout: float = 45.0
-    send_queue_size: int = 10_000
     receive_queue_size: int = 1_000  # messages waiting for the processor before reading pauses
     receive_queue_bytes: int = 1 << 20  # frame bytes waiting before reading pauses
     max_subscriptions: int = 500  # active subscriptions per connection
     max_params_size: int = 64 << 10  # bytes of a subscription's EJSON params
     db_connections: int = DEFAULT_DB_CONNECTIONS  # the user lane's PostgreSQL connections
+    # Bytes buffered for one client (queued text plus what the writer holds) before fan-out
+    # disconnects it; work done for the client itself waits at a fraction of it instead.
+    send_buffer_limit: int = 64 << 20
+    send_timeout: float = 30.0  # seconds without write progress, with data buffered, before a close
     shutdown_timeout: float = 5.0
     legacy_server_id: bool = False
     node_heartbeat: float = 5.0  # registry heartbeat; a node is gone after 3 missed

@@ -16,6 +16,7 @@ from ..config import (
     ServeConfig,
     db_connections_setting,
     parse_listen,
+    parse_size,
 )
 from ..log import LEVELS, configure_logging
 from .django_setup import django_options, setup_django
@@ -28,6 +29,23 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
         return [parse_listen(v) for v in values]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | int) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if size < 64 << 10:
+        raise click.BadParameter(f"{value} is below the minimum of 64K")
+    return size
+
+
+def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        # Before logging is configured: straight to stderr.
+        click.echo("warning: --send-queue-size / DDPCTL_SEND_QUEUE_SIZE (a message count) is ignored: "
+                   "the send buffer is limited in bytes (--send-buffer-limit, --send-timeout)", err=True)
 
 
 @click.command()
@@ -68,10 +86,6 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
                    f"commands have {SYSTEM_CONNECTIONS} more of their own, plus one LISTEN connection.  "
                    f"Default: the DDPCTL_DB_CONNECTIONS Django setting, else {DEFAULT_DB_CONNECTIONS}.  "
                    "[env: DDPCTL_DB_CONNECTIONS]")
-@click.option("--send-queue-size", type=click.IntRange(min=10), default=10_000, show_default=True,
-              envvar="DDPCTL_SEND_QUEUE_SIZE", metavar="MESSAGES",
-              help="Messages buffered for one client before it is disconnected as too slow.  "
-                   "[env: DDPCTL_SEND_QUEUE_SIZE]")
 @click.option("--receive-queue-size", type=click.IntRange(min=1), default=1_000, show_default=True,
               envvar="DDPCTL_RECEIVE_QUEUE_SIZE", metavar="MESSAGES",
               help="Messages of one client waiting to be processed before the server stops reading its "
@@ -88,6 +102,18 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               envvar="DDPCTL_MAX_PARAMS_SIZE", metavar="BYTES",
               help="Largest subscription params (EJSON, UTF-8); bigger gets nosub with error 413.  "
                    "[env: DDPCTL_MAX_PARAMS_SIZE]")
+@click.option("--send-buffer-limit", default="64M", show_default=True, callback=_size,
+              envvar="DDPCTL_SEND_BUFFER_LIMIT", metavar="BYTES",
+              help="Bytes buffered for one client (K, M, G suffixes) past which live changes "
+                   "disconnect it (close 1008 'send buffer limit exceeded'); a new subscription's "
+                   "documents, a login or a replay wait for the client instead.  Minimum 64K.  "
+                   "[env: DDPCTL_SEND_BUFFER_LIMIT]")
+@click.option("--send-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              envvar="DDPCTL_SEND_TIMEOUT", metavar="SECONDS",
+              help="Close a client that has data waiting and reads none of it this long "
+                   "(close 1008 'send timeout').  [env: DDPCTL_SEND_TIMEOUT]")
+@click.option("--send-queue-size", type=int, hidden=True, expose_value=False, envvar="DDPCTL_SEND_QUEUE_SIZE",
+              callback=_removed_send_queue_size, help="Removed: ignored with a warning.")
 @click.option("--sockjs-heartbeat", type=click.FloatRange(min=0), default=45.0, show_default=True,
               envvar="DDPCTL_SOCKJS_HEARTBEAT", metavar="SECONDS",
               help="Interval of SockJS 'h' frames (0 disables).  [env: DDPCTL_SOCKJS_HEARTBEAT]")
@@ -126,8 +152,9 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
           ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
           max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
-          db_connections: int | None, send_queue_size: int, receive_queue_size: int, receive_queue_bytes: int,
-          max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float, node_heartbeat: float,
+          db_connections: int | None, send_buffer_limit: int, send_timeout: float, receive_queue_size: int,
+          receive_queue_bytes: int, max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float,
+          node_heartbeat: float,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
@@ -150,7 +177,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         settings=settings, listen=listen, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         log_level=log_level, max_frame_size=max_frame_size, heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
-        send_queue_size=send_queue_size, receive_queue_size=receive_queue_size,
+        send_buffer_limit=send_buffer_limit, send_timeout=send_timeout, receive_queue_size=receive_queue_size,
         receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
         max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
         legacy_server_id=legacy_server_id)

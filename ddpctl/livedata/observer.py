@@ -122,6 +122,19 @@ class Cursor:
         # Every table the SQL reads (as PostgreSQL plans it); the observer listens to all of them.
         self.tables = set(tables_read(queryset)) | {self.table}
         self.docs: Docs = {}
+        self._shared = False
+
+    def snapshot(self) -> Docs:
+        """The current documents, to read later: the next change copies them first (copy on write)."""
+        self._shared = True
+        return self.docs
+
+    def writable_docs(self) -> Docs:
+        """The documents, safe to change (a copy if a snapshot of them was handed out)."""
+        if self._shared:
+            self.docs = dict(self.docs)
+            self._shared = False
+        return self.docs
 
     def fetch_all(self) -> Docs:
         # .all(): a fresh clone, never the QuerySet's result cache from the last run
@@ -185,7 +198,8 @@ class Observer:
     # -- subscribers --------------------------------------------------------------------
 
     def add(self, sub: Subscription) -> None:
-        """Send ``sub`` the current documents and ``ready`` (at once, or after the first query)."""
+        """Hand ``sub`` the current documents (at once, or after the first query): its
+        connection sends them and ``ready`` (:meth:`Subscription.welcome`)."""
         if self.initialized:
             self._welcome(sub)
         else:
@@ -200,12 +214,10 @@ class Observer:
             self._registry.discard(self)
 
     def _welcome(self, sub: Subscription) -> None:
-        for cursor in self.cursors:
-            name = cursor.collection.name
-            for doc_id, fields in cursor.docs.items():
-                sub.added(name, doc_id, fields)
+        # The subscriber's connection sends the documents (and ready) on its own greenlet, as
+        # fast as its client reads; changes from now on follow them.  Nothing waits here.
         self.subscribers.append(sub)
-        sub.ready()
+        sub.welcome([(cursor.collection.name, cursor.snapshot()) for cursor in self.cursors])
 
     # -- queries ------------------------------------------------------------------------
 
@@ -218,7 +230,7 @@ class Observer:
         try:
             ensure_captured(self.tables)
             for cursor in self.cursors:
-                cursor.docs = cursor.fetch_all()
+                cursor.docs = cursor.fetch_all()  # a new dict: a snapshot of the old one stays as is
             while self._pending:
                 pending, self._pending = self._pending, None
                 self._apply(self._query(pending), pending)
@@ -282,7 +294,7 @@ class Observer:
         ordered: list[tuple[int, PreparedMessage]] = []
         for cursor, full, pks, fresh in results:
             name = cursor.collection.name
-            old = cursor.docs
+            old = cursor.writable_docs()
             own, other = cursor.order(changes)
             candidates = old if full else map(cursor.collection.doc_id, pks)
             for doc_id in [*fresh, *(i for i in candidates if i not in fresh)]:

@@ -23,7 +23,7 @@ from ..invocation import ConnectionHandle, call_user_code
 from ..values import to_ddp_value
 
 __all__ = ["Subscription", "SubscriptionSink", "PreparedMessage", "PublicationRegistry", "publications",
-           "publish"]
+           "publish", "Documents", "utf8_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +31,14 @@ logger = logging.getLogger(__name__)
 class PreparedMessage:
     """A data message that many subscriptions send alike; serialized at most once."""
 
-    __slots__ = ("op", "collection", "id", "fields", "cleared", "_text")
+    __slots__ = ("op", "collection", "id", "fields", "cleared", "_text", "_size")
 
     def __init__(self, op: str, collection: str, doc_id: str, fields: Mapping[str, Any] | None = None,
                  cleared: list[str] | None = None) -> None:
         self.op, self.collection, self.id = op, collection, doc_id
         self.fields, self.cleared = fields, cleared
         self._text: str | None = None
+        self._size = -1
 
     @property
     def text(self) -> str:
@@ -52,11 +53,27 @@ class PreparedMessage:
             self._text = stringify(msg)
         return self._text
 
+    @property
+    def size(self) -> int:
+        """Bytes of ``text`` in UTF-8 (what it weighs in a send buffer)."""
+        if self._size < 0:
+            self._size = utf8_size(self.text)
+        return self._size
+
     def same_as(self, msg: Mapping[str, Any]) -> bool:
         """True if the mergebox let this message through unchanged."""
         return (msg["msg"] == self.op and msg["id"] == self.id and msg["collection"] == self.collection
                 and msg.get("fields", {}) == (self.fields or {})
                 and msg.get("cleared", []) == (self.cleared or []))
+
+
+def utf8_size(text: str) -> int:
+    """``len(text.encode())`` without encoding ASCII text (``str.isascii`` is O(1))."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+Documents = list[tuple[str, Mapping[str, Mapping[str, Any]]]]
+"""An observer's documents for a new subscriber: ``[(collection name, {id: fields})]``."""
 
 
 class SubscriptionSink(Protocol):
@@ -67,6 +84,7 @@ class SubscriptionSink(Protocol):
                     fields: Mapping[str, Any] | None, cleared: Iterable[str]) -> None: ...
     def sub_removed(self, sub_id: str, collection: str, doc_id: str) -> None: ...
     def sub_prepared(self, sub_id: str, message: PreparedMessage) -> None: ...
+    def sub_welcome(self, sub: Subscription, documents: Documents) -> None: ...
     def sub_ready(self, sub_id: str) -> None: ...
     def sub_failed(self, sub_id: str, error: MeteorError) -> None: ...
     def sub_stopped(self, sub_id: str) -> None: ...
@@ -111,6 +129,15 @@ class Subscription:
         """``added``/``changed``/``removed`` from a message shared with other subscriptions."""
         if self.active:
             self._sink.sub_prepared(self.id, message)
+
+    def welcome(self, documents: Documents) -> None:
+        """``added`` for each of ``documents``, then ``ready``, before anything later ``send``s.
+
+        The sink sends them on its own time (the connection's greenlet, paced by what its
+        client reads), not on the caller's: ``documents`` must not change afterwards.
+        """
+        if self.active:
+            self._sink.sub_welcome(self, documents)
 
     def ready(self) -> None:
         if self.active:

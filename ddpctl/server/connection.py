@@ -1,4 +1,4 @@
-"""One DDP client connection: transport, session, bounded send queue, heartbeats.
+"""One DDP client connection: transport, session, send buffer with flow control, heartbeats.
 
 The reader (the pywsgi handler's own greenlet) answers pings at once and queues
 ``sub``/``unsub``/``method``; a processor greenlet handles those in arrival order and runs
@@ -15,6 +15,20 @@ frames wait for the processor, the reader stops reading the socket until it catc
 TCP pushes back on the client.  Output is encoded message by message before it is queued:
 a message that cannot be encoded is dropped alone (a method result or a ``nosub`` error
 becomes ``500 Internal server error``), never the batch it would have been written with.
+
+Flow control counts bytes (UTF-8 text queued plus what the writer is writing):
+
+* Work done for this client on its processor greenlet -- a new subscription's documents,
+  re-running subscriptions at login, a replay, method results -- waits while the buffer
+  holds more than a high-water mark, so any size of result streams in bounded memory to a
+  client that reads.  Observers hand a new subscriber a snapshot of their documents
+  (:meth:`Subscription.welcome`); the processor sends it, then the changes that arrived
+  meanwhile, in order.
+* Live changes fanned out by the shared observers never wait.  A client whose buffer
+  passes ``send_buffer_limit``, or that has data buffered and took none of it for
+  ``send_timeout`` seconds (a writer blocked in ``send`` included), is closed with 1008
+  (``send buffer limit exceeded`` / ``send timeout``) after the frame being written; its
+  buffer is dropped at once, and the socket is cut if even the close frame stalls.
 """
 from __future__ import annotations
 
@@ -23,7 +37,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
@@ -44,10 +58,11 @@ from ..ddp.session import (
     SubscriptionStop,
 )
 from ..invocation import ConnectionHandle, MethodInvocation
-from ..livedata.publish import PreparedMessage, Subscription, publications
+from ..livedata.publish import Documents, PreparedMessage, Subscription, publications, utf8_size
 from ..methods import methods
 from ..registry import ConnectionEntry, SubscriptionEntry
 from . import sockjs
+from .memory import release_free_memory
 from .websocket import MESSAGE_TOO_BIG, ConnectionClosed, WebSocket
 
 if TYPE_CHECKING:
@@ -56,7 +71,10 @@ if TYPE_CHECKING:
 __all__ = ["DDPConnection", "RawTransport", "SockJSTransport"]
 
 logger = logging.getLogger(__name__)
-_BATCH = 256  # frames taken from the send queue per socket write
+_BATCH = 256  # frames taken from the send queue per socket write, at most
+_BATCH_BYTES = 256 << 10  # ... and bytes: bounds what a close waits for and a write holds
+_HIGH_WATER = 1 << 20  # bytes buffered above which own work waits (or a quarter of the limit)
+_TRIM_AFTER = 4 << 20  # dropping this many buffered bytes gives the freed memory back to the OS
 _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
 _WRITER_LINGER = 5.0  # seconds an idle writer greenlet waits for more before it ends
 _PAUSE_CHECK = 1.0  # seconds between checks that a paused reader's connection still lives
@@ -71,6 +89,8 @@ class Transport(Protocol):
     def send_heartbeat(self) -> None: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def sent_at(self) -> float: ...
 
 
 class RawTransport:
@@ -100,6 +120,11 @@ class RawTransport:
     @property
     def closed(self) -> bool:
         return self.ws.closed is not None
+
+    @property
+    def sent_at(self) -> float:
+        """``time.monotonic()`` of the last socket write that moved bytes."""
+        return self.ws.sent_at
 
 
 class SockJSTransport(RawTransport):
@@ -151,10 +176,21 @@ _TRANSPORT_HEARTBEAT = _TransportHeartbeat()
 
 
 class _CloseRequest:
-    __slots__ = ("code", "reason")
+    __slots__ = ("code", "reason", "size")
 
     def __init__(self, code: int, reason: str) -> None:
         self.code, self.reason = code, reason
+        self.size = 4 + utf8_size(reason)  # counted: a close frame stuck in send is a stall too
+
+
+class _Welcome:
+    """A new subscriber's documents still to send, and the changes that arrived meanwhile."""
+
+    __slots__ = ("sub", "documents", "changes")
+
+    def __init__(self, sub: Subscription, documents: Documents) -> None:
+        self.sub, self.documents = sub, documents
+        self.changes: deque[PreparedMessage] = deque()
 
 
 class DDPConnection:
@@ -176,6 +212,17 @@ class DDPConnection:
         self._opened_mono = time.monotonic()
         self._outbox: Queue = Queue()
         self._writer: gevent.Greenlet | None = None
+        self._buffered = 0  # bytes queued for the writer or being written
+        self._held = 0  # bytes of changes held back until a welcome's documents are sent
+        self._in_flight = 0  # bytes of the batch the writer is writing
+        self._pending_since = self._opened_mono  # when the buffer last went from empty to not
+        self._close_queued = False  # nothing is queued after a close frame
+        self._writable = Event()  # set while the buffer is below the low-water mark
+        self._writable.set()
+        self._high_water = min(_HIGH_WATER, self.config.send_buffer_limit // 4)
+        self._low_water = self._high_water // 2
+        self._tasks: deque[Callable[[], None]] = deque()  # own work, run before the next message
+        self._welcoming: dict[str, _Welcome] = {}
         self._inbox: deque[tuple[dict[str, Any], int]] = deque()  # (message, frame bytes)
         self._inbox_bytes = 0
         self._inbox_room = Event()
@@ -207,6 +254,8 @@ class DDPConnection:
             if self._writer is not None:
                 self._writer.kill(block=False)
             self.transport.abort()
+            self._drop_buffers()
+            self._close_queued = True  # the client is gone: nothing more is queued
             # Like Meteor, a method already running is not interrupted when its client
             # leaves (killing it mid-way would leave half-done writes); queued ones are dropped.
             self._inbox.clear()
@@ -224,7 +273,7 @@ class DDPConnection:
         if self._closing:
             return
         self._closing = True
-        self._push(_CloseRequest(code, reason), bounded=False)
+        self._push_close(code, reason)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -254,8 +303,7 @@ class DDPConnection:
                 size = len(text)
                 self._inbox.append((item.message, size))
                 self._inbox_bytes += size
-                if self._processor is None:
-                    self._processor = gevent.spawn(self._process_loop)
+                self._start_processor()
             elif isinstance(item, Close):
                 self.close(1000, "Normal closure")
 
@@ -273,22 +321,37 @@ class DDPConnection:
 
     # -- processing, in order -----------------------------------------------------------
 
+    def _start_processor(self) -> None:
+        if self._processor is None:
+            self._processor = gevent.spawn(self._process_loop)
+
     def _process_loop(self) -> None:
         try:
-            while self._inbox:
-                msg, size = self._inbox.popleft()
-                self._inbox_bytes -= size
-                if self._input_paused and not self._inbox_full():
-                    self._inbox_room.set()
+            while self._tasks or self._inbox:
+                if self._tasks:
+                    task, msg = self._tasks.popleft(), None
+                else:
+                    msg, size = self._inbox.popleft()
+                    self._inbox_bytes -= size
+                    if self._input_paused and not self._inbox_full():
+                        self._inbox_room.set()
+                    task = None
                 try:
-                    self._process(msg)
+                    if task is not None:
+                        task()
+                    else:
+                        self._process(msg)
                 except ConnectionClosed:
                     return  # the client is gone: nothing more to answer
                 except Exception:  # a bug: log it and go on with the next message
                     logger.exception("connection %s: internal error processing %.200r",
-                                     self.handle.id, msg)
+                                     self.handle.id, msg if task is None else task)
         finally:
             self._processor = None
+
+    def _run_tasks(self) -> None:
+        while self._tasks:
+            self._tasks.popleft()()
 
     def _process(self, msg: dict[str, Any]) -> None:
         processed = self.session.process(msg)
@@ -334,6 +397,7 @@ class DDPConnection:
                 replacement = Subscription(self, sub_id, sub.name, sub.params, self.handle, user_id)
                 self._subs[sub_id] = replacement
                 self.server.db.run(publications.start, replacement)
+                self._run_tasks()  # the new documents, into the mergebox only
         finally:
             self._mute_data = False
         self._send_all(self.session.view.diff(before))
@@ -355,7 +419,53 @@ class DDPConnection:
     def sub_removed(self, sub_id: str, collection: str, doc_id: str) -> None:
         self._send_all(self.session.subscription_removed(sub_id, collection, doc_id))
 
+    def sub_welcome(self, sub: Subscription, documents: Documents) -> None:
+        # Called on an observer's greenlet: only note the work; the processor does it.
+        welcome = _Welcome(sub, documents)
+        self._welcoming[sub.id] = welcome
+        self._tasks.append(lambda: self._send_welcome(welcome))
+        self._start_processor()
+
+    def _send_welcome(self, welcome: _Welcome) -> None:
+        """On the processor: the documents, ``ready``, then the changes since, with backpressure."""
+        sub = welcome.sub
+        try:
+            for name, docs in welcome.documents:
+                for doc_id, fields in docs.items():
+                    if not sub.active or self._close_queued:
+                        return
+                    self.sub_added(sub.id, name, doc_id, fields)
+            if sub.active:
+                self.sub_ready(sub.id)
+            changes = welcome.changes
+            while changes and sub.active and not self._close_queued:
+                message = changes.popleft()
+                self._held -= message.size
+                self._deliver_prepared(sub.id, message)
+        finally:
+            if self._welcoming.get(sub.id) is welcome:
+                del self._welcoming[sub.id]
+            for message in welcome.changes:  # left over if it ended early
+                self._held -= message.size
+            welcome.changes.clear()
+
     def sub_prepared(self, sub_id: str, message: PreparedMessage) -> None:
+        if self._close_queued:
+            return  # closing: not even the mergebox needs it
+        try:
+            _ = message.size  # encodes the shared text once
+        except EncodeError as exc:  # dropped before the mergebox records it
+            logger.warning("connection %s: dropping a %r message (%s)", self.handle.id, message.op, exc)
+            return
+        welcome = self._welcoming.get(sub_id)
+        if welcome is not None:  # its documents are still on their way: this follows them
+            if self._reserve(message.size):
+                welcome.changes.append(message)
+                self._held += message.size
+            return
+        self._deliver_prepared(sub_id, message)
+
+    def _deliver_prepared(self, sub_id: str, message: PreparedMessage) -> None:
         if message.op == "changed":
             out = self.session.subscription_changed(sub_id, message.collection, message.id,
                                                     message.fields, message.cleared or ())
@@ -367,15 +477,11 @@ class DDPConnection:
         for msg in out:
             if self._mute_data:
                 continue
-            if not message.same_as(msg):
-                self._send(msg)
-                continue
-            try:  # usually the mergebox lets it through: reuse the shared text
-                text = message.text
-            except EncodeError as exc:
-                logger.warning("connection %s: dropping a %r message (%s)", self.handle.id, msg["msg"], exc)
-                continue
-            self._queue_text(text)
+            # Usually the mergebox lets the message through as is: reuse the shared text.
+            if message.same_as(msg):
+                self._queue_text(message.text, message.size)
+            else:
+                self._queue_text(stringify(msg))
 
     def sub_ready(self, sub_id: str) -> None:
         self._send_all(self.session.subscription_ready(sub_id))
@@ -410,19 +516,28 @@ class DDPConnection:
 
     def resend(self, docs: Iterable[tuple[str, str]], dry_run: bool = False) -> list[tuple[str, str]]:
         """Send again what the client holds of ``docs`` (collection, id): a ``changed`` with
-        every field.  Values come from the mergebox, so they are what the client should have."""
-        sent = []
+        every field.  Values come from the mergebox, so they are what the client should have.
+
+        Returns the documents to resend at once; the processor sends them, paced by what the
+        client reads, so a caller looping over connections never waits on a slow one."""
+        sent = [(collection, doc_id) for collection, doc_id in docs
+                if self.session.view.document(collection, doc_id) is not None]  # what it may see
+        if sent and not dry_run:
+            self._tasks.append(lambda: self._resend_now(sent))
+            self._start_processor()
+        return sent
+
+    def _resend_now(self, docs: list[tuple[str, str]]) -> None:
         for collection, doc_id in docs:
+            if self._close_queued:
+                return
             fields = self.session.view.document(collection, doc_id)
             if fields is None:
-                continue  # this client does not (may not) see it
-            sent.append((collection, doc_id))
-            if not dry_run:
-                message: dict[str, Any] = {"msg": "changed", "collection": collection, "id": doc_id}
-                if fields:
-                    message["fields"] = fields
-                self._send(message)
-        return sent
+                continue  # gone since
+            message: dict[str, Any] = {"msg": "changed", "collection": collection, "id": doc_id}
+            if fields:
+                message["fields"] = fields
+            self._send(message)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -462,23 +577,68 @@ class DDPConnection:
                 logger.warning("connection %s: dropping a %r message", self.handle.id, kind)
                 return None
 
-    def _queue_text(self, text: str) -> None:
-        self._push(text)
-
-    def _push(self, item: Any, bounded: bool = True) -> None:
-        if self.transport.closed:
-            return  # the client is gone (e.g. a method finishing after it left)
-        if bounded and self._outbox.qsize() >= self.config.send_queue_size:
-            # A client that cannot keep up would make the server buffer without bound.
-            logger.warning("closing connection %s: send queue full (%d messages)",
-                           self.handle.id, self.config.send_queue_size)
-            self._closing = True
-            self._outbox = Queue()
-            self.transport.abort()
+    def _queue_text(self, text: str, size: int = -1) -> None:
+        if size < 0:
+            size = utf8_size(text)
+        if gevent.getcurrent() is self._processor:
+            self._wait_writable()  # own work: pace it by what the client reads
+        elif not self._reserve(size):
             return
+        self._push(text, size)
+
+    def _reserve(self, size: int) -> bool:
+        """Room for ``size`` more bytes from a producer that must not wait; else drop the client."""
+        if self._buffered + self._held + size <= self.config.send_buffer_limit:
+            return True
+        if not self._close_queued:
+            self._drop_slow_client("send buffer limit exceeded")
+        return False
+
+    def _wait_writable(self) -> None:
+        """Block this (the processor's) greenlet while the buffer is above the high-water mark."""
+        while self._buffered >= self._high_water and not self._close_queued:
+            self._writable.clear()
+            self._writable.wait()
+
+    def _push(self, item: Any, size: int) -> None:
+        if self._close_queued or self.transport.closed:
+            return  # a close frame is on its way, or the client is gone: nothing would be sent
+        if not self._buffered:
+            self._pending_since = time.monotonic()
+        self._buffered += size
         self._outbox.put_nowait(item)
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
+
+    def _push_close(self, code: int, reason: str) -> None:
+        request = _CloseRequest(code, reason)
+        self._push(request, request.size)
+        self._close_queued = True
+        self._writable.set()  # own work waiting for room stops
+
+    def _drop_slow_client(self, reason: str) -> None:
+        """Drop what is buffered (memory freed now), then close with 1008 after the frame in flight."""
+        logger.warning("closing connection %s (%s): %s (%d bytes buffered, limit %d)",
+                       self.handle.id, self.handle.client_address, reason, self._buffered + self._held,
+                       self.config.send_buffer_limit)
+        self._closing = True
+        self._drop_buffers()
+        self._close_queued = False
+        self._push_close(1008, reason)
+
+    def _drop_buffers(self) -> None:
+        dropped = self._buffered + self._held - self._in_flight
+        self._outbox.queue.clear()
+        self._tasks.clear()
+        for welcome in self._welcoming.values():
+            welcome.changes.clear()
+        self._welcoming.clear()
+        self._held = 0
+        self._buffered = self._in_flight
+        self._pending_since = time.monotonic()
+        self._writable.set()
+        if dropped >= _TRIM_AFTER:
+            release_free_memory()
 
     def _write_loop(self) -> None:
         # The writer lingers a while after the queue empties: busy connections keep theirs
@@ -491,43 +651,73 @@ class DDPConnection:
                     return
                 if self._write_batch(first):
                     return
+        except ConnectionClosed:
+            # The peer is gone (or the socket was cut): the reader sees it too and cleans up.
+            self._closing = self._close_queued = True
+            self._writable.set()
         finally:
             self._writer = None
 
     def _write_batch(self, first: Any) -> bool:
-        """Send ``first`` and what else is queued (up to ``_BATCH``); True once closed."""
+        """Send ``first`` and what else is queued (up to ``_BATCH`` frames or about
+        ``_BATCH_BYTES``); True once closed."""
         outbox = self._outbox
         batch = [first]
-        while len(batch) < _BATCH and outbox.qsize():
-            batch.append(outbox.get_nowait())
-        texts: list[str] = []
-        for item in batch:
-            if isinstance(item, str):
-                texts.append(item)
-                continue
+        size = _size_of(first)
+        while len(batch) < _BATCH and size < _BATCH_BYTES and outbox.qsize():
+            item = outbox.get_nowait()
+            batch.append(item)
+            size += _size_of(item)
+        self._in_flight = size
+        try:
+            texts: list[str] = []
+            for item in batch:
+                if isinstance(item, str):
+                    texts.append(item)
+                    continue
+                if texts:
+                    self.transport.send(texts)
+                    texts = []
+                if isinstance(item, _CloseRequest):
+                    self._outbox.queue.clear()
+                    self.transport.close(item.code, item.reason)
+                    return True
+                self.transport.send_heartbeat()
             if texts:
                 self.transport.send(texts)
-                texts = []
-            if isinstance(item, _CloseRequest):
-                self._outbox = Queue()
-                self.transport.close(item.code, item.reason)
-                return True
-            self.transport.send_heartbeat()
-        if texts:
-            self.transport.send(texts)
-        return False
+            return False
+        finally:
+            self._in_flight = 0
+            self._buffered = max(0, self._buffered - size)
+            if self._buffered < self._low_water:
+                self._writable.set()
+
+    def _stalled(self, now: float) -> bool:
+        """Data buffered, and no byte of it written for ``send_timeout`` seconds."""
+        return (self._buffered > 0
+                and now - max(self._pending_since, self.transport.sent_at) >= self.config.send_timeout)
 
     # -- heartbeats ---------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Called about every second by the server: handshake timeout and heartbeats."""
+        """Called about every second by the server: send timeout, handshake timeout and heartbeats."""
+        if self._stalled(now):
+            if self._close_queued:  # not even the close frame moves: cut the socket
+                logger.warning("connection %s (%s): the close frame could not be sent in %.0f s; "
+                               "dropping the connection", self.handle.id, self.handle.client_address,
+                               self.config.send_timeout)
+                self._drop_buffers()
+                self.transport.abort()
+            else:
+                self._drop_slow_client("send timeout")
+            return
         if self._closing:
             return
         if (self.config.sockjs_heartbeat > 0 and isinstance(self.transport, SockJSTransport)
                 and now - self._last_transport_beat >= self.config.sockjs_heartbeat):
             # SockJS ``h`` frames keep proxies from closing a quiet connection.
             self._last_transport_beat = now
-            self._push(_TRANSPORT_HEARTBEAT)
+            self._push(_TRANSPORT_HEARTBEAT, 0)
         if not self.session.connected:
             # Before the handshake, Meteor closes a socket that stays silent for 45 s.
             if now - self._opened_mono >= self.config.handshake_timeout:
@@ -546,3 +736,11 @@ class DDPConnection:
         elif beat is Beat.TIMEOUT:
             logger.info("closing connection %s: heartbeat timed out", self.handle.id)
             self.close(1000, "Normal closure")
+
+
+def _size_of(item: Any) -> int:
+    if isinstance(item, str):
+        return utf8_size(item)
+    if isinstance(item, _CloseRequest):
+        return item.size
+    return 0

@@ -67,7 +67,7 @@ class DDPHandler(pywsgi.WSGIHandler):
         self.write(b"")  # sends the 101 headers
         self.close_connection = True  # after the WebSocket, no more HTTP on this socket
         limit = ddp.config.max_frame_size
-        ws = WebSocket(self.rfile.read1, _sender(self.socket), self.socket,
+        ws = WebSocket(self.rfile.read1, self.socket.send, self.socket,
                        limit if route == "raw" else sockjs.frame_limit(limit))
         transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws, limit)
         DDPConnection(ddp, transport, env).run()
@@ -76,18 +76,6 @@ class DDPHandler(pywsgi.WSGIHandler):
         self.start_response(status, [("Content-Type", "text/plain"),
                                      ("Content-Length", str(len(body)))] + (headers or []))
         self.write(body)
-
-
-def _sender(sock: Any) -> Callable[[bytes], None]:
-    """``sendall`` without gevent's per-call ``getsockopt(SO_SNDBUF)`` (a syscall per write)."""
-    send = sock.send
-
-    def sendall(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[send(view):]
-
-    return sendall
 
 
 class Router:

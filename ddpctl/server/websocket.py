@@ -13,6 +13,7 @@ import hashlib
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 from gevent.lock import Semaphore
@@ -74,10 +75,16 @@ class ConnectionClosed(Exception):
 
 
 class WebSocket:
-    def __init__(self, read: Callable[[int], bytes], sendall: Callable[[bytes], None],
+    def __init__(self, read: Callable[[int], bytes], send: Callable[[memoryview], int],
                  sock: socket.socket | None, max_message_size: int) -> None:
+        """``send`` is a socket's ``send`` (may write part of the data, returns the count).
+
+        ``sent_at`` is the ``time.monotonic()`` of the last write that moved bytes: a peer
+        that stops reading leaves it behind (the connection's send timeout looks at it).
+        """
         self._read = read
-        self._sendall_unlocked = sendall
+        self._send = send
+        self.sent_at = time.monotonic()
         # The reader answers pings and close frames while the writer may be mid-send.
         self._write_lock = Semaphore()
         self._socket = sock
@@ -159,8 +166,13 @@ class WebSocket:
             raise self.closed from None  # type: ignore[misc]
 
     def _sendall(self, data: bytes) -> None:
+        # Our own loop rather than gevent's sendall: no getsockopt(SO_SNDBUF) per call, and
+        # each partial write counts as progress.
         with self._write_lock:
-            self._sendall_unlocked(data)
+            view = memoryview(data)
+            while view:
+                view = view[self._send(view):]
+                self.sent_at = time.monotonic()
 
     def abort(self) -> None:
         """Drop the connection without a close frame (the peer sees 1006)."""
