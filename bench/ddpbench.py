@@ -74,8 +74,9 @@ def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
-def writer(book, seconds: float, rate: float | None = None, threads: int = 1) -> tuple[int, str]:
-    """``save()`` the book with its commit time as title; returns (saves, final title)."""
+def writer(book, seconds: float, rate: float | None = None, threads: int = 1, others=()) -> tuple[int, str]:
+    """``save()`` the book (round robin with ``others``) with its commit time as title;
+    returns (saves, final title), the last save being ``book``'s."""
     from django.db import connections
 
     count = [0]
@@ -83,10 +84,11 @@ def writer(book, seconds: float, rate: float | None = None, threads: int = 1) ->
 
     def loop():
         from bookstore.models import Book
-        b = Book.objects.get(pk=book.pk)
+        targets = [Book.objects.get(pk=x.pk) for x in (book, *others)]
         interval = 1.0 / rate if rate else 0
         next_at = time.monotonic()
         while time.monotonic() < end:
+            b = targets[count[0] % len(targets)]
             b.title = repr(time.time())
             b.save(update_fields=["title"])
             count[0] += 1
@@ -230,16 +232,20 @@ def main() -> None:
             rows.append((f"saves/s with {subs} subscribers", f"{saves / seconds:,.0f}",
                          f"{len(queries)} SQL statement(s) per save; complete {result['complete']}/{result['clients']}"))
 
-        # 2. delivery and commit-to-client latency, 20 writes/s
-        gen = LoadGen(server.port, fan_clients, "AllBooks")
-        saves, final = writer(book, seconds, rate=20)
-        result = gen.stop(final)
-        lat = result["latencies"]
-        rows.append((f"delivered msgs/s, {fan_clients} clients, 20 writes/s",
-                     f"{result['messages'] / seconds:,.0f}", f"complete {result['complete']}/{result['clients']}"))
-        rows.append((f"commit-to-client p50 / p99, {fan_clients} clients",
-                     f"{percentile(lat, 0.5) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} ms",
-                     f"{len(lat):,} samples"))
+        # 2. delivery, commit-to-client latency and order across documents, 20 and 100 writes/s
+        #    (one writer thread, round robin over 10 books: commit order is title order)
+        others = [Book.objects.create(title="other", author=author) for _ in range(9)]
+        for rate in (20, 100):
+            gen = LoadGen(server.port, fan_clients, "AllBooks")
+            saves, final = writer(book, seconds, rate=rate, others=others)
+            result = gen.stop(final)
+            lat = result["latencies"]
+            rows.append((f"delivered msgs/s, {fan_clients} clients, {rate} writes/s",
+                         f"{result['messages'] / seconds:,.0f}",
+                         f"complete {result['complete']}/{result['clients']}"))
+            rows.append((f"commit-to-client p50 / p99, {fan_clients} clients, {rate} writes/s",
+                         f"{percentile(lat, 0.5) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} ms",
+                         f"{len(lat):,} samples; {result['inversions']:,} order inversions across documents"))
 
         # 3. saturated fan-out from one server process
         gen = LoadGen(server.port, fan_clients, "AllBooks")
@@ -250,7 +256,7 @@ def main() -> None:
                      f"{saves / seconds:,.0f} saves/s; complete {result['complete']}/{result['clients']}"))
 
         # 4. initial subscription
-        Book.objects.bulk_create([Book(title=f"doc {i}", author=author) for i in range(docs - 1)])
+        Book.objects.bulk_create([Book(title=f"doc {i}", author=author) for i in range(docs - 1 - len(others))])
         gen = LoadGen(server.port, 1, "AllBooks")
         ready = gen.ready_seconds
         gen.stop(None)

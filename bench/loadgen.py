@@ -4,7 +4,9 @@
 
 Each client connects (raw WebSocket), subscribes to PUBLICATION (if given) and counts
 every DDP message.  ``changed``/``added`` messages whose ``title`` is a float are taken as
-the writer's commit time, giving commit-to-client latency.  Prints ``READY <seconds>``
+the writer's commit time, giving commit-to-client latency; a title older than one the
+client already received (of any document) counts as an order inversion, since one writer
+thread commits in title order.  Prints ``READY <seconds>``
 once every client has its ``ready`` (or is connected, without a publication), then waits
 for ``STOP <final title>`` on stdin, waits until every client has seen that title, and
 prints one JSON line of results.
@@ -31,6 +33,8 @@ class Client:
         self.messages = 0
         self.latencies = []
         self.last_title = None
+        self.newest = 0.0  # the newest commit time received, over every document
+        self.inversions = 0
         self.ready = Event()
         self.sock = None
         self.buffer = b""
@@ -104,9 +108,14 @@ class Client:
                 if title is not None:
                     self.last_title = title
                     try:
-                        self.latencies.append(now - float(title))
+                        committed = float(title)
                     except ValueError:
-                        pass  # not a timestamp title (initial documents)
+                        continue  # not a timestamp title (initial documents)
+                    self.latencies.append(now - committed)
+                    if committed < self.newest:
+                        self.inversions += 1
+                    else:
+                        self.newest = committed
 
 
 def main():
@@ -125,6 +134,7 @@ def main():
     for c in clients:  # measurement starts now
         c.messages = 0
         c.latencies = []
+        c.inversions = 0
     line = gevent.get_hub().threadpool.apply(sys.stdin.readline).split()
     measure_end = time.monotonic()
     final = line[1] if len(line) > 1 else None
@@ -136,6 +146,7 @@ def main():
         "messages": sum(c.messages for c in clients),
         "complete": sum(1 for c in clients if final is None or c.last_title == final),
         "clients": count,
+        "inversions": sum(c.inversions for c in clients),
         "latencies": latencies[:: max(1, len(latencies) // 20000)],
         "drain_seconds": time.monotonic() - measure_end,
     }), flush=True)
