@@ -116,6 +116,11 @@ class Recorder:
             for name in message.cleared or ():
                 del self.view[key][name]
 
+    def sub_welcome(self, sub, documents):
+        for name, docs in documents:
+            for doc_id, fields in docs.items():
+                self.sub_added(sub.id, name, doc_id, fields)
+
     def sub_ready(self, sub_id):
         pass
 
