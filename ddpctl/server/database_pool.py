@@ -17,10 +17,12 @@ a pywsgi request greenlet).  Django keeps one database connection per greenlet; 
 * when the lease ends the connection goes back to the pool -- its transaction rolled back
   if user code left one open, dropped if it broke -- ready for the next call, so a call
   does not pay for a new PostgreSQL connection (a connect costs several milliseconds).
-  ``CONN_HEALTH_CHECKS`` (Django's setting) is honoured: a pooled connection is checked
-  with ``SELECT 1`` before reuse if it has been idle a second or more, or if another one
-  was found broken since (so a PostgreSQL restart costs one failed call, not one per
-  pooled connection).
+  A pooled connection whose socket has something to read while idle (EOF, or the error
+  PostgreSQL sends as it shuts down or kills the backend: one non-blocking ``select``) is
+  checked with ``SELECT 1`` before reuse and dropped if dead, so a call after a
+  PostgreSQL restart gets a fresh connection.  ``CONN_HEALTH_CHECKS`` (Django's setting)
+  adds the same check for a connection idle a second or more, or after another one was
+  found broken.
 
 Session state that user code sets with ``SET`` stays on the pooled connection, as with
 Django's own connection pool (psycopg 3).  Only the ``default`` database is pooled.
@@ -35,6 +37,7 @@ import contextlib
 import functools
 import logging
 import math
+import select
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -147,7 +150,8 @@ class DatabasePool:
             raw, level, since = self._idle.pop()  # the most recently used: warm, likely alive
             if raw.closed:
                 continue
-            if check and time.monotonic() - since >= _HEALTH_CHECK_AFTER and not _alive(raw):
+            suspect = _readable(raw) or (check and time.monotonic() - since >= _HEALTH_CHECK_AFTER)
+            if suspect and not _alive(raw):
                 logger.info("dropping a pooled database connection that failed its health check")
                 _close_quietly(raw)
                 continue
@@ -225,6 +229,18 @@ def _reset(raw: Any) -> bool:
             logger.warning("rolling back a pooled database connection failed (%s); closing it", exc)
             return False
     return True
+
+
+def _readable(raw: Any) -> bool:
+    """True if an idle connection's socket has something to read: an idle PostgreSQL
+    connection has nothing to say, so that is EOF or an error (a restart's "terminating
+    connection due to administrator command", a killed backend).  One non-blocking
+    ``select``, no round trip."""
+    try:
+        readable, _, _ = select.select([raw.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg2.Error):
+        return True
+    return bool(readable)
 
 
 def _alive(raw: Any) -> bool:
