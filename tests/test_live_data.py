@@ -290,6 +290,7 @@ def test_postgresql_restart_loses_nothing(live, live_database_url, sql):
 
     if os.environ.get("DDPCTL_TEST_DATABASE_URL"):
         pytest.skip("restarts only the embedded PostgreSQL, not an external server")
+    import pgserver
     from django.conf import settings
     from pgserver._commands import pg_ctl
     pgdata = settings.DATABASES["default"]["HOST"]
@@ -299,8 +300,12 @@ def test_postgresql_restart_loses_nothing(live, live_database_url, sql):
         client.subscribe("AllBooks")
         sql("INSERT INTO bookstore_book (title, author_id, pages, blurb) "
             "SELECT 'before-' || i, %s, 0, '' FROM generate_series(1, 20) i", [author_id])
-        system_user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs postgres as this user
-        pg_ctl(["-w", "restart", "-m", "fast"], pgdata=Path(pgdata), user=system_user)
+        # Stop PostgreSQL, then start it through pgserver, so that pgserver knows the new
+        # postmaster and stops it when the test session ends (a plain `pg_ctl restart` would
+        # leave it running).
+        server = pgserver.get_server(Path(pgdata))
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=Path(pgdata), user=server.system_user)
+        server.ensure_postgres_running()
         conn = psycopg2.connect(live_database_url)
         conn.autocommit = True
         with conn.cursor() as cur:
