@@ -377,3 +377,40 @@ def test_a_server_role_without_trigger_privilege_ends_the_subscription_naming_th
     # migrate keeps what a serving node installed (a live publication may read the table)
     ddpctl("migrate", "--noinput")
     assert triggers() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("key_type", "value", "text"), [
+    ("timestamptz", "2021-01-01 00:00:00+00", "2021-01-01 00:00:00+00"),
+    ("timestamp", "2021-01-02 03:04:05.5", "2021-01-02 03:04:05.5"),
+    ("date", "2021-01-02", "2021-01-02"),
+    ("float8", "123456789.123456789", "123456789.12345679"),
+    ("interval", "1 day 02:00:00", "1 day 02:00:00"),
+    ("bytea", "\\x00ff", "\\x00ff"),
+])
+def test_a_keys_text_does_not_depend_on_the_writers_session_settings(key_type, value, text):
+    """A key is recorded as the observer reads it back, whatever TimeZone, DateStyle,
+    IntervalStyle, extra_float_digits or bytea_output the writer's session uses."""
+    table = f"ddpctl_key_{key_type}"
+    with connection.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (k {key_type} PRIMARY KEY, v int)")
+        try:
+            capture._create(cur, capture.Target(table, ("k",)))
+            cur.execute("SELECT coalesce(max(id), 0) FROM ddpctl_change")
+            start = cur.fetchone()[0]
+            cur.execute("SET TimeZone = 'America/New_York'; SET DateStyle = 'SQL, DMY'; "
+                        "SET IntervalStyle = 'sql_standard'; SET extra_float_digits = -3; "
+                        "SET bytea_output = 'escape'")
+            try:
+                cur.execute(f"INSERT INTO {table} VALUES (%s, 1)", [value])
+                cur.execute(f"UPDATE {table} SET v = 2")
+                cur.execute(f"DELETE FROM {table}")
+            finally:
+                cur.execute("RESET TimeZone; RESET DateStyle; RESET IntervalStyle; RESET extra_float_digits; "
+                            "RESET bytea_output")
+            cur.execute('SELECT op, "row" FROM ddpctl_change WHERE id > %s AND "table" = %s ORDER BY id',
+                        [start, table])
+            rows = cur.fetchall()
+        finally:
+            cur.execute(f"DROP TABLE {table}")
+    assert rows == [("I", text), ("U", text), ("D", text)]

@@ -216,3 +216,13 @@ def test_operator_commands_explain_a_missing_migration(tmp_path):
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.mark.parametrize("option", ["--node-heartbeat", "--heartbeat-interval", "--heartbeat-timeout",
+                                    "--send-timeout", "--sockjs-heartbeat"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e12"])
+def test_serve_refuses_durations_that_are_not_finite_or_too_long(option, value):
+    result = subprocess.run([sys.executable, "-m", "ddpctl", "serve", option, value], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert option in result.stderr and "Traceback" not in result.stderr

@@ -289,3 +289,34 @@ def test_sockjs_broken_framing_closes_with_3000(server):
     with DDPClient(server.sockjs_url) as client:
         client.ws.send("{broken")
         assert client.ws.recv() == 'c[3000,"Broken framing."]'
+
+
+@pytest.mark.parametrize("frame", ["5", "[5]", "[null]", "[true]", '{"a":1}', '[["x"]]', "[{}]", "[[]]", "[1.5]"])
+def test_sockjs_non_string_messages_get_meteors_reply_and_the_connection_lives(server, frame):
+    """sockjs-node hands each non-string message to Meteor's DDP parser as String(message),
+    which discards it as not a DDP object: "Bad request"."""
+    with DDPClient(server.sockjs_url) as client:
+        client.connect()
+        client.ws.send(frame)
+        reply = client.recv()
+        assert reply["msg"] == "error" and reply["reason"] == "Bad request"
+        client.send({"msg": "ping", "id": "still"})
+        assert client.recv() == {"msg": "pong", "id": "still"}
+
+
+def test_a_flood_of_bad_messages_in_one_sockjs_frame_is_logged_briefly_and_others_are_served(start_server):
+    from ddpctl.ddp.session import BAD_FRAMES_LOGGED
+
+    live = start_server()
+    with DDPClient(live.sockjs_url) as flooder, DDPClient(live.ws_url) as other:
+        flooder.connect()
+        other.connect()
+        flooder.ws.send(json.dumps([""] * 20_000))  # 20,000 bad messages in one frame
+        other.send({"msg": "ping", "id": "during"})
+        assert other.recv() == {"msg": "pong", "id": "during"}
+        flooder.send({"msg": "ping", "id": "after"})
+        replies = [flooder.recv() for _ in range(20_001)]
+        assert replies[-1] == {"msg": "pong", "id": "after"}
+        assert all(r["msg"] == "error" for r in replies[:-1])
+    log = live.output()
+    assert BAD_FRAMES_LOGGED <= log.count("Bad request") <= BAD_FRAMES_LOGGED + 2

@@ -6,6 +6,7 @@ import click
 
 from .django_setup import database_errors, django_options, raw_connection, setup_django
 from .output import Column, age, emit_table, json_option
+from .seconds import Seconds
 
 CONNECTION_COLUMNS = [
     Column("id", "connection", style="cyan"),
@@ -58,7 +59,7 @@ def conns_ls(
 @click.argument("connection_id", metavar="ID")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     default=10.0,
     show_default=True,
     metavar="SECONDS",

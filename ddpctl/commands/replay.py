@@ -12,6 +12,7 @@ import click
 from ..log import configure_logging
 from .django_setup import database_errors, django_options, raw_connection, setup_django
 from .output import Column, emit_table, json_default, stderr_console
+from .seconds import Seconds
 from .tail import OP_NAMES, collection_option, point_option, resolve_point, table_filter
 
 CHUNK = 500  # changes per command to the nodes
@@ -55,7 +56,7 @@ def read_changes_file(stream: Any, name: str) -> list[tuple[str, str, str | None
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     default=30.0,
     show_default=True,
     metavar="SECONDS",

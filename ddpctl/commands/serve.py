@@ -20,6 +20,7 @@ from ..config import (
 )
 from ..log import LEVELS, configure_logging
 from .django_setup import django_options, setup_django
+from .seconds import Seconds
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +74,10 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               help="Largest DDP message accepted (a raw WebSocket message, or one message of a SockJS "
                    "frame once unescaped); a bigger one closes that connection with 1009 (message "
                    "too big).  [env: DDPCTL_MAX_FRAME_SIZE]")
-@click.option("--heartbeat-interval", type=click.FloatRange(min=0), default=15.0, show_default=True,
+@click.option("--heartbeat-interval", type=Seconds(), default=15.0, show_default=True,
               envvar="DDPCTL_HEARTBEAT_INTERVAL", metavar="SECONDS",
               help="Ping a client idle this long (0 disables).  [env: DDPCTL_HEARTBEAT_INTERVAL]")
-@click.option("--heartbeat-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+@click.option("--heartbeat-timeout", type=Seconds(min=0.1), default=15.0, show_default=True,
               envvar="DDPCTL_HEARTBEAT_TIMEOUT", metavar="SECONDS",
               help="Close a client that does not answer a ping this fast.  [env: DDPCTL_HEARTBEAT_TIMEOUT]")
 @click.option("--db-connections", type=click.IntRange(min=1), default=None,
@@ -108,16 +109,16 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
                    "disconnect it (close 1008 'send buffer limit exceeded'); a new subscription's "
                    "documents, a login or a replay wait for the client instead.  Minimum 64K.  "
                    "[env: DDPCTL_SEND_BUFFER_LIMIT]")
-@click.option("--send-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+@click.option("--send-timeout", type=Seconds(min=0.1), default=30.0, show_default=True,
               envvar="DDPCTL_SEND_TIMEOUT", metavar="SECONDS",
               help="Close a client that has data waiting and reads none of it this long "
                    "(close 1008 'send timeout').  [env: DDPCTL_SEND_TIMEOUT]")
 @click.option("--send-queue-size", type=int, hidden=True, expose_value=False, envvar="DDPCTL_SEND_QUEUE_SIZE",
               callback=_removed_send_queue_size, help="Removed: ignored with a warning.")
-@click.option("--sockjs-heartbeat", type=click.FloatRange(min=0), default=45.0, show_default=True,
+@click.option("--sockjs-heartbeat", type=Seconds(), default=45.0, show_default=True,
               envvar="DDPCTL_SOCKJS_HEARTBEAT", metavar="SECONDS",
               help="Interval of SockJS 'h' frames (0 disables).  [env: DDPCTL_SOCKJS_HEARTBEAT]")
-@click.option("--node-heartbeat", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--node-heartbeat", type=Seconds(min=0.1), default=5.0, show_default=True,
               envvar="DDPCTL_NODE_HEARTBEAT", metavar="SECONDS",
               help="How often this process updates its row and its connections in the node registry "
                    "(ddpctl nodes/conns/subs ls); after 3 missed beats it is listed no more.  "

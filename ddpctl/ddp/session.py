@@ -34,6 +34,7 @@ __all__ = [
 SUPPORTED_VERSIONS = ("1", "pre2", "pre1")
 Message = dict[str, Any]
 logger = logging.getLogger(__name__)
+BAD_FRAMES_LOGGED = 20  # bad frames of one session logged as warnings; the rest at debug level
 _excerpt = reprlib.Repr()  # a bad frame in the log: a bounded excerpt, whatever its size
 _excerpt.maxstring = _excerpt.maxother = 160
 _excerpt.maxlevel, _excerpt.maxdict, _excerpt.maxlist = 4, 8, 8
@@ -116,6 +117,7 @@ class Session:
         self.subscriptions: dict[str, str] = {}  # sub id -> publication name
         self._ready: set[str] = set()
         self.failed = False
+        self._bad_logged = 0  # bad frames logged so far (capped: a flood must not flood the log)
 
     @property
     def connected(self) -> bool:
@@ -167,10 +169,21 @@ class Session:
         return Send({"msg": "error", "reason": reason, "offendingMessage": offending})
 
     def _log_bad(self, what: str, frame: Any, exc: Exception | None = None) -> None:
-        """One warning line per bad frame; the exception's traceback only at debug level."""
-        logger.warning("session %s: %s%s: %s", self.id or "-", what, f" ({exc})" if exc else "",
-                       _excerpt.repr(frame),
-                       exc_info=exc if exc is not None and logger.isEnabledFor(logging.DEBUG) else None)
+        """One warning line per bad frame (the exception's traceback only at debug level), for
+        the first :data:`BAD_FRAMES_LOGGED` of a session; later ones at debug level only, so
+        a client sending a flood of bad frames cannot flood the log."""
+        self._bad_logged += 1
+        if self._bad_logged > BAD_FRAMES_LOGGED:
+            level = logging.DEBUG
+        else:
+            level = logging.WARNING
+        if not logger.isEnabledFor(level):
+            return
+        suffix = ("; further bad frames of this session are logged at debug level only"
+                  if self._bad_logged == BAD_FRAMES_LOGGED else "")
+        logger.log(level, "session %s: %s%s: %s%s", self.id or "-", what, f" ({exc})" if exc else "",
+                   _excerpt.repr(frame), suffix,
+                   exc_info=exc if exc is not None and logger.isEnabledFor(logging.DEBUG) else None)
 
     def _connect(self, msg: Message) -> list[Send | Close | Enqueue]:
         version, support = msg.get("version"), msg.get("support")

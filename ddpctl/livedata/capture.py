@@ -43,6 +43,12 @@ RUN_TIME_MARK = "installed at run time by ddpctl serve"
 # pg_advisory_xact_lock key serializing trigger installs between nodes (crc32 of "ddpctl_capture")
 _LOCK_KEY = 0x6464_7063
 
+# The writer's session settings must not change a key's text (a timestamp key written from a
+# session in another TimeZone or DateStyle, a float key with extra_float_digits=0 would not
+# match the row's id): the trigger functions run with these, whatever the writer set.
+_OUTPUT_SETTINGS = ("SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' "
+                    "SET extra_float_digits = 1 SET bytea_output = 'hex'")
+
 _FUNCTIONS_SQL = r"""
 -- The key expression of alias `alias` for key columns `cols` (text, JSON array text if several).
 CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_key(alias text, cols text[]) RETURNS text
@@ -57,7 +63,7 @@ $ddpctl$;
 
 -- INSERT and DELETE: one row per inserted (new_rows) or deleted (old_rows) row.
 -- ARGV: the primary key column(s).
-CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_rows() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_rows() RETURNS trigger LANGUAGE plpgsql {output_settings} AS $ddpctl$
 BEGIN
   EXECUTE format('INSERT INTO %s ("table", op, "row") SELECT $1, $2, %s FROM %I AS r',
                  {changelog},
@@ -70,7 +76,7 @@ END $ddpctl$;
 
 -- UPDATE: one row per changed row, naming the changed columns; rows that change nothing are
 -- skipped; a row whose key changed is a delete of the old key and an insert of the new one.
-CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_update() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_update() RETURNS trigger LANGUAGE plpgsql {output_settings} AS $ddpctl$
 DECLARE
   k text := CASE TG_NARGS WHEN 1 THEN format('r.%I::text', TG_ARGV[0]) ELSE {schema}.ddpctl_capture_key('r', TG_ARGV) END;
 BEGIN
@@ -91,7 +97,7 @@ END $ddpctl$;
 
 -- ARGV: the table to record (a many-to-many table records its owner's), if not this one;
 -- then, for tables a serving node captured itself, a mark (unused here).
-CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_truncate() RETURNS trigger LANGUAGE plpgsql {output_settings} AS $ddpctl$
 BEGIN
   EXECUTE format('INSERT INTO %s ("table", op) VALUES ($1, ''T'')', {changelog})
     USING COALESCE(TG_ARGV[0], TG_TABLE_NAME::text);
@@ -100,7 +106,7 @@ BEGIN
 END $ddpctl$;
 
 -- Many-to-many: ARGV = owner table, owner column in the through table, field name.
-CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_m2m() RETURNS trigger LANGUAGE plpgsql AS $ddpctl$
+CREATE OR REPLACE FUNCTION {schema}.ddpctl_capture_m2m() RETURNS trigger LANGUAGE plpgsql {output_settings} AS $ddpctl$
 BEGIN
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
     EXECUTE format('INSERT INTO %s ("table", op, "row", fields) '
@@ -130,7 +136,8 @@ def functions_sql(cursor) -> str:
     cursor.execute("SELECT quote_ident(n.nspname), format('%I.%I', n.nspname, c.relname) FROM pg_class c "
                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = 'ddpctl_change'::regclass")
     schema, changelog = cursor.fetchone()
-    return _FUNCTIONS_SQL.replace("{changelog}", _literal(changelog)).replace("{schema}", schema)
+    return (_FUNCTIONS_SQL.replace("{changelog}", _literal(changelog)).replace("{schema}", schema)
+            .replace("{output_settings}", _OUTPUT_SETTINGS))
 
 
 @dataclass(frozen=True)

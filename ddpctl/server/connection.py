@@ -78,6 +78,7 @@ _TRIM_AFTER = 4 << 20  # dropping this many buffered bytes gives the freed memor
 _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
 _WRITER_LINGER = 5.0  # seconds an idle writer greenlet waits for more before it ends
 _PAUSE_CHECK = 1.0  # seconds between checks that a paused reader's connection still lives
+_YIELD_EVERY = 64  # messages of one SockJS frame handled before the reader yields
 
 
 class Transport(Protocol):
@@ -280,7 +281,14 @@ class DDPConnection:
     def _read_loop(self) -> None:
         while not self._closing:
             self._wait_for_inbox_room()
-            for text in self.transport.receive():
+            for i, text in enumerate(self.transport.receive()):
+                # A SockJS frame may carry any number of messages: each one waits for room
+                # in the inbox, and the reader yields now and then, so one client's frame
+                # neither bypasses the input bound nor holds up the process.
+                if i:
+                    self._wait_for_inbox_room()
+                    if i % _YIELD_EVERY == 0:
+                        gevent.sleep(0)
                 if self._heartbeat is not None:
                     self._heartbeat.message_received()
                 try:

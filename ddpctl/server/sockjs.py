@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from typing import Any
 
 from .websocket import utf8_length
 
@@ -45,8 +46,8 @@ def frame_limit(max_message_size: int) -> int:
 def decode_client_frame(frame: str | bytes, max_message_size: int | None = None) -> list[str]:
     """The messages in one client frame.
 
-    ``ValueError`` means broken framing (close 3000); ``MessageTooBig`` a message of more
-    than ``max_message_size`` bytes in UTF-8 (close 1009).
+    ``ValueError`` means broken framing, text that is not JSON (close 3000, as sockjs-node);
+    ``MessageTooBig`` a message of more than ``max_message_size`` bytes in UTF-8 (close 1009).
     """
     if not frame:
         return []
@@ -54,17 +55,34 @@ def decode_client_frame(frame: str | bytes, max_message_size: int | None = None)
         payload = json.loads(frame)
     except RecursionError:
         raise ValueError("a SockJS frame nested too deeply") from None
-    if isinstance(payload, str):
-        messages = [payload]
-    elif isinstance(payload, list) and all(isinstance(p, str) for p in payload):
-        messages = payload
-    else:
-        raise ValueError("a SockJS frame must hold a string or an array of strings")
+    # As sockjs-node: an array is a list of messages, anything else one message; a message
+    # that is not a string reaches Meteor's DDP parser as JavaScript's String() of it, which
+    # it discards ("Bad request": ``[5]``, ``[{}]``), and the connection lives on.
+    items = payload if isinstance(payload, list) else [payload]
+    messages = [item if isinstance(item, str) else _js_string(item, top=True) for item in items]
     if max_message_size is not None:
         for message in messages:
             if utf8_length(message) > max_message_size:
                 raise MessageTooBig(f"SockJS message over {max_message_size} bytes")
     return messages
+
+
+def _js_string(value: Any, top: bool = False) -> str:
+    """JavaScript's ``String(value)`` for a JSON value (``Array.prototype.join`` semantics:
+    ``null`` inside an array is empty)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "null" if top else ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e21 else repr(value)
+    if isinstance(value, dict):
+        return "[object Object]"
+    return ",".join(_js_string(item) for item in value)
 
 
 def info_body(websocket: bool = True) -> bytes:
