@@ -247,6 +247,10 @@ def main() -> None:
                          f"{percentile(lat, 0.5) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} ms",
                          f"{len(lat):,} samples; {result['inversions']:,} order inversions across documents"))
 
+        # 6. latency behind an idle transaction and a rolled-back bulk import (before 4 adds
+        #    its documents: every client here subscribes to every book)
+        rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
+
         # 3. saturated fan-out from one server process
         gen = LoadGen(server.port, fan_clients, "AllBooks")
         saves, final = writer(book, seconds, threads=2)
@@ -271,9 +275,6 @@ def main() -> None:
         gen.stop(None)
         rows.append((f"memory per idle connection ({idle:,} held)", f"{(after - before) / idle:.1f} KiB",
                      f"server RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"))
-
-        # 6. latency behind an idle transaction and a rolled-back bulk import
-        rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
 
         # 7. a client that never reads, sent 20 KiB documents (default --send-buffer-limit 64M)
         peak, note = slow_consumer(server, 30 if not args.quick else 15)
