@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,6 +17,30 @@ from ddpctl.testing import DDPClient, LiveServer
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH_ARGS = ["--pythonpath", str(ROOT / "examples" / "bookstore"), "--pythonpath", str(ROOT / "tests")]
 SERVER_ARGS = ["--settings", "test_settings", *PYTHONPATH_ARGS]
+
+
+def wait_for(client, predicate, timeout=10.0):
+    """Read ``client``'s messages until ``predicate(client)`` holds; the messages read."""
+    client.ws.settimeout(timeout)
+    seen = []
+    deadline = time.monotonic() + timeout
+    while not predicate(client):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; collections={client.collections}, messages={seen[-10:]}")
+        seen.append(client.recv())
+    return seen
+
+
+def eventually(check, timeout=15.0, interval=0.05):
+    """Call ``check()`` until it returns a true value; that value (AssertionError on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s; last value: {value!r}")
+        time.sleep(interval)
 
 
 def _url(dbname: str) -> str:

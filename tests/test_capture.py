@@ -8,10 +8,10 @@
   captured (by ``migrate``, or by the serving node before the observer's first query).
 """
 import json
-import time
 import uuid
 
 import pytest
+from conftest import wait_for
 from django.db import connection
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -21,16 +21,6 @@ from ddpctl.testing import DDPClient
 
 HOSTILE = "testapp.hostile"
 
-
-def wait_for(client, predicate, timeout=10.0):
-    client.ws.settimeout(timeout)
-    seen = []
-    deadline = time.monotonic() + timeout
-    while not predicate(client):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; collections={client.collections}, messages={seen[-10:]}")
-        seen.append(client.recv())
-    return seen
 
 
 def docs(client, name):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from conftest import wait_for
 
 from ddpctl.testing import DDPClient
 
@@ -32,17 +33,6 @@ def insert_book(sql, title, pages=0, email="a@example.com"):
     return sql("INSERT INTO bookstore_book (title, author_id, pages, blurb) "
                "VALUES (%s, %s, %s, '') RETURNING id", [title, author_id, pages], fetch=True)[0][0]
 
-
-def wait_for(client, predicate, timeout=10.0):
-    """Read messages until ``predicate(client)`` holds; returns the messages read."""
-    client.ws.settimeout(timeout)
-    seen = []
-    deadline = time.monotonic() + timeout
-    while not predicate(client):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; collections={client.collections}, messages={seen[-10:]}")
-        seen.append(client.recv())
-    return seen
 
 
 def books(client):

@@ -10,24 +10,13 @@ from pathlib import Path
 
 import pytest
 import websocket
-from conftest import SERVER_ARGS
+from conftest import SERVER_ARGS, eventually
 from test_live_data import BOOK, books, insert_book, wait_for
 
 from ddpctl.testing import DDPClient
 
 BEAT = "0.3"  # --node-heartbeat: a node is gone after 3 missed beats (0.9 s)
 
-
-def eventually(check, timeout=10.0, interval=0.1):
-    """Call ``check()`` until it returns a true value; that value (AssertionError on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s; last value: {value!r}")
-        time.sleep(interval)
 
 
 def ls(ddpctl, what, *args):

@@ -16,7 +16,7 @@ import urllib.request
 
 import psycopg2
 import pytest
-from conftest import SERVER_ARGS
+from conftest import SERVER_ARGS, eventually
 from test_live_data import books, insert_book, wait_for
 
 from ddpctl.config import SYSTEM_CONNECTIONS
@@ -25,16 +25,6 @@ from ddpctl.testing import DDPClient
 USER_CONNECTIONS = 2  # --db-connections in these tests
 SLOW_CLIENTS = 4  # more slow calls than user connections
 
-
-def eventually(check, timeout=15.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s; last value: {value!r}")
-        time.sleep(interval)
 
 
 def nothing_received(clients):

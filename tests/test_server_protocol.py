@@ -291,7 +291,8 @@ def test_sockjs_broken_framing_closes_with_3000(server):
         assert client.ws.recv() == 'c[3000,"Broken framing."]'
 
 
-@pytest.mark.parametrize("frame", ["5", "[5]", "[null]", "[true]", '{"a":1}', '[["x"]]', "[{}]", "[[]]", "[1.5]"])
+@pytest.mark.parametrize("frame", ["5", "[5]", "[null]", "[true]", '{"a":1}', '[["x"]]', "[{}]", "[[]]",
+                                   "[1.5]"])
 def test_sockjs_non_string_messages_get_meteors_reply_and_the_connection_lives(server, frame):
     """sockjs-node hands each non-string message to Meteor's DDP parser as String(message),
     which discards it as not a DDP object: "Bad request"."""
