@@ -465,3 +465,25 @@ def test_no_connection_is_accepted_before_the_changelog_position_is_taken(live_d
         blocker.close()
         starting.join()
         server.stop()
+
+
+def test_clients_subscribing_at_once_share_one_observer_and_all_receive_changes(live, sql):
+    """Subscriptions started concurrently (each on its connection's greenlet, while another
+    one's observer is still being made) join one observer; none is left orphaned."""
+    book_id = insert_book(sql, "Dune")
+    clients = [DDPClient(live.ws_url) for _ in range(20)]
+    try:
+        for client in clients:
+            client.__enter__()
+            client.connect()
+        for client in clients:  # every sub on the wire before any ready is read
+            client.send({"msg": "sub", "id": "s", "name": "AllBooks", "params": []})
+        for client in clients:
+            wait_for(client, lambda c: str(book_id) in books(c))
+        sql("UPDATE bookstore_book SET title = 'Dune Messiah' WHERE id = %s", [book_id])
+        for client in clients:
+            wait_for(client, lambda c: books(c)[str(book_id)]["title"] == "Dune Messiah")
+        assert clients[0].call("observers_of", "AllBooks") == [["('everyone',)", 20]]
+    finally:
+        for client in clients:
+            client.__exit__(None, None, None)

@@ -330,7 +330,11 @@ class ObserverRegistry:
         observer = self._observers.get(key)
         if observer is not None:
             return observer, False
-        observer = Observer(key, make_cursors(), self)
+        cursors = make_cursors()  # may yield: it asks PostgreSQL which tables the queries read
+        observer = self._observers.get(key)  # so another subscriber may have created it meanwhile
+        if observer is not None:
+            return observer, False
+        observer = Observer(key, cursors, self)
         self._observers[key] = observer
         return observer, True
 
