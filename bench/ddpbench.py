@@ -166,8 +166,14 @@ def slow_consumer(server, seconds: float) -> tuple[str, str]:
         payload, mask = text.encode(), os.urandom(4)
         sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
     pid = server.process.pid
-    time.sleep(1.0)
-    baseline = peak = rss_kib(pid)
+    baseline = rss_kib(pid)
+    for _ in range(20):  # let the server settle (memory of earlier scenarios going back) first
+        time.sleep(0.5)
+        now = rss_kib(pid)
+        if abs(now - baseline) < 1024:
+            break
+        baseline = now
+    peak = baseline
     logged = len(server.output())
     started = time.monotonic()
     closed_after = None
