@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import psycopg2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -342,3 +343,38 @@ def test_rows_moved_by_a_joined_table_go_at_the_position_of_that_change(start_se
     assert data[0] == ("changed", "book", str(b3))
     assert set(data[1:3]) == {("added", "book", str(b2)), ("added", "author", str(y))}
     assert data[3] == ("changed", "book", str(b1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_observer_reads_a_batch_in_the_snapshot_it_was_read_in():
+    """A row changed again after its batch was read is read as of the batch (its later
+    change comes with the next batch), so messages never carry state ahead of their place."""
+    from bookstore.models import Author, Book
+    from django.db import connection
+
+    from ddpctl.livedata.collection import collections
+
+    author = Author.objects.create(name="A", email="snapshot@example.com")
+    book = Book.objects.create(title="as of the batch", author=author)
+    registry = ObserverRegistry()
+    observer, _ = registry.get_or_create(
+        "snapshot", lambda: [Cursor(collections.for_model(Book), Book.objects.all())])
+    observer.initialize()
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "cursor_factory"}
+    exporter = psycopg2.connect(**params)
+    try:
+        with exporter.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute("SELECT pg_export_snapshot()")
+            changes = ChangeSet()
+            changes.add("bookstore_book", str(book.pk))
+            changes.snapshot, changes.taken_at = cur.fetchone()[0], time.monotonic()
+        Book.objects.filter(pk=book.pk).update(title="the latest")  # after the batch was read
+        observer.refresh(changes)
+        assert observer.cursors[0].docs[str(book.pk)]["title"] == "as of the batch"
+        later = ChangeSet()  # the next batch, read after the change: no snapshot, current rows
+        later.add("bookstore_book", str(book.pk))
+        observer.refresh(later)
+        assert observer.cursors[0].docs[str(book.pk)]["title"] == "the latest"
+    finally:
+        exporter.close()

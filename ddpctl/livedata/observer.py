@@ -35,11 +35,13 @@ which retries the batch.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connection, transaction
 from django.db.models import QuerySet
 
 from ..database_errors import is_connection_error
@@ -65,12 +67,20 @@ class ChangeSet:
     ``full[table]`` the position of the last wholesale change of ``table`` (TRUNCATE, or
     a resync); ``latest[table]`` the position of the last change of any kind to ``table``;
     ``size`` how many changes were added.
+
+    ``snapshot``: a PostgreSQL snapshot (``pg_export_snapshot()``) in which the batch was
+    read, exported until every observer has applied it, and ``taken_at`` when it was taken
+    (``time.monotonic()``): observers read the batch's rows as of that snapshot, so a row
+    changed again since carries the state of this batch, not of a later one.  Merged change
+    sets have none (they are applied to the current state).
     """
 
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
     full: dict[str, int] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)
     size: int = 0
+    snapshot: str | None = None
+    taken_at: float = 0.0
 
     def add(self, table: str, pk: str | None) -> None:
         """Record the next change: of row ``pk`` of ``table``, or of all of it if ``pk`` is None."""
@@ -193,6 +203,7 @@ class Observer:
         self.initialized = False
         self._initializing = False
         self._pending: ChangeSet | None = None
+        self._queried_at = 0.0  # time.monotonic() when the first query began
         self.tables: set[str] = set().union(*(c.tables for c in cursors)) if cursors else set()
 
     # -- subscribers --------------------------------------------------------------------
@@ -227,6 +238,7 @@ class Observer:
         If a query raises, the waiting subscribers get ``nosub`` with the error (see
         :meth:`fail`)."""
         self._initializing = True
+        self._queried_at = time.monotonic()
         try:
             ensure_captured(self.tables)
             for cursor in self.cursors:
@@ -279,6 +291,20 @@ class Observer:
             sub.error(error)
 
     def _query(self, changes: ChangeSet) -> list[tuple[Cursor, bool, set[str], Docs]]:
+        """The rows ``changes`` touch, read in the batch's snapshot when it has one that is
+        not older than this observer's first query (else, or if the snapshot is gone, as
+        they are now)."""
+        if changes.snapshot is not None and changes.taken_at >= self._queried_at:
+            try:
+                with transaction.atomic():
+                    _import_snapshot(changes.snapshot)
+                    return self._run_queries(changes)
+            except _SnapshotUnavailable as exc:
+                logger.info("observer %r: reading current rows, the batch's snapshot is gone (%s)",
+                            self.key, exc)
+        return self._run_queries(changes)
+
+    def _run_queries(self, changes: ChangeSet) -> list[tuple[Cursor, bool, set[str], Docs]]:
         # All queries first (they yield to other greenlets), then every update at once.
         results = []
         for cursor in self.cursors:
@@ -320,6 +346,23 @@ class Observer:
         for sub in list(self.subscribers):
             for _, message in ordered:
                 sub.send(message)
+
+
+class _SnapshotUnavailable(Exception):
+    pass
+
+
+def _import_snapshot(snapshot: str) -> None:
+    """Make this (new) transaction read in ``snapshot``; :class:`_SnapshotUnavailable` if
+    PostgreSQL no longer has it.  Connection errors propagate as they are."""
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+        except DatabaseError as exc:
+            if is_connection_error(exc):
+                raise
+            raise _SnapshotUnavailable(str(exc).strip()) from exc
 
 
 class ObserverRegistry:

@@ -39,6 +39,7 @@ has been handed to the sessions, so a method's ``updated`` follows its data.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -176,23 +177,32 @@ class Dispatcher:
         assert self.reader is not None
         while True:
             saved = replace(self.reader)
+            taken_at = time.monotonic()
             with conn.cursor() as cur:
-                rows = self.reader.read(cur)
-            if not rows:
-                return
-            try:
-                self._dispatch(rows)
-            except Exception:
-                # Keep the batch: move the reader back so it is read and dispatched again.
-                self.reader = saved
-                raise
+                # The batch is read in a snapshot that stays exported while observers apply
+                # it: they read its rows as of that snapshot (see ChangeSet.snapshot).
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try:
+                    cur.execute("SELECT pg_export_snapshot()")
+                    snapshot = cur.fetchone()[0]
+                    rows = self.reader.read(cur)
+                    if rows:
+                        self._dispatch(rows, snapshot, taken_at)
+                except Exception:
+                    # Keep the batch: move the reader back so it is read and dispatched again.
+                    self.reader = saved
+                    with contextlib.suppress(psycopg2.Error):  # the error above is what counts
+                        cur.execute("ROLLBACK")
+                    raise
+                cur.execute("ROLLBACK")  # ends the read-only transaction, and the export
             if len(rows) < self.reader.batch_size:
                 return
 
-    def _dispatch(self, rows: list[ChangeRow]) -> None:
+    def _dispatch(self, rows: list[ChangeRow], snapshot: str | None = None, taken_at: float = 0.0) -> None:
         # Observers raise only database connection errors (they end themselves on any other):
         # those make the caller retry the whole batch.
         changes = changes_of(rows)
+        changes.snapshot, changes.taken_at = snapshot, taken_at
         self.batches += 1
         self.changes += len(rows)
         affected = observers.affected(changes)
