@@ -94,6 +94,7 @@ class LiveSubscription(models.Model):
     documents = models.IntegerField()
     collections = ArrayField(models.TextField(), default=list)
     started_at = models.DateTimeField()
+    refresh = models.TextField(db_default="", help_text="how its observer refreshes: multiplexed, alone: why")
 
     class Meta:
         db_table = "ddpctl_subscription"

@@ -48,6 +48,7 @@ class SubscriptionEntry(NamedTuple):
     documents: int
     collections: list[str]
     started_at: datetime.datetime
+    refresh: str = ""  # how its observer refreshes: "multiplexed", "alone: <why>", "" (no observer)
 
 
 def purge_stale_nodes(cursor: Any) -> list[str]:
@@ -116,13 +117,13 @@ class RegistryWriter:
         if new_subs:
             execute_values(raw, """
                 INSERT INTO ddpctl_subscription (connection, sub_id, node, publication, params, documents,
-                                                 collections, started_at)
+                                                 collections, started_at, refresh)
                 VALUES %s ON CONFLICT (connection, sub_id) DO UPDATE SET node = excluded.node,
                   publication = excluded.publication, params = excluded.params,
                   documents = excluded.documents, collections = excluded.collections,
-                  started_at = excluded.started_at""",
+                  started_at = excluded.started_at, refresh = excluded.refresh""",
                            [(s.connection, s.sub_id, node_id, *s[2:]) for s in new_subs],
-                           template="(%s, %s, %s, %s, %s, %s, %s::text[], %s)")
+                           template="(%s, %s, %s, %s, %s, %s, %s::text[], %s, %s)")
         self._connections, self._subscriptions = conns, subs
         return len(gone_conns) + len(gone_subs) + len(new_conns) + len(new_subs)
 
@@ -190,7 +191,7 @@ def list_subscriptions(cursor: Any, node: str | None = None, user: str | None = 
         args.append(collection)
     cursor.execute(f"""
         SELECT s.node, n.host || ':' || n.pid AS node_name, s.connection, c.remote_address, c.user_id,
-               s.sub_id, s.publication, s.params, s.documents, s.collections, s.started_at
+               s.sub_id, s.publication, s.params, s.documents, s.collections, s.started_at, s.refresh
         FROM ddpctl_subscription s JOIN ddpctl_node n ON n.id = s.node
              JOIN ddpctl_connection c ON c.id = s.connection
         WHERE {_LIVE}{where} ORDER BY s.started_at, s.connection, s.sub_id""", args)

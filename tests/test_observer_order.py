@@ -50,6 +50,7 @@ class MemoryCursor(Cursor):
         self.tables = tables | {self.table}
         self.sliced = sliced
         self.docs = {}
+        self.shape, self.params, self.alone = None, (), "an in-memory query"  # the per-observer path
 
     def fetch_all(self):
         return {k: dict(v) for k, v in self.select(self.db).items()}

@@ -119,9 +119,14 @@ def test_ls_output_for_a_pipe_and_for_people(start_server, clean, ddpctl):
         eventually(lambda: ls(ddpctl, "subs", "--node", node))
         piped = ddpctl("subs", "ls", "--node", node).stdout.splitlines()
         assert piped[0].split("\t") == ["NODE", "CONNECTION", "REMOTE", "USER", "PUBLICATION", "PARAMS",
-                                        "DOCS", "AGE"]
+                                        "DOCS", "REFRESH", "AGE"]
         row = piped[1].split("\t")
         assert row[1] == client.session and row[4] == "BooksByAuthorEmail" and row[5] == '["x@y.z"]'
+        assert row[7] == "multiplexed"
+        hostile = client.subscribe("HostileAll")  # one of its querysets has a composite primary key
+        eventually(lambda: any(r["sub_id"] == hostile for r in ls(ddpctl, "subs", "--node", node)))
+        (entry,) = [r for r in ls(ddpctl, "subs", "--node", node) if r["sub_id"] == hostile]
+        assert entry["refresh"] == "alone: testapp.HostilePair has a composite primary key"
         assert "\x1b[" not in "".join(piped)  # no colours in a pipe
         assert ddpctl("nodes", "ls").stdout.startswith("NODE\tHOST\tPID")
 

@@ -36,7 +36,10 @@ def subs_ls(
     """List who is subscribed to what, across all nodes.
 
     Each row: node, connection, remote address, user, publication, params, documents
-    the subscription holds (per collection with --json), and age.  The registry is
+    the subscription holds (per collection with --json), how its observer refreshes on a
+    change, and age.  "multiplexed": with every observer of the same query shape, one query
+    per batch of changes for all of them; "alone: <why>": one query of its own per batch
+    (a composite primary key, a Collection overriding serialize(), ...).  The registry is
     updated on each node's heartbeat (--node-heartbeat, 5 s by default).
 
     \b
@@ -65,6 +68,7 @@ def subs_ls(
         Column("publication", "publication", style="bold"),
         Column("params", "params"),
         Column("documents", "docs", justify="right"),
+        Column("refresh", "refresh"),
         Column("started_at", "age", age, justify="right"),
     ]
     emit_table(columns, rows, as_json, empty="no live subscriptions")

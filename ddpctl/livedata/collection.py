@@ -63,6 +63,9 @@ class Collection:
         self.many: list[models.ManyToManyField] = [f for f in opts.local_many_to_many if keep(f.name)]
         self._labels = {field.name: f"{opts.label}.{field.name}" for field in self.plain}
         self.table = opts.db_table
+        # The tables a document's fields come from: its own and, with multi-table
+        # inheritance, its parents' (whose primary key is the same).
+        self.row_tables = (self.table, *(parent._meta.db_table for parent in opts.get_parent_list()))
 
     @property
     def user_dependent(self) -> bool:
@@ -76,6 +79,20 @@ class Collection:
     def prepare(self, queryset: QuerySet) -> QuerySet:
         """The queryset as observers run it (many-to-many prefetched)."""
         return queryset.prefetch_related(*(f.name for f in self.many)) if self.many else queryset
+
+    def read(self, keys: dict[str, Any], using: str = "default") -> dict[str, dict[str, Any] | None]:
+        """``{document id: fields}`` of the rows ``keys`` names (``{document id: primary
+        key}``), read by primary key (the model's base manager, :meth:`prepare`d) in
+        statements of at most :attr:`READ_CHUNK` keys; None for a row that is gone.
+        Database errors and :meth:`serialize`'s ``TypeError`` propagate."""
+        docs: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
+        values = list(keys.values())
+        for start in range(0, len(values), self.READ_CHUNK):
+            rows = self.model._base_manager.using(using).filter(pk__in=values[start:start + self.READ_CHUNK])
+            docs.update(self.serialize(obj) for obj in self.prepare(rows))
+        return docs
+
+    READ_CHUNK: ClassVar[int] = 10_000
 
     @staticmethod
     def doc_id(pk: Any) -> str:

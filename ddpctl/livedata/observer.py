@@ -38,7 +38,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
@@ -51,8 +51,10 @@ from .capture import ensure_captured
 from .collection import Collection
 from .publish import PreparedMessage, Subscription
 from .reads import tables_read
+from .rounds import first_queries
+from .shape import NotMultiplexable, Shape, shapes
 
-__all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "observers", "diff_fields"]
+__all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "Result", "observers", "diff_fields"]
 
 logger = logging.getLogger(__name__)
 Docs = dict[str, dict[str, Any]]
@@ -81,6 +83,9 @@ class ChangeSet:
     size: int = 0
     snapshot: str | None = None
     taken_at: float = 0.0
+    # per collection, computed once per batch for all its observers (cleared by add/merge)
+    _ids: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
+    _own: dict[str, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, table: str, pk: str | None) -> None:
         """Record the next change: of row ``pk`` of ``table``, or of all of it if ``pk`` is None."""
@@ -91,6 +96,8 @@ class ChangeSet:
         else:
             self.rows.setdefault(table, {})[pk] = position
         self.latest[table] = position
+        self._ids.clear()
+        self._own.clear()
 
     def merge(self, other: ChangeSet) -> None:
         """Append the changes of ``other``, a later batch (its positions come after ours)."""
@@ -104,6 +111,8 @@ class ChangeSet:
         for table, position in other.latest.items():
             self.latest[table] = position + offset
         self.size += other.size
+        self._ids.clear()
+        self._own.clear()
 
     @property
     def tables(self) -> set[str]:
@@ -111,6 +120,46 @@ class ChangeSet:
 
     def __bool__(self) -> bool:
         return bool(self.latest)
+
+    def doc_ids(self, collection: Collection, table: str | None = None) -> dict[str, str]:
+        """``{primary key text (the changelog's): document id}`` of the changed rows of
+        ``table`` (by default ``collection``'s own; else one of its ``row_tables``, whose
+        keys are the same); a key that cannot be one of its rows is left out (logged).
+
+        The changelog's text is PostgreSQL's, not always ``str(pk)``: ``'t'`` for True,
+        ``'1'`` for the float 1.0, timestamps."""
+        table = table or collection.table
+        found = self._ids.get(f"{collection.name}\0{table}")
+        if found is None:
+            found = {}
+            for pk in self.rows.get(table, ()):
+                try:
+                    found[pk] = collection.doc_id(collection.pk_from_id(pk))
+                except (ValueError, TypeError, ValidationError):
+                    logger.warning("ignoring a change with primary key %r for %s", pk, table)
+            self._ids[f"{collection.name}\0{table}"] = found
+        return found
+
+    def own_positions(self, collection: Collection) -> dict[str, int]:
+        """``{document id: position}`` of the changed rows of ``collection``'s table: the
+        position of the row's last change, or of its table's TRUNCATE if later."""
+        found = self._own.get(collection.name)
+        if found is None:
+            truncated = self.full.get(collection.table, -1)
+            rows = self.rows.get(collection.table, {})
+            found = {doc_id: max(rows[pk], truncated) for pk, doc_id in self.doc_ids(collection).items()}
+            self._own[collection.name] = found
+        return found
+
+
+class Result(NamedTuple):
+    """A cursor's documents after a batch: ``fresh`` holds the current state of the rows
+    read; ``candidates`` the other ids that may have changed (their rows were read, and
+    are gone from its result), or None if ``fresh`` is its whole result."""
+
+    cursor: Cursor
+    fresh: Docs
+    candidates: Iterable[str] | None = None
 
 
 def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -122,15 +171,27 @@ def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any
 
 
 class Cursor:
-    """One queryset of an observer and the documents it yields."""
+    """One queryset of an observer and the documents it yields.
+
+    ``shape``: its :class:`~.shape.Shape` if it refreshes with the cursors of other
+    observers (:mod:`.multiplex`), with ``params`` its parameter values; else ``alone`` says
+    why it refreshes on its own, or ``shape`` and ``alone`` are both None for a queryset
+    that cannot match anything (``none()``)."""
 
     def __init__(self, collection: Collection, queryset: QuerySet) -> None:
         self.collection = collection
         self.queryset = queryset
         self.table = collection.table
         self.sliced = queryset.query.is_sliced
+        self.shape: Shape | None = None
+        self.params: tuple[Any, ...] = ()
+        self.alone: str | None = None
+        try:
+            self.shape, self.params = shapes.resolve(collection, queryset)
+        except NotMultiplexable as exc:
+            self.alone = str(exc)
         # Every table the SQL reads (as PostgreSQL plans it); the observer listens to all of them.
-        self.tables = set(tables_read(queryset)) | {self.table}
+        self.tables = set(self.shape.tables if self.shape else tables_read(queryset)) | {self.table}
         self.docs: Docs = {}
         self._shared = False
 
@@ -146,6 +207,13 @@ class Cursor:
             self._shared = False
         return self.docs
 
+    def first_docs(self) -> Docs:
+        """Its documents, for its observer's first query: in a round with the other new
+        observers of its shape (:mod:`.rounds`), or alone."""
+        if self.shape is not None and self.shape.broken is None:
+            return first_queries(self.shape).fetch(self)
+        return self.fetch_all()
+
     def fetch_all(self) -> Docs:
         # .all(): a fresh clone, never the QuerySet's result cache from the last run
         return dict(self.collection.serialize(obj) for obj in self.queryset.all())
@@ -154,18 +222,6 @@ class Cursor:
         keys = [self.collection.pk_from_id(doc_id) for doc_id in doc_ids]
         return dict(self.collection.serialize(obj) for obj in self.queryset.filter(pk__in=keys))
 
-    def doc_ids(self, pks: Iterable[str]) -> set[str]:
-        """Document ids for primary keys in PostgreSQL's text form (the changelog's), which
-        is not always ``str(pk)``: ``'t'`` for True, ``'1'`` for the float 1.0, timestamps."""
-        return {doc_id for pk in pks if (doc_id := self._doc_id(pk)) is not None}
-
-    def _doc_id(self, pk: str) -> str | None:
-        try:
-            return self.collection.doc_id(self.collection.pk_from_id(pk))
-        except (ValueError, TypeError, ValidationError):
-            logger.warning("ignoring a change with primary key %r for %s", pk, self.table)
-            return None
-
     def plan(self, changes: ChangeSet) -> tuple[bool, set[str]]:
         """``(refetch everything?, document ids to refetch)`` for a batch."""
         touched = changes.tables & self.tables
@@ -173,7 +229,7 @@ class Cursor:
             return False, set()
         if self.sliced or touched - {self.table} or self.table in changes.full:
             return True, set()
-        return False, self.doc_ids(changes.rows.get(self.table, ()))
+        return False, set(changes.doc_ids(self.collection).values())
 
     def order(self, changes: ChangeSet) -> tuple[dict[str, int], int]:
         """Where this cursor's messages for ``changes`` go (the module's order rules):
@@ -181,10 +237,8 @@ class Cursor:
         other document)``.  The latter is the table's TRUNCATE, else the last change that
         can move documents without a change to their own row: to another table the query
         reads or, if the queryset is sliced, to any row of its table (-1 if none)."""
+        own = changes.own_positions(self.collection)
         truncated = changes.full.get(self.table, -1)
-        rows = changes.rows.get(self.table, {})
-        own = {doc_id: max(position, truncated) for pk, position in rows.items()
-               if (doc_id := self._doc_id(pk)) is not None}
         if truncated >= 0:
             return own, truncated
         tables = changes.tables & self.tables
@@ -204,7 +258,36 @@ class Observer:
         self._initializing = False
         self._pending: ChangeSet | None = None
         self._queried_at = 0.0  # time.monotonic() when the first query began
+        self.failed = False
         self.tables: set[str] = set().union(*(c.tables for c in cursors)) if cursors else set()
+
+    @property
+    def alone(self) -> str | None:
+        """Why this observer refreshes on its own (one query per batch), or None when every
+        cursor refreshes with those of other observers (:mod:`.multiplex`)."""
+        for cursor in self.cursors:
+            if cursor.alone is not None:
+                return cursor.alone
+            if cursor.shape is not None and cursor.shape.broken is not None:
+                return cursor.shape.broken
+        return None
+
+    @property
+    def refresh_mode(self) -> str:
+        """How this observer refreshes, as ``ddpctl subs ls`` shows it: ``multiplexed`` or
+        ``alone: <why>``."""
+        alone = self.alone
+        return "multiplexed" if alone is None else f"alone: {alone}"
+
+    def reads_in_snapshot(self, changes: ChangeSet) -> bool:
+        """Whether to read ``changes``' rows in the batch's snapshot: it has one, not older
+        than this observer's first query (older rows would take its documents back)."""
+        return changes.snapshot is not None and changes.taken_at >= self._queried_at
+
+    @property
+    def ready(self) -> bool:
+        """Initialized and not initializing: a batch is applied now, not kept for later."""
+        return self.initialized and not self._initializing
 
     # -- subscribers --------------------------------------------------------------------
 
@@ -238,11 +321,13 @@ class Observer:
         If a query raises, the waiting subscribers get ``nosub`` with the error (see
         :meth:`fail`)."""
         self._initializing = True
-        self._queried_at = time.monotonic()
         try:
             ensure_captured(self.tables)
             for cursor in self.cursors:
-                cursor.docs = cursor.fetch_all()  # a new dict: a snapshot of the old one stays as is
+                cursor.docs = cursor.first_docs()  # a new dict: a snapshot of the old one stays as is
+            # After the queries, not before: a batch whose snapshot is older than their data
+            # must not be read in it (reads_in_snapshot); one taken meanwhile reads current rows.
+            self._queried_at = time.monotonic()
             while self._pending:
                 pending, self._pending = self._pending, None
                 self._apply(self._query(pending), pending)
@@ -279,6 +364,7 @@ class Observer:
         error`` after logging the traceback once (Meteor's behaviour for a publication that
         throws)."""
         self._registry.discard(self)
+        self.failed = True
         if isinstance(exc, MeteorError):
             error = exc
         else:
@@ -290,11 +376,11 @@ class Observer:
         for sub in subscribers:
             sub.error(error)
 
-    def _query(self, changes: ChangeSet) -> list[tuple[Cursor, bool, set[str], Docs]]:
+    def _query(self, changes: ChangeSet) -> list[Result]:
         """The rows ``changes`` touch, read in the batch's snapshot when it has one that is
         not older than this observer's first query (else, or if the snapshot is gone, as
         they are now)."""
-        if changes.snapshot is not None and changes.taken_at >= self._queried_at:
+        if self.reads_in_snapshot(changes):
             try:
                 with transaction.atomic():
                     _import_snapshot(changes.snapshot)
@@ -304,27 +390,35 @@ class Observer:
                             self.key, exc)
         return self._run_queries(changes)
 
-    def _run_queries(self, changes: ChangeSet) -> list[tuple[Cursor, bool, set[str], Docs]]:
+    def _run_queries(self, changes: ChangeSet) -> list[Result]:
         # All queries first (they yield to other greenlets), then every update at once.
         results = []
         for cursor in self.cursors:
-            full, pks = cursor.plan(changes)
+            full, ids = cursor.plan(changes)
             if full:
-                results.append((cursor, True, pks, cursor.fetch_all()))
-            elif pks:
-                results.append((cursor, False, pks, cursor.fetch(pks)))
+                results.append(Result(cursor, cursor.fetch_all()))
+            elif ids:
+                results.append(Result(cursor, cursor.fetch(ids), ids))
         return results
 
-    def _apply(self, results: list[tuple[Cursor, bool, set[str], Docs]], changes: ChangeSet) -> None:
+    def apply(self, results: list[Result], changes: ChangeSet) -> None:
+        """Bring the cursors' documents to ``results`` (of this batch) and send the
+        differences to the subscribers, in the order of the module's rules."""
+        self._apply(results, changes)
+
+    def _apply(self, results: list[Result], changes: ChangeSet) -> None:
         # Messages of every cursor, then sorted by position (stable: ties keep cursor, then row order).
         ordered: list[tuple[int, PreparedMessage]] = []
-        for cursor, full, pks, fresh in results:
+        for cursor, fresh, candidates in results:
             name = cursor.collection.name
             old = cursor.writable_docs()
             own, other = cursor.order(changes)
-            candidates = old if full else map(cursor.collection.doc_id, pks)
+            if candidates is None:  # the whole result: every document held may have left
+                candidates = old
             for doc_id in [*fresh, *(i for i in candidates if i not in fresh)]:
                 before, after = old.get(doc_id), fresh.get(doc_id)
+                if before is after and after is not None:  # the very same document: unchanged
+                    continue
                 if after is None:
                     if before is None:
                         continue

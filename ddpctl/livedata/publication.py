@@ -153,8 +153,10 @@ def _handler_for(cls: type[Publication]):
         key = (cls.name, params_json, sharing.scope)
         observer, created = observers.get_or_create(
             key, lambda: [Cursor(c, c.prepare(c.visible(qs, user))) for c, qs in specs])
-        logger.debug("subscription %s of %s %s %s observer %r: %s", sub.id, cls.name, params_json,
-                     "creates" if created else "joins", sharing.scope, sharing.reason)
+        logger.debug("subscription %s of %s %s %s observer %r: %s; refresh: %s", sub.id, cls.name,
+                     params_json, "creates" if created else "joins", sharing.scope, sharing.reason,
+                     observer.refresh_mode)
+        sub.observer = observer
         observer.add(sub)
         sub.on_stop(lambda: observer.remove(sub))
         if created:

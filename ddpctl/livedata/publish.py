@@ -103,7 +103,14 @@ class Subscription:
         self.user_id = user_id
         self.active = True
         self.started_at = time.time()
+        self.observer: Any = None  # set by a Publication: the observer it joined
         self._stop_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def refresh_mode(self) -> str:
+        """How the observer of this subscription refreshes (``multiplexed`` or ``alone:
+        <why>``, see :mod:`ddpctl.livedata.multiplex`); empty without one."""
+        return getattr(self.observer, "refresh_mode", "")
 
     def added(self, collection: str, doc_id: str, fields: Mapping[str, Any]) -> None:
         """Publish a document; ``fields`` values go through ``to_ddp_value`` first, so a

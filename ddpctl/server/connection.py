@@ -519,7 +519,7 @@ class DDPConnection:
             params = json.dumps(to_json_value(sub.params), separators=(",", ":"))
             subs.append(SubscriptionEntry(
                 self.handle.id, sub_id, sub.name, params, sum(held.values()), sorted(held),
-                datetime.datetime.fromtimestamp(sub.started_at, utc)))
+                datetime.datetime.fromtimestamp(sub.started_at, utc), sub.refresh_mode))
         return entry, subs
 
     def resend(self, docs: Iterable[tuple[str, str]], dry_run: bool = False) -> list[tuple[str, str]]:

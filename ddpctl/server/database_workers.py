@@ -3,13 +3,15 @@
 Observer refreshes (change delivery), the node's registry heartbeat, operator commands
 and changelog pruning run here, on ``size`` worker greenlets that take jobs from a queue.
 Django keeps one database connection per greenlet, so the lane holds at most ``size``
-connections, each kept between jobs.  User code (methods, publications, Django views)
+connections, each kept between jobs, checked at most once a second and after a job that
+raised.  User code (methods, publications, Django views)
 never runs here: it leases connections from :mod:`.database_pool` instead, so however
 long it takes, it cannot delay the system lane.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ __all__ = ["DatabaseWorkers"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+CHECK_INTERVAL = 1.0  # seconds between checks of a worker's connection (and after any error)
 
 
 class DatabaseWorkers:
@@ -40,17 +43,24 @@ class DatabaseWorkers:
     def _work(self) -> None:
         from django.db import close_old_connections, connections
 
+        checked_at = -CHECK_INTERVAL
         try:
             while True:
                 job = self._queue.get()
                 if job is None:
                     return
                 fn, args, result = job
-                close_old_connections()  # drops connections that broke or outlived CONN_MAX_AGE
+                if time.monotonic() - checked_at >= CHECK_INTERVAL:
+                    # Drops connections that broke or outlived CONN_MAX_AGE; with
+                    # CONN_HEALTH_CHECKS the next query first runs Django's health check
+                    # (SELECT 1): so at most once per interval, not before every job.
+                    close_old_connections()
+                    checked_at = time.monotonic()
                 try:
                     result.set(fn(*args))
                 except BaseException as exc:  # handed to the waiting greenlet, which re-raises
                     result.set_exception(exc)
+                    checked_at = -CHECK_INTERVAL  # check the connection before the next job
         finally:
             connections.close_all()
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ from gevent.socket import wait_read
 from ..control import CONTROL_CHANNEL
 from ..livedata.capture import CHANNEL
 from ..livedata.changelog import ChangelogReader, ChangeRow
+from ..livedata.multiplex import BatchRefresh
 from ..livedata.observer import ChangeSet, observers
 
 if TYPE_CHECKING:
@@ -209,10 +210,15 @@ class Dispatcher:
         if not affected:
             return
         started = time.monotonic()
-        jobs = [self._pool.spawn(self._db.run, observer.refresh, changes) for observer in affected]
-        gevent.joinall(jobs)
-        failed = [job.exception for job in jobs if job.exception is not None]
+        refresh = BatchRefresh(changes, affected)
+        refresh.run(self._run_jobs)
+        logger.debug("dispatched %d change(s) to %d observer(s) (%d multiplexed) in %.1f ms", len(rows),
+                     len(affected), len(refresh.multiplexed), (time.monotonic() - started) * 1000)
+
+    def _run_jobs(self, jobs: Sequence[Callable[[], None]]) -> None:
+        """Run ``jobs`` on the system lane, ``concurrency`` at a time; raise the first error."""
+        spawned = [self._pool.spawn(self._db.run, job) for job in jobs]
+        gevent.joinall(spawned)
+        failed = [job.exception for job in spawned if job.exception is not None]
         if failed:
             raise failed[0]
-        logger.debug("dispatched %d change(s) to %d observer(s) in %.1f ms", len(rows), len(affected),
-                     (time.monotonic() - started) * 1000)

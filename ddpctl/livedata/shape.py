@@ -1,0 +1,259 @@
+"""Query shapes: querysets that compile to the same SQL but for their parameters.
+
+The cursors of many observers often differ only in a value -- the same publication
+subscribed with another param, or a ``Collection.visible`` that filters by the user.  Their
+SQL is one *shape*; each cursor is a *cohort* of it with its own parameter values.  A shape
+turns its SQL into one statement for any number of cohorts, Hasura's "subscription
+multiplexing" (its docs, under that name): every ``%s`` of the shape becomes a column of a
+``VALUES`` list holding each cohort's values, joined laterally::
+
+    SELECT q.* FROM (VALUES (0, 'a@x'::character varying), (1, 'b@x'::character varying))
+                    AS "_ddpctl_v"("cohort", "p1")
+    CROSS JOIN LATERAL (
+        SELECT "book"."id" AS "_ddpctl_key", ("_ddpctl_v"."cohort") AS "_ddpctl_cohort"
+        FROM "book" INNER JOIN "author" ON ("book"."author_id" = "author"."id")
+        WHERE "author"."email" = "_ddpctl_v"."p1") AS q
+    WHERE q."_ddpctl_key" = ANY('{7,9}'::bigint[])
+
+It returns ``(primary key, cohort)`` pairs: of the given primary keys only (a batch's changed
+rows), or of the whole results.  Documents are read apart, once per row (see
+:mod:`.multiplex`), since a document is a function of its row alone.
+
+Parameter types.  PostgreSQL infers the type of each parameter from where it stands when it
+prepares the shape's statement (``PREPARE`` and ``pg_prepared_statements.parameter_types``,
+once per shape); each ``VALUES`` column is cast to that type, as the parameter would be in
+the cursor's own statement.
+
+A cursor has no shape (it refreshes alone, :attr:`Cursor.alone`) when its model has a
+composite primary key, its Collection overrides ``serialize`` (a document might not be a
+function of its row), its queryset yields no model instances (``values()``), the shape's
+statement drops or reorders parameters, or PostgreSQL cannot prepare it.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from django.core.exceptions import EmptyResultSet
+from django.db import DatabaseError, connections, transaction
+from django.db.models import F, IntegerField, QuerySet
+from django.db.models.expressions import RawSQL
+from django.db.models.query import ModelIterable
+
+from ..database_errors import is_connection_error
+from .collection import Collection
+from .reads import tables_read
+
+__all__ = ["Shape", "ShapeRegistry", "NotMultiplexable", "shapes", "placeholders", "cohorts_of"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KEY = "_ddpctl_key"
+COHORT = "_ddpctl_cohort"
+VALUES = '"_ddpctl_v"'
+MAX_SHAPES = 4096  # shapes kept for reuse; a cursor keeps its own shape alive
+
+
+class NotMultiplexable(Exception):
+    """Why a queryset cannot be refreshed with others (the message says it)."""
+
+
+def placeholders(sql: str) -> list[str]:
+    """``sql`` (psycopg2's ``format`` paramstyle, as Django writes it) split at its ``%s``
+    placeholders: ``n + 1`` pieces for ``n`` parameters, ``%%`` kept as is.
+
+    Raises :class:`NotMultiplexable` for any other ``%`` sequence (psycopg2 would too)."""
+    pieces, start, i = [], 0, 0
+    while (i := sql.find("%", i)) != -1:
+        following = sql[i + 1:i + 2]
+        if following == "%":
+            i += 2
+        elif following == "s":
+            pieces.append(sql[start:i])
+            i += 2
+            start = i
+        else:
+            raise NotMultiplexable(f"its SQL holds {sql[i:i + 2]!r}, not a %s placeholder")
+    pieces.append(sql[start:])
+    return pieces
+
+
+def cohorts_of(members: Iterable[T], params: Callable[[T], tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]],
+                                                                                   list[list[T]]]:
+    """``(cohorts, members of each)``: ``members`` grouped by their parameter values
+    (``params(member)``), the cohorts numbered in order of appearance.  Equal values of one
+    type are one cohort (1 and True are not); unhashable values make a cohort of their own."""
+    cohorts: list[tuple[Any, ...]] = []
+    grouped: list[list[T]] = []
+    numbers: dict[Any, int] = {}
+    for member in members:
+        values = params(member)
+        try:
+            number = numbers.setdefault(tuple((type(v), v) for v in values), len(cohorts))
+        except TypeError:
+            number = len(cohorts)
+        if number == len(cohorts):
+            cohorts.append(values)
+            grouped.append([])
+        grouped[number].append(member)
+    return cohorts, grouped
+
+
+class Shape:
+    """One SQL shape of one collection, and how to query it for many cohorts at once.
+
+    ``number``: a process-wide serial (logs, ``ddpctl subs ls``); ``tables``: the tables
+    the shape's SQL reads (:func:`.reads.tables_read` of the first cursor); ``sliced``: the
+    queryset has a LIMIT/OFFSET (each cohort's own, in the lateral subquery).
+    """
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, collection: Collection, queryset: QuerySet, params: tuple[Any, ...]) -> None:
+        self.number = next(self._numbers)
+        self.collection = collection
+        self.using = queryset.db
+        self.sliced = queryset.query.is_sliced
+        self.broken: str | None = None  # why it refreshes cursor by cursor now, if it does
+        self.template = self._template(queryset, params)
+        sql, _ = self.template.query.sql_with_params()
+        self._pieces = placeholders(sql)
+        self._casts, self._key_type = self._infer_types()
+        self.tables = frozenset(tables_read(queryset)) | {collection.table}
+
+    def __repr__(self) -> str:
+        return f"<Shape {self.number} of {self.collection.name}>"
+
+    def _template(self, queryset: QuerySet, params: tuple[Any, ...]) -> QuerySet:
+        """The queryset of ``(key, cohort)`` pairs: unordered unless sliced, and with the
+        same parameters, in the same order, as ``queryset``'s own SQL (else the shape's
+        parameters would not line up with each cohort's)."""
+        keyed = queryset.annotate(**{
+            KEY: F("pk"),
+            COHORT: RawSQL(f'{VALUES}."cohort"', (), output_field=IntegerField()),
+        }).values_list(KEY, COHORT)
+        candidates = [keyed] if self.sliced else [keyed.order_by(), keyed]  # ORDER BY is waste unless sliced
+        for template in candidates:
+            try:
+                _, template_params = template.query.sql_with_params()
+            except EmptyResultSet:  # pragma: no cover - the cursor's own SQL compiled
+                raise NotMultiplexable("its key query matches nothing") from None
+            if tuple(template_params) == params:
+                return template
+        raise NotMultiplexable("its SQL's parameters do not survive selecting only the key "
+                               "(parameters in its SELECT list)")
+
+    def _infer_types(self) -> tuple[list[str], str]:
+        """The PostgreSQL types of the shape's parameters, and of the key array."""
+        n = len(self._pieces) - 1
+        inner = "".join(piece.replace("%%", "%") + (f"${i + 1}" if i < n else "")
+                        for i, piece in enumerate(self._pieces))
+        name = f"ddpctl_shape_{self.number}"
+        statement = (f'PREPARE {name} AS SELECT q.* FROM (VALUES (0)) AS {VALUES}("cohort") '
+                     f'CROSS JOIN LATERAL ({inner}) AS q WHERE q."{KEY}" = ANY(${n + 1})')
+        try:
+            with transaction.atomic(using=self.using), connections[self.using].cursor() as cursor:
+                cursor.execute(statement)
+                cursor.execute("SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = %s",
+                               [name])
+                types = cursor.fetchone()[0]
+                cursor.execute(f"DEALLOCATE {name}")
+        except DatabaseError as exc:
+            if is_connection_error(exc):
+                raise
+            raise NotMultiplexable(f"PostgreSQL cannot prepare its multiplexed form: "
+                                   f"{str(exc).strip().splitlines()[0]}") from exc
+        casts = ["text" if t == "unknown" else t for t in types[:n]]
+        return casts, types[n]
+
+    def statement(self, cohorts: Sequence[tuple[Any, ...]],
+                  keys: Sequence[str] | None) -> tuple[str, list[Any]]:
+        """``(sql, params)`` for ``cohorts`` (each a cursor's parameter values; the cohort
+        number is the index) and ``keys`` (primary keys in PostgreSQL's text form, the
+        changelog's; None for the whole results).  ``cohorts`` must not be empty."""
+        n = len(self._casts)
+        row = "(" + ", ".join(["%s", *(f"%s::{cast}" for cast in self._casts)]) + ")"
+        columns = ", ".join(['"cohort"', *(f'"p{i}"' for i in range(1, n + 1))])
+        inner = "".join(piece + (f'{VALUES}."p{i + 1}"' if i < n else "")
+                        for i, piece in enumerate(self._pieces))
+        sql = (f"SELECT q.* FROM (VALUES {', '.join([row] * len(cohorts))}) AS {VALUES}({columns}) "
+               f"CROSS JOIN LATERAL ({inner}) AS q")
+        params: list[Any] = [value for number, cohort in enumerate(cohorts) for value in (number, *cohort)]
+        if keys is not None:
+            sql += f' WHERE q."{KEY}" = ANY(%s::{self._key_type})'
+            params.append(list(keys))
+        return sql, params
+
+    def query(self, cohorts: Sequence[tuple[Any, ...]], keys: Sequence[str] | None) -> list[tuple[Any, int]]:
+        """``[(primary key, cohort number)]`` of the rows each cohort's query yields (limited
+        to ``keys`` unless None), keys converted as Django converts the model's primary key.
+        Database errors propagate."""
+        queryset = self.template.all()
+        compiler = queryset.query.get_compiler(using=self.using)
+        compiler.as_sql()  # sets up the select list, its converters and extra ORDER BY columns
+        sql, params = self.statement(cohorts, keys)
+        compiler.as_sql = lambda *args, **kwargs: (sql, params)
+        key_at, cohort_at = compiler.annotation_col_map[KEY], compiler.annotation_col_map[COHORT]
+        return [(row[key_at], row[cohort_at]) for row in compiler.results_iter()]
+
+
+class ShapeRegistry:
+    """The shapes of this process, found by their SQL (at most :data:`MAX_SHAPES` kept)."""
+
+    def __init__(self) -> None:
+        self._shapes: OrderedDict[tuple[Any, ...], Shape | str] = OrderedDict()
+
+    def resolve(self, collection: Collection, queryset: QuerySet) -> tuple[Shape | None, tuple[Any, ...]]:
+        """``(shape, this queryset's parameter values)`` for a cursor; ``(None, ())`` for a
+        queryset that cannot match anything.  :class:`NotMultiplexable` if it has no shape.
+        May query the database (for a new shape); connection errors propagate."""
+        if queryset.query.is_empty():
+            return None, ()
+        try:
+            sql, params = queryset.query.sql_with_params()
+        except EmptyResultSet:
+            return None, ()
+        params = tuple(params)
+        key = (queryset.db, collection.name, type(collection), queryset.model, sql,
+               tuple(map(str, queryset._prefetch_related_lookups)))
+        found = self._shapes.get(key)
+        if found is None:
+            found = self._make(collection, queryset, params)
+            self._shapes[key] = found
+            while len(self._shapes) > MAX_SHAPES:
+                self._shapes.popitem(last=False)
+        else:
+            self._shapes.move_to_end(key)
+        if isinstance(found, str):
+            raise NotMultiplexable(found)
+        return found, params
+
+    @staticmethod
+    def _make(collection: Collection, queryset: QuerySet, params: tuple[Any, ...]) -> Shape | str:
+        """A new shape, or why there is none."""
+        opts = queryset.model._meta
+        if not opts.pk.column:
+            reason = f"{opts.label} has a composite primary key"
+        elif type(collection).serialize is not Collection.serialize:
+            reason = f"{type(collection).__name__} overrides serialize()"
+        elif queryset._iterable_class is not ModelIterable:
+            reason = "its queryset does not yield model instances"
+        else:
+            try:
+                shape = Shape(collection, queryset, params)
+            except NotMultiplexable as exc:
+                reason = str(exc)
+            else:
+                logger.info("%r: observers of this SQL refresh together: %s", shape,
+                            shape.template.query.sql_with_params()[0][:300])
+                return shape
+        logger.info("a %s query refreshes alone (%s): %s", collection.name, reason,
+                    queryset.query.sql_with_params()[0][:300])
+        return reason
+
+
+shapes = ShapeRegistry()
