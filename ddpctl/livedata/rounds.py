@@ -4,9 +4,10 @@ When many clients subscribe at once with different params (a thousand users open
 same page), each new observer needs its first documents.  Instead of one query each, the
 new observers of a shape (:mod:`.shape`) are queried together, in rounds: the first to
 arrive runs a round at once, for itself; those that arrive while a round runs wait for the
-next one, which the first of them runs for all of them.  A round is the shape's
+next one, which the first of them runs for all of them.  A round of several is the shape's
 multiplexed statement over the whole results (keys only) and one read of the documents,
-each serialized once however many observers hold it.  A waiting observer holds no database
+each serialized once however many observers hold it; a round of one is the observer's
+own query.  A waiting observer holds no database
 connection of its own (unless its publication already used one), so a burst of
 subscriptions takes a round's connection, not the whole pool, and other work -- methods,
 other subscriptions -- does not queue behind it.
@@ -77,9 +78,12 @@ class FirstQueries:
         with self._lock:
             batch, self._waiting = self._waiting, []
         try:
-            self._query(batch)
+            if len(batch) == 1:  # nobody to share with: its own query, one statement
+                batch[0].docs = batch[0].cursor.fetch_all()
+            else:
+                self._query(batch)
         except BaseException as exc:
-            if is_connection_error(exc) or not isinstance(exc, Exception):
+            if len(batch) == 1 or is_connection_error(exc) or not isinstance(exc, Exception):
                 for entry in batch:
                     entry.error = exc
             else:  # each runs its own query: an error belongs to one observer, not the round
@@ -114,6 +118,8 @@ class FirstQueries:
                 entry.docs = per_cohort[number] if len(entries) == 1 else dict(per_cohort[number])
         self.rounds += 1
         self.queried += len(batch)
+        logger.debug("%r: %d first queries in one round (%d cohorts, %d documents)", shape, len(batch),
+                     len(cohorts), len(docs))
 
 
 _rounds: weakref.WeakKeyDictionary[Shape, FirstQueries] = weakref.WeakKeyDictionary()

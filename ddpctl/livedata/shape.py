@@ -222,8 +222,10 @@ class ShapeRegistry:
                tuple(map(str, queryset._prefetch_related_lookups)))
         found = self._shapes.get(key)
         if found is None:
-            found = self._make(collection, queryset, params)
-            self._shapes[key] = found
+            made = self._make(collection, queryset, params)  # may yield: it asks PostgreSQL
+            found = self._shapes.get(key)  # so another cursor may have made it meanwhile
+            if found is None:
+                found = self._shapes[key] = made
             while len(self._shapes) > MAX_SHAPES:
                 self._shapes.popitem(last=False)
         else:
