@@ -15,6 +15,8 @@ from ddpctl.api import (
 )
 
 from .models import (
+    BoardMember,
+    Card,
     DocLabel,
     Everything,
     Hostile,
@@ -458,3 +460,45 @@ def wait_for_file(path, then_add_author=None):
     if then_add_author:
         Author.objects.create(name=then_add_author, email=f"{then_add_author}@example.com")
     return path
+
+
+# -- multiplexed observers: publications of one SQL shape with many params ---------------
+# (BooksByAuthorEmail, a filter through a join, is the bookstore's.)
+
+class BooksInRange(Publication):
+    """Several params, one of them a range: rows move in and out as titles and pages change."""
+
+    def get_queries(self, prefix, low, high):
+        return [Book.objects.filter(title__startswith=prefix, pages__gte=low, pages__lt=high)]
+
+
+class TopBooksOfAuthor(Publication):
+    """Sliced and ordered: the three longest books of an author (ties by id)."""
+
+    def get_queries(self, email):
+        return [Book.objects.filter(author__email=email).order_by("-pages", "id")[:3]]
+
+
+class BooksInGenre(Publication):
+    """Filters through a many-to-many table: adding a genre to a book moves it in."""
+
+    def get_queries(self, name):
+        return [Book.objects.filter(genres__name=name)]
+
+
+class Cards(Collection):
+    model = Card
+
+    def visible(self, queryset, user):
+        """Its owner and the members of its board see a card; nobody logged out does."""
+        if user is None:
+            return queryset.none()
+        boards = BoardMember.objects.filter(user=user).values("board")
+        return queryset.filter(Q(owner=user) | Q(board__in=boards))
+
+
+class VisibleCards(Publication):
+    """Per user (Cards.visible) and per param: one SQL shape, a user id among its params."""
+
+    def get_queries(self, min_points):
+        return [Card.objects.filter(points__gte=min_points)]

@@ -197,3 +197,30 @@ class DocLabel(models.Model):
 
     doc = models.ForeignKey(TeamDoc, on_delete=models.CASCADE)
     label = models.CharField(max_length=50)
+
+
+# -- multiplexed observers: per-user visibility through ownership and membership ----------
+
+class Board(models.Model):
+    name = models.CharField(max_length=50)
+
+
+class BoardMember(models.Model):
+    """No Collection: only Cards.visible() reads it (a member sees every card of the board)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    board = models.ForeignKey(Board, on_delete=models.CASCADE)
+
+
+class Label(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+
+
+class Card(models.Model):
+    """Seen by its owner and by the members of its board; ``labels`` is many-to-many."""
+
+    board = models.ForeignKey(Board, on_delete=models.CASCADE)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    title = models.CharField(max_length=100)
+    points = models.IntegerField(default=0)
+    labels = models.ManyToManyField(Label, blank=True, related_name="cards")
