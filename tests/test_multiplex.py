@@ -25,6 +25,7 @@ Expected views are computed in this process with the ORM on the live database (a
 """
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import time
@@ -38,7 +39,7 @@ import psycopg2
 import pytest
 from bookstore.ddp import BooksByAuthorEmail
 from bookstore.models import Author, Book, Genre
-from conftest import wait_for
+from conftest import eventually, wait_for
 from django.contrib.auth import get_user_model
 from django.db import connections, transaction
 from testapp.ddp import BooksInGenre, BooksInRange, TopBooksOfAuthor, VisibleCards
@@ -494,10 +495,10 @@ SEEDS = (1, 2, 3)
 ROUNDS = 4  # per seed: 2 or 3 transactions of 1 to 3 writes each, then the checks
 
 
-def test_every_view_equals_a_fresh_query_after_random_writes(start_server, orm):
+def test_every_view_equals_a_fresh_query_after_random_writes(start_server, orm, ddpctl):
     """The clients subscribe once (to data of the first seed); each further seed replaces all
     data live, in one transaction (TRUNCATE, whose ids restart, and new rows)."""
-    server = start_server()
+    server = start_server("--node-heartbeat", "0.3")
     people = users(PEOPLE)
     plan = equivalence_subscriptions(random.Random(0))
     assert sum(len(subs) for _, subs in plan) >= 40
@@ -514,6 +515,7 @@ def test_every_view_equals_a_fresh_query_after_random_writes(start_server, orm):
                 fence(clients)
             else:
                 clients = [connect(server.ws_url, user, subs) for user, subs in plan]
+                assert_all_multiplexed(ddpctl, clients)
             history: list[str] = []
             check_views(clients, people, f"seed {seed}, its initial data")
             for round_no in range(ROUNDS):
@@ -530,6 +532,20 @@ def test_every_view_equals_a_fresh_query_after_random_writes(start_server, orm):
     finally:
         for client in clients:
             client.close()
+
+
+def assert_all_multiplexed(ddpctl, clients: list[RecordingClient]) -> None:
+    """Every subscription of ``clients`` refreshes multiplexed (``ddpctl subs ls``): the
+    test compares the multiplexed path, not the per-observer one, with fresh queries."""
+    sessions = {client.session for client in clients}
+    expected = sum(len(client.subs) for client in clients)
+
+    def modes():
+        rows = json.loads(ddpctl("subs", "ls", "--json").stdout)
+        found = [r["refresh"] for r in rows if r["connection"] in sessions]
+        return found if len(found) == expected else None
+
+    assert set(eventually(modes)) == {"multiplexed"}
 
 
 # -- 2. per-user visibility stays exact ----------------------------------------------------
@@ -791,3 +807,68 @@ def test_statements_per_change_do_not_grow_with_subscriptions(start_server, orm,
     assert small.median >= 2, f"the statistics did not see the changes:{report}"
     assert large.median <= small.median + SLACK, \
         f"SQL transactions per change grow with the number of subscriptions:{report}"
+
+
+# -- 4. falling back to refreshing alone -----------------------------------------------------
+
+def subs_modes(ddpctl, *clients: DDPClient) -> dict[tuple[str, str], str]:
+    """(session, sub id) -> refresh mode of ``clients``' subscriptions (``ddpctl subs ls``)."""
+    sessions = {client.session for client in clients}
+    return {(r["connection"], r["sub_id"]): r["refresh"]
+            for r in json.loads(ddpctl("subs", "ls", "--json").stdout) if r["connection"] in sessions}
+
+
+def book_titles(client: DDPClient) -> set[str]:
+    return {doc["title"] for doc in client.collections.get("bookstore.book", {}).values()}
+
+
+def test_a_shape_whose_multiplexed_query_fails_refreshes_alone_and_loses_nothing(start_server, orm, ddpctl):
+    truncate()
+    author = Author.objects.using(LIVE).create(name="F", email="fallback@example.com")
+    Book.objects.using(LIVE).create(title="first", author=author, pages=10)
+    server = start_server("--node-heartbeat", "0.3")
+    with RecordingClient(server.ws_url) as small, RecordingClient(server.ws_url) as huge:
+        small.connect()
+        huge.connect()
+        a = (small.session, small.subscribe("BooksWithPagesOtherThan", 1))
+        huge.subscribe("BooksWithPagesOtherThan", 3_000_000_000)  # out of range for "integer"
+        assert book_titles(small) == book_titles(huge) == {"first"}
+        assert set(eventually(lambda: (lambda m: m if len(m) == 2 else None)(
+            subs_modes(ddpctl, small, huge))).values()) == {"multiplexed"}
+        Book.objects.using(LIVE).create(title="second", author=author, pages=20)
+        for client in (small, huge):
+            wait_for(client, lambda c: book_titles(c) == {"first", "second"})
+        modes = eventually(lambda: (lambda m: m if len(set(m.values())) == 1
+                                    and m[a].startswith("alone") else None)(subs_modes(ddpctl, small, huge)))
+        assert modes[a].startswith("alone: its multiplexed query failed: ")
+        assert "out of range" in modes[a]
+        Book.objects.using(LIVE).filter(title="first").update(title="first, renamed")
+        for client in (small, huge):
+            wait_for(client, lambda c: book_titles(c) == {"first, renamed", "second"})
+        assert not [m for c in (small, huge) for m in c.log if m.get("msg") == "nosub"]
+
+
+def test_a_subscriber_whose_own_query_fails_ends_alone_and_the_shape_stays_multiplexed(
+        start_server, orm, ddpctl):
+    truncate()
+    author = Author.objects.using(LIVE).create(name="D", email="divisor@example.com")
+    book = Book.objects.using(LIVE).create(title="one", author=author, pages=10)
+    server = start_server("--node-heartbeat", "0.3")
+    with RecordingClient(server.ws_url) as fine, RecordingClient(server.ws_url) as doomed, \
+            RecordingClient(server.ws_url) as other:
+        for client in (fine, doomed, other):
+            client.connect()
+        kept = (fine.session, fine.subscribe("BooksByPagesDivisor", 5))
+        ended = doomed.subscribe("BooksByPagesDivisor", 7)
+        other.subscribe("BooksByPagesDivisor", 9)
+        Book.objects.using(LIVE).filter(pk=book.pk).update(pages=7)  # 100 / (7 - 7) for `doomed` only
+        wait_for(doomed, lambda c: any(m.get("msg") == "nosub" and m.get("id") == ended for m in c.log))
+        (nosub,) = [m for m in doomed.log if m.get("msg") == "nosub"]
+        assert nosub["error"]["error"] == 500
+        for client in (fine, other):
+            wait_for(client, lambda c: {d["pages"] for d in c.collections["bookstore.book"].values()} == {7})
+        time.sleep(1)  # two heartbeats: the registry shows the mode after the failure
+        assert eventually(lambda: subs_modes(ddpctl, fine).get(kept)) == "multiplexed"
+        Book.objects.using(LIVE).create(title="two", author=author, pages=3)
+        for client in (fine, other):
+            wait_for(client, lambda c: book_titles(c) == {"one", "two"})
