@@ -6,9 +6,10 @@ from .livedata.collection import Collection
 from .livedata.publication import Publication
 from .livedata.publish import Subscription, publish
 from .methods import method
+from .ratelimit import each, one_of, rate_limit
 
 __all__ = [
     "MeteorError", "method", "Collection", "Publication", "publish", "Subscription", "current_invocation",
     "MethodInvocation", "ConnectionHandle", "ObjectID", "RegExp", "add_type",
-    "JSDate",
+    "JSDate", "rate_limit", "one_of", "each",
 ]

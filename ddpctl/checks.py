@@ -29,6 +29,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         configured_retention()
     except ValueError as exc:
         problems.append(Error(str(exc), id="ddpctl.E003"))
+    from .ratelimit.config import read_settings
+
+    try:
+        read_settings()
+    except ValueError as exc:
+        problems.append(Error(str(exc), id="ddpctl.E010",
+                              hint="See 'Rate limits' in the ddpctl README."))
     return problems
 
 

@@ -193,6 +193,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
     setup_django(settings, pythonpath)
     config.db_connections = _db_connections(db_connections)
+    _configure_rate_limits()
     _configure_meteor(config, meteor_bundle, meteor_settings, root_url, ddp_url, meteor_sri,
                       meteor_source_maps, meteor_watch)
     from ..server.runner import DDPServer, bind_sockets
@@ -223,6 +224,16 @@ def _db_connections(option: int | None) -> int:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     return DEFAULT_DB_CONNECTIONS if setting is None else setting
+
+
+def _configure_rate_limits() -> None:
+    """Read the rate limit settings now, so that a malformed one stops the server at start."""
+    from ..ratelimit import rate_limit
+
+    try:
+        rate_limit.configure()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _configure_meteor(config: ServeConfig, bundle_dir: str | None, settings_file: str | None,

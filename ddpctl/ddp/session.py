@@ -102,11 +102,16 @@ class Session:
     def __init__(self, *, has_method: Callable[[str], bool],
                  has_publication: Callable[[str], bool],
                  session_id_factory: Callable[[], str] = random_id,
-                 max_subscriptions: int | None = None, max_params_size: int | None = None) -> None:
+                 max_subscriptions: int | None = None, max_params_size: int | None = None,
+                 rate_limit: Callable[[str, str], MeteorError | None] | None = None) -> None:
         """``max_subscriptions``: most active subscriptions; ``max_params_size``: most bytes
         of a subscription's EJSON params.  A ``sub`` past either gets ``nosub`` with error
-        429 or 413; ``None`` means no cap."""
+        429 or 413; ``None`` means no cap.  ``rate_limit(type, name)`` (``type``:
+        ``"method"`` or ``"subscription"``) is asked, where Meteor asks its rate limiter,
+        before a known method or a new subscription runs: an error it returns is the
+        method's ``result`` error or the subscription's ``nosub`` error."""
         self._has_method = has_method
+        self._rate_limit = rate_limit
         self._has_publication = has_publication
         self._session_id_factory = session_id_factory
         self.max_subscriptions = max_subscriptions
@@ -223,6 +228,10 @@ class Session:
             return Processed([{"msg": "nosub", "id": sub_id, "error": error.to_json()}])
         if sub_id in self.subscriptions:
             return Processed()  # idempotent: clients resend their subs after a reconnect
+        if self._rate_limit is not None:
+            refused = self._rate_limit("subscription", name)
+            if refused is not None:
+                return Processed([{"msg": "nosub", "id": sub_id, "error": refused.to_json()}])
         refusal = self._refuse_subscription(params)
         if refusal is not None:
             self._log_bad(refusal.message, msg)
@@ -271,7 +280,12 @@ class Session:
             error = MeteorError(404, f"Method '{name}' not found")
             return Processed([{"msg": "result", "id": method_id, "error": error.to_json()},
                               {"msg": "updated", "methods": [method_id]}])
-        return Processed(work=MethodCall(method_id, name, params, seed))
+        call = MethodCall(method_id, name, params, seed)
+        if self._rate_limit is not None:
+            refused = self._rate_limit("method", name)
+            if refused is not None:
+                return Processed(self.method_failed(call, refused))
+        return Processed(work=call)
 
     # -- outcomes of work ----------------------------------------------------------------
 

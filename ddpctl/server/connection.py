@@ -60,6 +60,8 @@ from ..ddp.session import (
 from ..invocation import ConnectionHandle, MethodInvocation
 from ..livedata.publish import Documents, PreparedMessage, Subscription, publications, utf8_size
 from ..methods import methods
+from ..ratelimit import Event as RateLimitEvent
+from ..ratelimit import rate_limit
 from ..registry import ConnectionEntry, SubscriptionEntry
 from . import sockjs
 from .memory import release_free_memory
@@ -202,7 +204,8 @@ class DDPConnection:
         self.session = Session(has_method=methods.__contains__,
                                has_publication=publications.__contains__,
                                max_subscriptions=self.config.max_subscriptions,
-                               max_params_size=self.config.max_params_size)
+                               max_params_size=self.config.max_params_size,
+                               rate_limit=self._rate_limit)
         self.handle = ConnectionHandle(
             id="", client_address=environ.get("REMOTE_ADDR"),
             http_headers={k[5:].lower().replace("_", "-"): v for k, v in environ.items()
@@ -373,6 +376,11 @@ class DDPConnection:
             sub = self._subs.pop(work.id, None)
             if sub is not None:
                 self.server.db.run(sub.deactivate)
+
+    def _rate_limit(self, kind: str, name: str) -> MeteorError | None:
+        """Count this call in the process's rate limits; the refusal to send, if any."""
+        return rate_limit.refusal(RateLimitEvent(kind, name, self.user_id, self.handle.id or None,
+                                                 self.handle.client_address))
 
     def _run_method(self, call: MethodCall) -> None:
         invocation = MethodInvocation(call.name, self.handle, call.random_seed, self.user_id)
