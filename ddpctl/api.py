@@ -1,4 +1,5 @@
 """The public API used from ``ddp.py`` modules of your apps."""
+from .connection_hooks import ConnectionHook, on_connection
 from .ddp.ejson import JSDate, ObjectID, RegExp, add_type
 from .ddp.errors import MeteorError
 from .invocation import ConnectionHandle, MethodInvocation, current_invocation
@@ -10,5 +11,5 @@ from .methods import method
 __all__ = [
     "MeteorError", "method", "Collection", "Publication", "publish", "Subscription", "current_invocation",
     "MethodInvocation", "ConnectionHandle", "ObjectID", "RegExp", "add_type",
-    "JSDate",
+    "JSDate", "on_connection", "ConnectionHook",
 ]
