@@ -235,3 +235,29 @@ def test_an_invalid_allowed_origin_is_a_usage_error(start_server):
     with pytest.raises(ServerDidNotStart, match="invalid allowed origin 'example.com'"):
         start_server("--allowed-origin", "example.com")
 
+
+
+# -- system checks ---------------------------------------------------------------------
+
+def check_ids(**overrides):
+    from ddpctl.checks import check_origins_and_session_login
+
+    with override_settings(**overrides):
+        return [problem.id for problem in check_origins_and_session_login()]
+
+
+def test_system_checks_for_origins_and_session_login():
+    assert check_ids() == []
+    assert check_ids(DDPCTL_ALLOWED_ORIGINS=["example.com"]) == ["ddpctl.E010"]
+    assert check_ids(DDPCTL_ALLOWED_ORIGINS="https://a.test") == ["ddpctl.E010"]
+    assert check_ids(DDPCTL_SESSION_LOGIN="yes") == ["ddpctl.E011"]
+    assert check_ids(DDPCTL_SESSION_LOGIN=True) == []
+    assert check_ids(DDPCTL_SESSION_LOGIN=True, ALLOWED_HOSTS=["*"]) == ["ddpctl.W010"]
+    assert check_ids(DDPCTL_SESSION_LOGIN=True, DDPCTL_ALLOWED_ORIGINS=["*"]) == ["ddpctl.W010"]
+    assert check_ids(DDPCTL_SESSION_LOGIN=False, DDPCTL_ALLOWED_ORIGINS=["*"]) == []
+    from django.conf import settings as django_settings
+
+    without_sessions = [a for a in django_settings.INSTALLED_APPS if a != "django.contrib.sessions"]
+    assert check_ids(DDPCTL_SESSION_LOGIN=True, INSTALLED_APPS=without_sessions) == ["ddpctl.E012"]
+    assert check_ids(DDPCTL_SESSION_LOGIN=True, INSTALLED_APPS=without_sessions,
+                     SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies") == []
