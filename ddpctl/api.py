@@ -1,4 +1,5 @@
 """The public API used from ``ddp.py`` modules of your apps."""
+from .connection_hooks import ConnectionHook, on_connection
 from .ddp.ejson import JSDate, ObjectID, RegExp, add_type
 from .ddp.errors import MeteorError
 from .invocation import ConnectionHandle, MethodInvocation, current_invocation
@@ -11,5 +12,5 @@ from .ratelimit import each, one_of, rate_limit
 __all__ = [
     "MeteorError", "method", "Collection", "Publication", "publish", "Subscription", "current_invocation",
     "MethodInvocation", "ConnectionHandle", "ObjectID", "RegExp", "add_type",
-    "JSDate", "rate_limit", "one_of", "each",
+    "JSDate", "rate_limit", "one_of", "each", "on_connection", "ConnectionHook",
 ]

@@ -60,3 +60,44 @@ def check_capture(app_configs: Any = None, databases: Any = None, **kwargs: Any)
                     + ", ".join(lacking), id="ddpctl.W001",
                     hint="Run `ddpctl migrate` (a serving node installs them itself when it first "
                          "needs them, if its role may).")]
+
+
+@register("ddpctl")
+def check_origins_and_session_login(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """``ddpctl.E011``: invalid ``DDPCTL_ALLOWED_ORIGINS``; ``ddpctl.E012``: invalid
+    ``DDPCTL_SESSION_LOGIN``; ``ddpctl.E013``: session login without the apps it needs;
+    ``ddpctl.W011``: session login while any origin may connect."""
+    from django.apps import apps
+
+    from .origins import OriginPolicy
+    from .session_login import session_login_setting
+
+    problems: list[Error | Warning] = []
+    policy = None
+    try:
+        policy = OriginPolicy.from_settings()
+    except ValueError as exc:
+        problems.append(Error(str(exc), id="ddpctl.E011"))
+    try:
+        session_login = session_login_setting()
+    except ValueError as exc:
+        problems.append(Error(str(exc), id="ddpctl.E012"))
+        return problems
+    if not session_login:
+        return problems
+    needed = ["django.contrib.auth"]
+    if settings.SESSION_ENGINE in ("django.contrib.sessions.backends.db",
+                                   "django.contrib.sessions.backends.cached_db"):
+        needed.append("django.contrib.sessions")
+    missing = [app for app in needed if not apps.is_installed(app)]
+    if missing:
+        problems.append(Error(
+            f"DDPCTL_SESSION_LOGIN needs {' and '.join(missing)} in INSTALLED_APPS "
+            f"(SESSION_ENGINE is {settings.SESSION_ENGINE!r}).", id="ddpctl.E013"))
+    if policy is not None and policy.allows_any:
+        problems.append(Warning(
+            "DDPCTL_SESSION_LOGIN is on and every web origin may open a DDP connection: a page "
+            "on any site could act as a logged-in visitor.",
+            hint="List your sites' origins in DDPCTL_ALLOWED_ORIGINS (or `ddpctl serve "
+                 "--allowed-origin`) instead of '*', or narrow ALLOWED_HOSTS.", id="ddpctl.W011"))
+    return problems

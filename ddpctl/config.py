@@ -98,6 +98,9 @@ class ServeConfig:
     meteor_options: Any = None  # ddpctl.meteor.app.MeteorOptions
     meteor_watch: bool = True
     autoupdate_version: str | None = None
+    # Origins allowed on /websocket and /sockjs (``--allowed-origin``); None: the
+    # DDPCTL_ALLOWED_ORIGINS setting, else the site's own hosts (ddpctl.origins).
+    allowed_origins: list[str] | None = None
 
     @property
     def scheme(self) -> str:

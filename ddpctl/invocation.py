@@ -24,16 +24,60 @@ T = TypeVar("T")
 
 @dataclass
 class ConnectionHandle:
-    """Meteor's ``connection`` object: who is on the other end of a DDP session."""
+    """Meteor's ``connection`` object: who is on the other end of a DDP session.
+
+    ``id`` is the DDP session id (empty until the client's ``connect``);
+    ``http_headers`` the upgrade request's headers, lower-case names (``"user-agent"``).
+    ``data`` is this connection's own storage, a plain ``dict`` that lives as long as the
+    connection: fill it from an :func:`~ddpctl.connection_hooks.on_connection` hook, read it
+    in methods (``current_invocation().connection.data``) and publications
+    (``self.subscription.connection.data``).  Only this server process sees it.
+    """
 
     id: str
     client_address: str | None
     http_headers: dict[str, str]
     _close: Callable[[], None] = field(repr=False, default=lambda: None)
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+    _close_callbacks: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _closed: bool = field(default=False, repr=False)
 
     def close(self) -> None:
         """Disconnect this client (it may reconnect)."""
         self._close()
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended (its ``on_close`` callbacks have run)."""
+        return self._closed
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Meteor's ``connection.onClose``: call ``callback()`` once when the connection ends,
+        whatever ends it (the client, a timeout, ``ddpctl conns close``, server shutdown).
+
+        Callbacks run in registration order on the connection's own greenlet, with a
+        database connection from the user lane; an exception is logged with its traceback
+        and the next callback runs.  On a connection that has already ended, ``callback``
+        runs at once.
+        """
+        if self._closed:
+            _run_close_callback(self, callback)
+        else:
+            self._close_callbacks.append(callback)
+
+    def run_close_callbacks(self) -> None:
+        """Mark the connection ended and run its ``on_close`` callbacks (once; the server
+        calls it)."""
+        self._closed = True
+        while self._close_callbacks:
+            _run_close_callback(self, self._close_callbacks.pop(0))
+
+
+def _run_close_callback(handle: ConnectionHandle, callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.exception("Exception in on_close callback %r of connection %s", callback, handle.id)
 
 
 @dataclass

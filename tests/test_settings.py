@@ -13,6 +13,7 @@ from bookstore.settings import *  # noqa: F403
 from ddpctl.database import database_settings, parse_database_url
 
 INSTALLED_APPS = INSTALLED_APPS + ["django.contrib.postgres", "testapp"]  # noqa: F405
+INSTALLED_APPS += ["django.contrib.sessions"]  # Django sessions, for DDPCTL_SESSION_LOGIN tests
 ROOT_URLCONF = "testapp.urls"  # the bookstore's, plus test-only views
 
 _url = os.environ.get("DATABASE_URL") or os.environ.get("DDPCTL_TEST_DATABASE_URL")

@@ -42,6 +42,17 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | int) -> int:
     return size
 
 
+def _allowed_origins(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str] | None:
+    if not values:
+        return None  # the DDPCTL_ALLOWED_ORIGINS setting, else the site's own hosts
+    from ..origins import parse_origin_list
+
+    try:
+        return parse_origin_list(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
     if value is not None:
         # Before logging is configured: straight to stderr.
@@ -147,6 +158,14 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
 @click.option("--meteor-watch/--no-meteor-watch", default=True, envvar="DDPCTL_METEOR_WATCH",
               help="Reload the bundle when it changes on disk and push the new version to clients "
                    "(hot code push).  [env: DDPCTL_METEOR_WATCH]")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, envvar="DDPCTL_ALLOWED_ORIGINS",
+              metavar="ORIGIN", callback=_allowed_origins,
+              help="A web origin whose pages may open DDP connections (repeatable): "
+                   "'https://app.example.com', 'https://*.example.com', 'null', or '*' for any.  "
+                   "Replaces the default: the DDPCTL_ALLOWED_ORIGINS Django setting, else the site's own "
+                   "hosts (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS).  Same-origin pages and clients sending "
+                   "no Origin are always allowed; others get 403.  [env: DDPCTL_ALLOWED_ORIGINS, "
+                   "space-separated]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -157,7 +176,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           receive_queue_bytes: int, max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float,
           node_heartbeat: float,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
-          meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, legacy_server_id: bool) -> None:
+          meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
+          legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -181,7 +201,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         send_buffer_limit=send_buffer_limit, send_timeout=send_timeout, receive_queue_size=receive_queue_size,
         receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
         max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
-        legacy_server_id=legacy_server_id)
+        legacy_server_id=legacy_server_id, allowed_origins=allowed_origins)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context
@@ -194,6 +214,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     setup_django(settings, pythonpath)
     config.db_connections = _db_connections(db_connections)
     _configure_rate_limits()
+    _check_origins(config)
     _configure_meteor(config, meteor_bundle, meteor_settings, root_url, ddp_url, meteor_sri,
                       meteor_source_maps, meteor_watch)
     from ..server.runner import DDPServer, bind_sockets
@@ -232,6 +253,18 @@ def _configure_rate_limits() -> None:
 
     try:
         rate_limit.configure()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _check_origins(config: ServeConfig) -> None:
+    """Fail now, with one line, on an invalid DDPCTL_ALLOWED_ORIGINS setting."""
+    if config.allowed_origins is not None:
+        return
+    from ..origins import allowed_origins_setting
+
+    try:
+        allowed_origins_setting()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

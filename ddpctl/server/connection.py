@@ -44,6 +44,7 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Empty, Queue
 
+from ..connection_hooks import connection_hooks
 from ..ddp.ejson import to_json_value
 from ..ddp.errors import MeteorError, internal_server_error
 from ..ddp.heartbeat import Beat, Heartbeat
@@ -63,6 +64,7 @@ from ..methods import methods
 from ..ratelimit import Event as RateLimitEvent
 from ..ratelimit import rate_limit
 from ..registry import ConnectionEntry, SubscriptionEntry
+from ..session_login import session_login_enabled, session_user_id
 from . import sockjs
 from .memory import release_free_memory
 from .websocket import MESSAGE_TOO_BIG, ConnectionClosed, WebSocket
@@ -266,11 +268,14 @@ class DDPConnection:
             processor = self._processor
             if processor is not None:
                 processor.join()
-            with self.server.db.lease():
-                for sub in list(self._subs.values()):
-                    sub.deactivate()
-            self._subs.clear()
-            self.server.connections.discard(self)
+            try:
+                with self.server.db.lease():
+                    for sub in list(self._subs.values()):
+                        sub.deactivate()
+                    self._subs.clear()
+                    self.handle.run_close_callbacks()  # once, however the connection ended
+            finally:
+                self.server.connections.discard(self)
 
     def close(self, code: int = 1000, reason: str = "Normal closure") -> None:
         """Send what is queued, then close with ``code``."""
@@ -305,6 +310,10 @@ class DDPConnection:
                     if self.session.heartbeats:
                         self._heartbeat = Heartbeat(self.config.heartbeat_interval,
                                                     self.config.heartbeat_timeout, now=time.monotonic())
+                    if connection_hooks or session_login_enabled():
+                        # Before any later message of this client: tasks run first.
+                        self._tasks.append(self._connected)
+                        self._start_processor()
 
     def _receive(self, text: str | bytes) -> None:
         for item in self.session.receive(text):
@@ -381,6 +390,24 @@ class DDPConnection:
         """Count this call in the process's rate limits; the refusal to send, if any."""
         return rate_limit.refusal(RateLimitEvent(kind, name, self.user_id, self.handle.id or None,
                                                  self.handle.client_address))
+
+    def _connected(self) -> None:
+        """On the processor, once the client is connected: the Django session's user
+        (``DDPCTL_SESSION_LOGIN``), then the ``on_connection`` hooks, on the user lane."""
+        if session_login_enabled():
+            try:
+                user_id = self.server.db.run(session_user_id, self.handle.http_headers.get("cookie"))
+            except Exception:
+                logger.exception("connection %s: Django session login failed; the connection "
+                                 "stays logged out", self.handle.id)
+            else:
+                if user_id is not None:
+                    if self._subs:
+                        self._change_user(user_id)
+                    else:
+                        self.user_id = user_id
+        if connection_hooks:
+            self.server.db.run(connection_hooks.run, self.handle)
 
     def _run_method(self, call: MethodCall) -> None:
         invocation = MethodInvocation(call.name, self.handle, call.random_seed, self.user_id)

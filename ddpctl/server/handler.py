@@ -2,6 +2,8 @@
 
 Raw DDP: ``/websocket``, ``/websocket/``, ``/sockjs/websocket``.  SockJS:
 ``/sockjs/info``, ``/sockjs`` (welcome) and ``/sockjs/<server>/<session>/websocket``.
+Each of them first passes the server's Origin check (:mod:`ddpctl.origins`): a refused
+origin gets ``403 Forbidden`` before any upgrade.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from .connection import DDPConnection, RawTransport, SockJSTransport
 from .websocket import WebSocket, accept_key
 
 if TYPE_CHECKING:
+    from ..origins import OriginPolicy
     from .database_pool import DatabasePool
     from .runner import DDPServer
 
@@ -26,6 +29,7 @@ logger = logging.getLogger(__name__)
 _RAW_PATHS = {"/websocket", "/websocket/", "/sockjs/websocket", "/sockjs/websocket/"}
 _SOCKJS_SESSION = re.compile(r"^/sockjs/[^/.]+/[^/.]+/websocket/?$")
 _NO_CACHE = ("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
+_ORIGIN_REFUSED = b"Origin not allowed\n"
 StartResponse = Callable[..., Any]
 
 
@@ -49,6 +53,8 @@ class DDPHandler(pywsgi.WSGIHandler):
             return super().run_application()
         ddp: DDPServer = self.server.ddp_server
         env = self.environ
+        if not ddp.origins.check(env):
+            return self._reply("403 Forbidden", _ORIGIN_REFUSED)
         upgrade = env.get("HTTP_UPGRADE", "").lower() == "websocket"
         connection = "upgrade" in env.get("HTTP_CONNECTION", "").lower()
         if env.get("REQUEST_METHOD") != "GET" or not upgrade or not connection:
@@ -81,9 +87,11 @@ class DDPHandler(pywsgi.WSGIHandler):
 class Router:
     """The WSGI application: SockJS's HTTP endpoints, then Django."""
 
-    def __init__(self, django_app: Callable[..., Iterable[bytes]], database: DatabasePool) -> None:
+    def __init__(self, django_app: Callable[..., Iterable[bytes]], database: DatabasePool,
+                 origins: OriginPolicy | None = None) -> None:
         self.django_app = django_app
         self._database = database
+        self._origins = origins
         self.app: Callable[..., Iterable[bytes]] = self.django  # a Meteor bundle's layer goes in front
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -95,6 +103,8 @@ class Router:
         return self.app(environ, start_response)
 
     def _sockjs(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
+        if self._origins is not None and not self._origins.check(environ):
+            return _plain(start_response, "403 Forbidden", _ORIGIN_REFUSED)
         method = environ.get("REQUEST_METHOD")
         if path in ("/sockjs", "/sockjs/") and method in ("GET", "HEAD"):
             return _plain(start_response, "200 OK", sockjs.WELCOME, "text/plain; charset=UTF-8")

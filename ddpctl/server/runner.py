@@ -31,6 +31,7 @@ from gevent import pywsgi
 from gevent.event import Event
 
 from ..config import REFRESH_CONCURRENCY, SYSTEM_CONNECTIONS
+from ..origins import OriginPolicy
 from .database_pool import DatabasePool
 from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
@@ -97,7 +98,8 @@ class DDPServer:
         params.pop("cursor_factory", None)
         self.node = NodeAgent(self, config.node_heartbeat)
         self.dispatcher = Dispatcher(params, self.system_db, REFRESH_CONCURRENCY, on_control=self.node.wake)
-        app = Router(get_wsgi_application(), self.db)
+        self.origins = OriginPolicy.from_settings(config.allowed_origins)
+        app = Router(get_wsgi_application(), self.db, self.origins)
         self.meteor = None
         if config.meteor_bundle is not None:
             from .meteor import MeteorService

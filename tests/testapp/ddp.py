@@ -1,3 +1,4 @@
+import logging
 import time
 from fractions import Fraction
 
@@ -11,6 +12,7 @@ from ddpctl.api import (
     add_type,
     current_invocation,
     method,
+    on_connection,
     publish,
 )
 
@@ -519,3 +521,62 @@ class BooksByPagesDivisor(Publication):
 
     def get_queries(self, n):
         return [Book.objects.extra(where=["100 / (pages - %s) <> 0"], params=[n])]
+
+
+# -- connection hooks: active only for clients sending an X-Test-Hooks header ------------
+
+hook_log = logging.getLogger("testapp.hooks")
+
+
+@on_connection
+def remember_connection(connection):
+    mode = connection.http_headers.get("x-test-hooks")
+    if not mode:
+        return
+    if mode == "crash":
+        raise RuntimeError("deliberate failure in an on_connection hook")
+    connection.data["tenant"] = connection.http_headers.get("x-test-tenant", "")
+    connection.data["authors"] = Author.objects.count()  # hooks may use the ORM
+    if mode == "crash-on-close":
+        connection.on_close(lambda: 1 / 0)
+
+    def closed():
+        hook_log.warning("hook: connection %s closed (%d authors)", connection.id, Author.objects.count())
+
+    connection.on_close(closed)
+
+
+@on_connection
+def second_hook(connection):
+    """Runs after ``remember_connection``, even when that one raised."""
+    if connection.http_headers.get("x-test-hooks"):
+        connection.data["second"] = True
+
+
+@method
+def connection_data():
+    return dict(current_invocation().connection.data)
+
+
+@method
+def close_my_connection():
+    current_invocation().connection.close()
+
+
+@method
+def my_user_id():
+    user_id = current_invocation().user_id
+    return None if user_id is None else str(user_id)
+
+
+@publish("connection_data")
+def connection_data_publication(sub):
+    sub.added("connection_data", sub.connection.id, dict(sub.connection.data))
+    sub.ready()
+
+
+class NotesOfConnectionTenant(Publication):
+    """Scoped by what an ``on_connection`` hook stored in the connection's data."""
+
+    def get_queries(self):
+        return [TenantNote.objects.filter(tenant=self.subscription.connection.data.get("tenant", "?"))]
