@@ -1,23 +1,40 @@
 """DDP load generator for the benchmark: many gevent WebSocket clients in one process.
 
-    python bench/loadgen.py HOST PORT CLIENTS [PUBLICATION]
+    python bench/loadgen.py HOST PORT CLIENTS [PUBLICATION] [--params JSON] [--events]
+                            [--ready-timeout SECONDS]
 
-Each client connects (raw WebSocket), subscribes to PUBLICATION (if given) and counts
-every DDP message.  ``changed``/``added`` messages whose ``title`` is a float are taken as
-the writer's commit time, giving commit-to-client latency; a title older than one the
-client already received (of any document) counts as an order inversion, since one writer
-thread commits in title order.  Prints ``READY <seconds>``
-once every client has its ``ready`` (or is connected, without a publication), then waits
-for ``STOP <final title>`` on stdin, waits until every client has seen that title, and
-prints one JSON line of results.
+Each client connects (raw WebSocket), subscribes to PUBLICATION (if given; with the
+parameters ``--params``, a JSON list in which ``{i}`` inside strings becomes the client's
+number, 0 to CLIENTS - 1) and counts every DDP message.  ``changed``/``added`` messages
+whose ``title`` is a float are taken as the writer's commit time, giving commit-to-client
+latency; a title older than one the client already received (of any document) counts as
+an order inversion, since one writer thread commits in title order.  Prints ``READY
+<seconds>`` once every client has its ``ready`` (or is connected, without a publication),
+or ``NOTREADY <seconds> <clients not ready>`` after ``--ready-timeout``.  Then reads
+commands on stdin:
+
+``STOP <final title>``
+    waits (at most 60 s) until every client has seen that title, prints one JSON line of
+    results and exits.
+``COLLECT <json>``
+    (with ``--events``) ``{"expect": [[client, collection, id, field, value], ...],
+    "cap": seconds, "grace": seconds}``: waits until every expectation holds (the client's
+    copy of the document has ``field == value``; ``value`` null: the document is gone) or
+    ``cap`` seconds pass, prints ``REACHED <seconds> <expectations not met>``, waits
+    ``grace`` seconds more (for messages that should not come), prints one JSON line
+    ``{"events": [[client, msg, collection, id, fields or null, receive time], ...]}`` of the
+    ``added``/``changed``/``removed`` messages received since ``READY`` or the last
+    ``COLLECT`` (receive time: ``time.time()``), and forgets them.
 """
 from gevent import monkey
 
 monkey.patch_all()
 
+import argparse  # noqa: E402
 import base64  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
@@ -26,10 +43,15 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
+MAX_EVENTS = 2_000_000  # kept between two COLLECTs, over all clients (a runaway broadcast)
+
 
 class Client:
-    def __init__(self, host, port, publication):
-        self.host, self.port, self.publication = host, port, publication
+    def __init__(self, host, port, publication, params=(), events=None):
+        self.host, self.port, self.publication, self.params = host, port, publication, list(params)
+        self.events = events  # shared list of [client, msg, collection, id, fields, time], or None
+        self.number = 0
+        self.docs = {}  # (collection, id) -> fields, the client's copy (only with events)
         self.messages = 0
         self.latencies = []
         self.last_title = None
@@ -80,6 +102,21 @@ class Client:
         head = 2 + (2 if n == 126 else 8 if n == 127 else 0)
         return head + self._payload_len()
 
+    def _track(self, msg, kind, now):
+        key = (msg.get("collection"), msg.get("id"))
+        fields = msg.get("fields")
+        if kind == "added":
+            self.docs[key] = dict(fields or {})
+        elif kind == "changed":
+            doc = self.docs.setdefault(key, {})
+            doc.update(fields or {})
+            for name in msg.get("cleared") or ():
+                doc.pop(name, None)
+        else:
+            self.docs.pop(key, None)
+        if len(self.events) < MAX_EVENTS:
+            self.events.append([self.number, kind, key[0], key[1], fields, now])
+
     def run(self):
         self.sock = socket.create_connection((self.host, self.port))
         key = base64.b64encode(os.urandom(16)).decode()
@@ -91,7 +128,7 @@ class Client:
         self.buffer = self.buffer.split(b"\r\n\r\n", 1)[1]
         self._send('{"msg":"connect","version":"1","support":["1"]}')
         if self.publication:
-            self._send(json.dumps({"msg": "sub", "id": "s", "name": self.publication, "params": []}))
+            self._send(json.dumps({"msg": "sub", "id": "s", "name": self.publication, "params": self.params}))
         for payload in self._frames():
             now = time.time()
             self.messages += 1
@@ -103,7 +140,9 @@ class Client:
                 self.ready.set()
             elif kind == "ready":
                 self.ready.set()
-            elif kind in ("added", "changed"):
+            if self.events is not None and kind in ("added", "changed", "removed"):
+                self._track(msg, kind, now)
+            if kind in ("added", "changed"):
                 title = msg.get("fields", {}).get("title")
                 if title is not None:
                     self.last_title = title
@@ -118,24 +157,93 @@ class Client:
                         self.newest = committed
 
 
+def substitute(value, number):
+    """``value`` (parsed JSON) with ``{i}`` in its strings replaced by ``number``."""
+    if isinstance(value, str):
+        return value.replace("{i}", str(number))
+    if isinstance(value, list):
+        return [substitute(v, number) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, number) for k, v in value.items()}
+    return value
+
+
+def collect(clients, events, request):
+    """The COLLECT command (see the module docstring)."""
+    expect = [(clients[c], (coll, doc), field, value) for c, coll, doc, field, value in request["expect"]]
+    started = time.monotonic()
+    deadline = started + request.get("cap", 60)
+
+    def holds(client, key, field, value):
+        return key not in client.docs if value is None else client.docs.get(key, {}).get(field) == value
+
+    def unmet():
+        return sum(1 for e in expect if not holds(*e))
+
+    missing = unmet()
+    while missing and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+        missing = unmet()
+    print(f"REACHED {time.monotonic() - started:.3f} {missing}", flush=True)
+    gevent.sleep(request.get("grace", 1.0))
+    batch = events[:]
+    del events[:]
+    print(json.dumps({"events": batch, "truncated": len(batch) >= MAX_EVENTS}), flush=True)
+
+
 def main():
-    host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    publication = sys.argv[4] if len(sys.argv) > 4 else None
-    clients = [Client(host, port, publication) for _ in range(count)]
+    parser = argparse.ArgumentParser(description="DDP load generator (see the module docstring)")
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("clients", type=int)
+    parser.add_argument("publication", nargs="?")
+    parser.add_argument("--params", default="[]", help="JSON list of subscription parameters; {i}: client number")
+    parser.add_argument("--events", action="store_true", help="record messages for COLLECT")
+    parser.add_argument("--ready-timeout", type=float, default=None)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < args.clients + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard == resource.RLIM_INFINITY
+                                                    else min(hard, max(args.clients + 100, soft)), hard))
+    params = json.loads(args.params)
+    events = [] if args.events else None
+    clients = [Client(args.host, args.port, args.publication, substitute(params, i), events)
+               for i in range(args.clients)]
+    for i, c in enumerate(clients):
+        c.number = i
+    count = len(clients)
     started = time.monotonic()
     greenlets = []
     for i, c in enumerate(clients):
         greenlets.append(gevent.spawn(c.run))
         if i % 200 == 199:
             gevent.sleep(0.05)  # do not overflow the server's accept backlog
+    deadline = None if args.ready_timeout is None else started + args.ready_timeout
     for c in clients:
-        c.ready.wait()
-    print(f"READY {time.monotonic() - started:.3f}", flush=True)
+        c.ready.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    not_ready = sum(1 for c in clients if not c.ready.is_set())
+    if not_ready:
+        print(f"NOTREADY {time.monotonic() - started:.3f} {not_ready}", flush=True)
+    else:
+        print(f"READY {time.monotonic() - started:.3f}", flush=True)
     for c in clients:  # measurement starts now
         c.messages = 0
         c.latencies = []
         c.inversions = 0
-    line = gevent.get_hub().threadpool.apply(sys.stdin.readline).split()
+    if events is not None:
+        del events[:]
+    while True:
+        line = gevent.get_hub().threadpool.apply(sys.stdin.readline)
+        if not line:
+            os._exit(0)  # the benchmark went away
+        command, _, rest = line.strip().partition(" ")
+        if command == "COLLECT":
+            collect(clients, events, json.loads(rest))
+        elif command == "STOP":
+            break
+        else:
+            print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
+    line = line.split()
     measure_end = time.monotonic()
     final = line[1] if len(line) > 1 else None
     deadline = time.monotonic() + 60
