@@ -219,7 +219,10 @@ def distinct_subscriptions(args: argparse.Namespace, base_url: str | None) -> st
     def progress(text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
-    result = distinct.run(distinct.Settings.for_run(args.quick), SERVER_ARGS, shared_url,
+    settings = distinct.Settings.for_run(args.quick)
+    if args.distinct_sizes:
+        settings.sizes = args.distinct_sizes
+    result = distinct.run(settings, SERVER_ARGS, shared_url,
                           private=not args.shared_database, top=args.top_statements, progress=progress)
     return distinct.format_result(result)
 
@@ -232,6 +235,9 @@ def main() -> None:
                         help="distinct: use the benchmark's PostgreSQL server, not a private cluster")
     parser.add_argument("--top-statements", type=int, default=0, metavar="N",
                         help="distinct: list each cell's N most frequent statements (pg_stat_statements)")
+    parser.add_argument("--distinct-sizes", metavar="N,N,...",
+                        type=lambda text: tuple(int(n) for n in text.split(",")),
+                        help="distinct: these numbers of clients instead of 100,1000,5000 (--quick: 50,300)")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C: servers, load generators and a private cluster are stopped
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

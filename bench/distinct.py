@@ -45,7 +45,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +59,7 @@ __all__ = ["Settings", "Cell", "Result", "run", "format_result"]
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 PUBLICATION = "BooksByAuthorEmail"
+HANDSHAKE_SLOTS = 500  # clients between TCP connect and DDP connected at a time (the accept queue is 2,048)
 EMAIL = "author-{i}@bench.example"
 MOVED = "moved-{i}@bench.example"
 BOOKS_PER_AUTHOR = 2
@@ -100,18 +101,27 @@ class Cell:
     missing: int = 0
     extra: int = 0
     coalesced: int = 0
+    missing_closed: int = 0  # of ``missing``, at clients whose connection had ended
+    missed: list[str] = field(default_factory=list)  # the first few missing changes, described
     latencies: list[float] = field(default_factory=list)
     server_cpu: float = 0.0  # % of one core
     database_cpu: float | None = None
     top: list[tuple[float, str]] = field(default_factory=list)  # (calls per change, statement)
     note: str = ""
 
+    def add_note(self, text: str) -> None:
+        self.note = f"{self.note}; {text}" if self.note else text
+
 
 @dataclass
 class Ready:
     clients: int
-    seconds: float | None  # None: not all ready within the timeout
+    seconds: float | None  # from all sending ``sub`` at once; None: not all ready within the timeout
+    connect_seconds: float = 0.0  # connecting them all before
     not_ready: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # why clients were not ready
+    spread: dict[str, float] = field(default_factory=dict)  # {"p50": s, ...} of the clients' ready times
+    server_log: str = ""
     counts: dict[str, float] = field(default_factory=dict)  # per subscription
     server_cpu: float = 0.0
     idle: dict[str, float] = field(default_factory=dict)  # per second, with no writes
@@ -215,6 +225,21 @@ def _counter(db: Database, conn):
     return StatementCounter(conn, dbid, db.userid)
 
 
+class ServerLog:
+    """What the server logged (at ``--log-level warning``: only what matters) since the last look."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.seen = len(server.output())
+
+    def news(self) -> str:
+        """'' or "<lines> line(s), first: <line>"."""
+        text = self.server.output()
+        lines = [line for line in text[self.seen:].splitlines() if line.strip()]
+        self.seen = len(text)
+        return f"{len(lines)} line(s), first: {lines[0][:200]}" if lines else ""
+
+
 @dataclass
 class Pids:
     server: int  # ddpctl serve
@@ -263,12 +288,30 @@ class Clients:
     """``bench/loadgen.py`` with N clients subscribed each to its own email, recording events."""
 
     def __init__(self, port: int, count: int, ready_timeout: float) -> None:
+        """Start the clients and connect them all (not subscribed yet)."""
         args = [sys.executable, str(ROOT / "bench" / "loadgen.py"), "127.0.0.1", str(port), str(count),
-                PUBLICATION, "--params", json.dumps([EMAIL]), "--events", "--ready-timeout", str(ready_timeout)]
+                PUBLICATION, "--params", json.dumps([EMAIL]), "--events", "--ready-timeout", str(ready_timeout),
+                "--connect-first", str(HANDSHAKE_SLOTS)]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        words = self._line().split()
+        words = self._line().split(" ", 3)
+        self.connect_seconds, self.not_connected = float(words[1]), int(words[2])
+        self.reasons: dict[str, int] = json.loads(words[3])
+        self.ready_seconds, self.not_ready = 0.0, 0
+        self.spread: dict[str, float] = {}  # quantiles of the clients' ready times
+        self.closed: set[int] = set()  # clients whose connection ended (as of the last collect)
+        self.errors: dict[str, int] = {}  # why, and how many
+
+    def subscribe(self) -> None:
+        """All subscribe at once; sets ``ready_seconds`` (and ``not_ready``, ``reasons``)."""
+        self.proc.stdin.write("SUBSCRIBE\n")
+        self.proc.stdin.flush()
+        line = self._line()
+        words = line.split(" ", 3 if line.startswith("NOTREADY") else 2)
         self.ready_seconds = float(words[1])
-        self.not_ready = int(words[2]) if words[0] == "NOTREADY" else 0
+        if words[0] == "NOTREADY":
+            self.not_ready, self.reasons = int(words[2]), json.loads(words[3])
+        else:
+            self.spread = json.loads(words[2])
 
     def _line(self) -> str:
         line = self.proc.stdout.readline()
@@ -279,12 +322,14 @@ class Clients:
     def collect(self, expect: list[list], cap: float, grace: float, at_reached: Callable[[], None]
                 ) -> tuple[float, int, list[list]]:
         """(seconds until every expectation held or ``cap``, expectations unmet, events);
-        ``at_reached`` runs as soon as the load generator says so (before the grace)."""
+        ``at_reached`` runs as soon as the load generator says so (before the grace).
+        ``closed`` and ``errors`` then say how many client connections have ended, and why."""
         self.proc.stdin.write("COLLECT " + json.dumps({"expect": expect, "cap": cap, "grace": grace}) + "\n")
         self.proc.stdin.flush()
         words = self._line().split()
         at_reached()
         result = json.loads(self._line())
+        self.closed, self.errors = set(result["closed"]), result["errors"]
         if result.get("truncated"):
             logger.warning("the load generator kept only the first %d events", len(result["events"]))
         return float(words[1]), int(words[2]), result["events"]
@@ -318,9 +363,11 @@ def write(conn, seconds: float, rate: float, changes: Iterator[Callable], limit:
     return records, time.monotonic() - started
 
 
-def check_renames(store: Bookstore, renames: list[tuple[int, str]], events: list[list], cell: Cell) -> None:
+def check_renames(store: Bookstore, renames: list[tuple[int, str]], events: list[list], cell: Cell,
+                  closed: Collection[int] = ()) -> None:
     """Fill ``cell``'s completeness and latency from the (book id, title) renames and the
-    clients' events."""
+    clients' events; ``closed``: clients whose connection ended (their missing changes are
+    also counted in ``missing_closed``)."""
     expected: dict[str, dict[str, float]] = {}  # book id -> {title: commit time}
     for book_id, title in renames:
         expected.setdefault(str(book_id), {})[title] = float(title)
@@ -342,9 +389,13 @@ def check_renames(store: Bookstore, renames: list[tuple[int, str]], events: list
                 cell.coalesced += 1
             else:
                 cell.missing += 1
+                cell.missing_closed += store.owner[(BOOKS, doc)] in closed
+                if len(cell.missed) < 3:
+                    cell.missed.append(f"book {doc} -> {title} at client {store.owner[(BOOKS, doc)]}")
 
 
-def check_moves(store: Bookstore, moves: list[tuple[int, float]], events: list[list], cell: Cell) -> None:
+def check_moves(store: Bookstore, moves: list[tuple[int, float]], events: list[list], cell: Cell,
+                closed: Collection[int] = ()) -> None:
     """The same for (client number, commit time) email moves: that client, and no other,
     must get ``removed`` for the author and each of its books."""
     wanted: dict[tuple[str, str], tuple[int, float]] = {}
@@ -361,8 +412,14 @@ def check_moves(store: Bookstore, moves: list[tuple[int, float]], events: list[l
         seen.add(key)
         if collection == AUTHORS:
             cell.latencies.append(received - wanted[key][1])
-    cell.missing = sum(1 for client, _ in moves
-                       if not all(key in seen for key, (c, _) in wanted.items() if c == client))
+    for client, _ in moves:
+        lacking = [f"{collection.split('.')[-1]} {doc}" for (collection, doc), (c, _) in wanted.items()
+                   if c == client and (collection, doc) not in seen]
+        if lacking:
+            cell.missing += 1
+            cell.missing_closed += client in closed
+            if len(cell.missed) < 3:
+                cell.missed.append(f"client {client} kept {', '.join(lacking)}")
 
 
 # --- the scenario -----------------------------------------------------------------------
@@ -390,34 +447,43 @@ def run(settings: Settings, server_args: Sequence[str], shared_url: Callable[[],
             with LiveServer(server_args, env={"DATABASE_URL": db.server_url}) as server:
                 meter = Meter(counter)
                 pids = Pids(server.process.pid, db.pid)
+                log = ServerLog(server)
                 for size in settings.sizes:
                     progress(f"distinct: {size:,} clients")
-                    _run_size(settings, server.port, size, store, meter, pids, writer, result, top, progress)
+                    _run_size(settings, server.port, size, store, meter, pids, log, writer, result, top, progress)
         finally:
             writer.close()
             admin.close()
     return result
 
 
-def _run_size(settings: Settings, port: int, size: int, store: Bookstore, meter: Meter, pids: Pids, writer,
-              result: Result, top: int, progress: Callable[[str], None]) -> None:
+def _run_size(settings: Settings, port: int, size: int, store: Bookstore, meter: Meter, pids: Pids,
+              log: ServerLog, writer, result: Result, top: int, progress: Callable[[str], None]) -> None:
     _put_emails_back(store, None, writer, meter, settings)  # before the clients subscribe: no wait
-    before = meter.read()
-    clock = CpuClock(pids.server)
     clients = Clients(port, size, settings.ready_timeout)
     try:
-        ready = Ready(size, None if clients.not_ready else clients.ready_seconds, clients.not_ready,
-                      server_cpu=clock.percent() or 0.0)
-        meter.touched()
-        if clients.not_ready:
-            result.ready.append(ready)
-            result.cells.append(Cell(size, "-", 0, note=f"skipped: {clients.not_ready:,} clients not ready after "
-                                                         f"{settings.ready_timeout:.0f} s"))
+        ready = Ready(size, None, connect_seconds=clients.connect_seconds)
+        result.ready.append(ready)
+        if clients.not_connected:
+            ready.not_ready, ready.reasons, ready.server_log = clients.not_connected, clients.reasons, log.news()
+            result.cells.append(Cell(size, "-", 0, note=f"skipped: {clients.not_connected:,} clients could not "
+                                                         "connect"))
             return
+        before = meter.read()
+        clock = CpuClock(pids.server)
+        clients.subscribe()
+        ready.server_cpu = clock.percent() or 0.0
+        meter.touched()
+        ready.server_log = log.news()
+        if clients.not_ready:
+            ready.not_ready, ready.reasons = clients.not_ready, clients.reasons
+            result.cells.append(Cell(size, "-", 0, note=f"skipped: {clients.not_ready:,} clients not ready after "
+                                                         f"{clients.ready_seconds:.0f} s"))
+            return
+        ready.seconds, ready.spread = clients.ready_seconds, clients.spread
         after = meter.read()
         ready.counts, _ = meter.counts(before, after, clients.ready_seconds, size)
         ready.idle = meter.measure_idle(settings.idle_seconds)
-        result.ready.append(ready)
         rng = random.Random(size)
         books = [(i, b) for i in range(size) for b in store.book_ids[i]]
 
@@ -452,6 +518,7 @@ def _run_size(settings: Settings, port: int, size: int, store: Bookstore, meter:
         plan = [("rename", rate) for rate in settings.rates] + [("email", rate) for rate in settings.rates]
         rename_stream = renames()
         stopped = ""
+        closed_before = 0
         for change, rate in plan:
             cell = Cell(size, change, rate)
             if stopped:
@@ -462,6 +529,12 @@ def _run_size(settings: Settings, port: int, size: int, store: Bookstore, meter:
             limit = min(int(rate * settings.seconds), size) if change == "email" else None
             stopped = _run_cell(cell, settings, store, meter, pids, writer, clients,
                                 rename_stream if change == "rename" else moves(limit), limit, top)
+            if len(clients.closed) > closed_before:
+                cell.add_note(f"{len(clients.closed) - closed_before:,} client connections ended "
+                              f"({len(clients.closed):,} in all: {clients.errors})")
+            closed_before = len(clients.closed)
+            if server_log := log.news():
+                cell.add_note(f"server log: {server_log}")
             result.cells.append(cell)
     finally:
         clients.close()
@@ -503,9 +576,9 @@ def _run_cell(cell: Cell, settings: Settings, store: Bookstore, meter: Meter, pi
         cell.top = sorted(((calls / max(1, cell.changes), " ".join(query.split())[:100])
                            for calls, query in delta.values()), reverse=True)[:top]
     if cell.change == "rename":
-        check_renames(store, records, events, cell)
+        check_renames(store, records, events, cell, clients.closed)
     else:
-        check_moves(store, records, events, cell)
+        check_moves(store, records, events, cell, clients.closed)
     if unmet:
         cell.note = f"drain cap: {unmet:,} documents not in their final state {settings.drain_cap:.0f} s after writing"
         return f"skipped: the {cell.change} cell at {cell.rate}/s did not drain within {settings.drain_cap:.0f} s"
@@ -548,15 +621,18 @@ def format_result(result: Result) -> str:
              f"({BOOKS_PER_AUTHOR} books each)",
              f"database counts per change: {result.source}"]
     for ready in result.ready:
+        log = f"; server log: {ready.server_log}" if ready.server_log else ""
         if ready.seconds is None:
-            lines.append(f"  initial subscriptions, {ready.clients:,} clients at once: {ready.not_ready:,} "
-                         "not ready within the timeout")
+            lines.append(f"  initial subscriptions, {ready.clients:,} clients (connected in {ready.connect_seconds:.1f} s):"
+                         f" {ready.not_ready:,} not connected or not ready: {ready.reasons}{log}")
             continue
         counts = ", ".join(f"{v:,.1f} {k}" for k, v in ready.counts.items())
         idle = ", ".join(f"{v:,.1f} {k}/s" for k, v in ready.idle.items())
-        lines.append(f"  initial subscriptions, {ready.clients:,} clients at once: all ready after "
-                     f"{ready.seconds:,.2f} s ({counts} per subscription; server CPU {ready.server_cpu:.0f}%); "
-                     f"idle server: {idle}")
+        spread = "/".join(f"{v:.1f}" for v in ready.spread.values())
+        lines.append(f"  initial subscriptions, {ready.clients:,} clients subscribing at once: all ready after "
+                     f"{ready.seconds:,.2f} s (p50/p90/p99 {spread} s; {counts} per subscription; "
+                     f"server CPU {ready.server_cpu:.0f}%; "
+                     f"connecting them took {ready.connect_seconds:.1f} s before); idle server: {idle}{log}")
     head = (f"  {'clients':>7}  {'change':<6}  {'rate/s':>6}  {'changes':>7}  "
             + "  ".join(f"{c + '/change':>13}" for c in result.columns)
             + f"  {'missing':>7}  {'extra':>5}  {'p50 ms':>8}  {'p99 ms':>8}  {'server CPU':>10}  {'PG CPU':>6}  notes")
@@ -569,6 +645,10 @@ def format_result(result: Result) -> str:
                  f"{cell.drain:.1f} s after"]
         if cell.coalesced:
             notes.append(f"{cell.coalesced} coalesced")
+        if cell.missing_closed:
+            notes.append(f"{cell.missing_closed:,} of the missing at clients whose connection had ended")
+        if cell.missed:
+            notes.append("missing: " + "; ".join(cell.missed))
         if cell.note:
             notes.append(cell.note)
         database_cpu = f"{cell.database_cpu:.0f}%" if cell.database_cpu is not None else "-"

@@ -1,7 +1,7 @@
 """DDP load generator for the benchmark: many gevent WebSocket clients in one process.
 
     python bench/loadgen.py HOST PORT CLIENTS [PUBLICATION] [--params JSON] [--events]
-                            [--ready-timeout SECONDS]
+                            [--ready-timeout SECONDS] [--connect-first SLOTS]
 
 Each client connects (raw WebSocket), subscribes to PUBLICATION (if given; with the
 parameters ``--params``, a JSON list in which ``{i}`` inside strings becomes the client's
@@ -9,9 +9,14 @@ number, 0 to CLIENTS - 1) and counts every DDP message.  ``changed``/``added`` m
 whose ``title`` is a float are taken as the writer's commit time, giving commit-to-client
 latency; a title older than one the client already received (of any document) counts as
 an order inversion, since one writer thread commits in title order.  Prints ``READY
-<seconds>`` once every client has its ``ready`` (or is connected, without a publication),
-or ``NOTREADY <seconds> <clients not ready>`` after ``--ready-timeout``.  Then reads
-commands on stdin:
+<seconds> <JSON {"p50": s, "p90": s, "p99": s}>`` once every client has its ``ready`` (or
+is connected, without a publication; the quantiles are of the clients' own ready times),
+or ``NOTREADY <seconds> <clients not ready> <JSON {reason: clients}>`` after
+``--ready-timeout`` or once every client not ready has lost its connection.  With
+``--connect-first``, every client first connects (at most SLOTS of them between TCP connect
+and DDP ``connected`` at a time, so a busy server's accept queue does not overflow) and
+``CONNECTED <seconds> <clients not connected> <JSON reasons>`` is printed; on a line
+``SUBSCRIBE`` from stdin all send ``sub`` at once and READY's seconds count from then.  Then reads commands on stdin:
 
 ``STOP <final title>``
     waits (at most 60 s) until every client has seen that title, prints one JSON line of
@@ -19,10 +24,11 @@ commands on stdin:
 ``COLLECT <json>``
     (with ``--events``) ``{"expect": [[client, collection, id, field, value], ...],
     "cap": seconds, "grace": seconds}``: waits until every expectation holds (the client's
-    copy of the document has ``field == value``; ``value`` null: the document is gone) or
-    ``cap`` seconds pass, prints ``REACHED <seconds> <expectations not met>``, waits
+    copy of the document has ``field == value``; ``value`` null: the document is gone, or
+    the client's connection has ended) or ``cap`` seconds pass, prints ``REACHED <seconds> <expectations not met>``, waits
     ``grace`` seconds more (for messages that should not come), prints one JSON line
-    ``{"events": [[client, msg, collection, id, fields or null, receive time], ...]}`` of the
+    ``{"events": [[client, msg, collection, id, fields or null, receive time], ...],
+    "closed": [numbers of the clients whose connection ended], "errors": {reason: clients}}`` of the
     ``added``/``changed``/``removed`` messages received since ``READY`` or the last
     ``COLLECT`` (receive time: ``time.time()``), and forgets them.
 """
@@ -32,7 +38,10 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
+import collections  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import socket  # noqa: E402
@@ -42,6 +51,7 @@ import time  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
+from gevent.lock import BoundedSemaphore  # noqa: E402
 
 MAX_EVENTS = 2_000_000  # kept between two COLLECTs, over all clients (a runaway broadcast)
 
@@ -58,6 +68,10 @@ class Client:
         self.newest = 0.0  # the newest commit time received, over every document
         self.inversions = 0
         self.ready = Event()
+        self.connected = Event()
+        self.ready_at = None  # time.monotonic() of ``ready``
+        self.error = None  # why run() ended early
+        self.closed = False  # run() returned: the connection is gone
         self.sock = None
         self.buffer = b""
 
@@ -88,6 +102,9 @@ class Client:
             self.buffer = self.buffer[length:]
             if header[0] & 0x0F == 0x1:
                 yield payload
+            elif header[0] & 0x0F == 0x8 and self.error is None:  # the server closes: say why
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                self.error = f"closed by the server: {code} {payload[2:].decode(errors='replace')}".strip()
 
     def _payload_len(self):
         n = self.buffer[1] & 0x7F
@@ -117,44 +134,76 @@ class Client:
         if len(self.events) < MAX_EVENTS:
             self.events.append([self.number, kind, key[0], key[1], fields, now])
 
-    def run(self):
-        self.sock = socket.create_connection((self.host, self.port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /websocket HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                           ).encode())
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self.sock.recv(4096)
-        self.buffer = self.buffer.split(b"\r\n\r\n", 1)[1]
-        self._send('{"msg":"connect","version":"1","support":["1"]}')
+    def run(self, gate=None, go=None):
+        """Connect, subscribe and read until the connection ends.  With ``gate`` (a
+        semaphore) and ``go`` (an Event): hold a slot of ``gate`` from TCP connect to DDP
+        ``connected``, then wait for ``go`` before subscribing."""
+        try:
+            self._run(gate, go)
+        except Exception as error:  # reported in NOTREADY and the results, not fatal to the others
+            self.error = f"{type(error).__name__}: {error}"
+        finally:
+            self.closed = True
+
+    def _run(self, gate, go):
+        frames = None
+        with gate if gate is not None else contextlib.nullcontext():
+            self.sock = socket.create_connection((self.host, self.port))
+            key = base64.b64encode(os.urandom(16)).decode()
+            self.sock.sendall((f"GET /websocket HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+                               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                               ).encode())
+            while b"\r\n\r\n" not in self.buffer:
+                data = self.sock.recv(4096)
+                if not data:
+                    raise ConnectionError("closed during the WebSocket handshake")
+                self.buffer += data
+            self.buffer = self.buffer.split(b"\r\n\r\n", 1)[1]
+            self._send('{"msg":"connect","version":"1","support":["1"]}')
+            if go is not None:
+                frames = self._frames()
+                for payload in frames:
+                    if self._handle(payload):
+                        break
+                else:
+                    raise ConnectionError("closed before connected")
+        self.connected.set()
+        if go is not None:
+            go.wait()
         if self.publication:
             self._send(json.dumps({"msg": "sub", "id": "s", "name": self.publication, "params": self.params}))
-        for payload in self._frames():
-            now = time.time()
-            self.messages += 1
-            msg = json.loads(payload)
-            kind = msg.get("msg")
-            if kind == "ping":
-                self._send('{"msg":"pong"}')
-            elif kind == "connected" and not self.publication:
-                self.ready.set()
-            elif kind == "ready":
-                self.ready.set()
-            if self.events is not None and kind in ("added", "changed", "removed"):
-                self._track(msg, kind, now)
-            if kind in ("added", "changed"):
-                title = msg.get("fields", {}).get("title")
-                if title is not None:
-                    self.last_title = title
-                    try:
-                        committed = float(title)
-                    except ValueError:
-                        continue  # not a timestamp title (initial documents)
-                    self.latencies.append(now - committed)
-                    if committed < self.newest:
-                        self.inversions += 1
-                    else:
-                        self.newest = committed
+        for payload in frames or self._frames():
+            self._handle(payload)
+
+    def _handle(self, payload):
+        """Count and track one message; True if it was ``connected``."""
+        now = time.time()
+        self.messages += 1
+        msg = json.loads(payload)
+        kind = msg.get("msg")
+        if kind == "ping":
+            self._send('{"msg":"pong"}')
+        elif kind == "connected" and not self.publication:
+            self.ready.set()
+        elif kind == "ready":
+            self.ready_at = time.monotonic()
+            self.ready.set()
+        if self.events is not None and kind in ("added", "changed", "removed"):
+            self._track(msg, kind, now)
+        if kind in ("added", "changed"):
+            title = msg.get("fields", {}).get("title")
+            if title is not None:
+                self.last_title = title
+                try:
+                    committed = float(title)
+                except ValueError:
+                    return False  # not a timestamp title (initial documents)
+                self.latencies.append(now - committed)
+                if committed < self.newest:
+                    self.inversions += 1
+                else:
+                    self.newest = committed
+        return kind == "connected"
 
 
 def substitute(value, number):
@@ -168,6 +217,25 @@ def substitute(value, number):
     return value
 
 
+def wait_all(clients, event, deadline):
+    """Wait until every client that is still connected has ``event`` set, or ``deadline``
+    (time.monotonic()); returns how many clients lack it."""
+    def lacking():
+        return [c for c in clients if not getattr(c, event).is_set()]
+
+    while any(not c.closed for c in lacking()) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    return len(lacking())
+
+
+def failures(clients, event):
+    """JSON: {reason: clients} for the clients without ``event`` (still waiting, or why they
+    ended)."""
+    reasons = collections.Counter((c.error or ("closed" if c.closed else "waiting"))[:200]
+                                  for c in clients if not getattr(c, event).is_set())
+    return json.dumps(dict(reasons.most_common(5)))
+
+
 def collect(clients, events, request):
     """The COLLECT command (see the module docstring)."""
     expect = [(clients[c], (coll, doc), field, value) for c, coll, doc, field, value in request["expect"]]
@@ -175,6 +243,8 @@ def collect(clients, events, request):
     deadline = started + request.get("cap", 60)
 
     def holds(client, key, field, value):
+        if client.closed:
+            return True  # will not change any more: the benchmark counts it missing
         return key not in client.docs if value is None else client.docs.get(key, {}).get(field) == value
 
     def unmet():
@@ -188,7 +258,11 @@ def collect(clients, events, request):
     gevent.sleep(request.get("grace", 1.0))
     batch = events[:]
     del events[:]
-    print(json.dumps({"events": batch, "truncated": len(batch) >= MAX_EVENTS}), flush=True)
+    print(json.dumps({"events": batch, "truncated": len(batch) >= MAX_EVENTS,
+                      "closed": [c.number for c in clients if c.closed],
+                      "errors": dict(collections.Counter((c.error or "closed")[:200]
+                                                         for c in clients if c.closed).most_common(5))}),
+          flush=True)
 
 
 def main():
@@ -200,6 +274,8 @@ def main():
     parser.add_argument("--params", default="[]", help="JSON list of subscription parameters; {i}: client number")
     parser.add_argument("--events", action="store_true", help="record messages for COLLECT")
     parser.add_argument("--ready-timeout", type=float, default=None)
+    parser.add_argument("--connect-first", type=int, default=0, metavar="SLOTS",
+                        help="connect every client first, SLOTS handshakes at a time, then subscribe all at once")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < args.clients + 100:
@@ -212,20 +288,30 @@ def main():
     for i, c in enumerate(clients):
         c.number = i
     count = len(clients)
+    gate = BoundedSemaphore(args.connect_first) if args.connect_first else None
+    go = Event() if args.connect_first else None
     started = time.monotonic()
     greenlets = []
     for i, c in enumerate(clients):
-        greenlets.append(gevent.spawn(c.run))
+        greenlets.append(gevent.spawn(c.run, gate, go))
         if i % 200 == 199:
             gevent.sleep(0.05)  # do not overflow the server's accept backlog
-    deadline = None if args.ready_timeout is None else started + args.ready_timeout
-    for c in clients:
-        c.ready.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    not_ready = sum(1 for c in clients if not c.ready.is_set())
+    timeout = math.inf if args.ready_timeout is None else args.ready_timeout
+    if go is not None:
+        not_connected = wait_all(clients, "connected", started + timeout)
+        print(f"CONNECTED {time.monotonic() - started:.3f} {not_connected} {failures(clients, 'connected')}",
+              flush=True)
+        gevent.get_hub().threadpool.apply(sys.stdin.readline)  # SUBSCRIBE
+        started = time.monotonic()
+        go.set()
+    not_ready = wait_all(clients, "ready", started + timeout)
     if not_ready:
-        print(f"NOTREADY {time.monotonic() - started:.3f} {not_ready}", flush=True)
+        print(f"NOTREADY {time.monotonic() - started:.3f} {not_ready} {failures(clients, 'ready')}", flush=True)
     else:
-        print(f"READY {time.monotonic() - started:.3f}", flush=True)
+        spread = sorted(c.ready_at - started for c in clients if c.ready_at is not None)
+        quantiles = {f"p{q}": round(spread[min(len(spread) - 1, len(spread) * q // 100)], 3)
+                     for q in (50, 90, 99)} if spread else {}
+        print(f"READY {time.monotonic() - started:.3f} {json.dumps(quantiles)}", flush=True)
     for c in clients:  # measurement starts now
         c.messages = 0
         c.latencies = []

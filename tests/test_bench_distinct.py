@@ -50,6 +50,7 @@ def test_renames_wrong_client_and_duplicates_are_extra_and_do_not_count_as_deliv
     distinct.check_renames(store(), renames, events, cell)
     assert cell.extra == 3
     assert cell.missing == 1  # book 100 never reached client 0
+    assert cell.missed == ["book 100 -> 1000.0 at client 0"]
     assert cell.latencies == [pytest.approx(0.1)]
 
 
@@ -72,8 +73,10 @@ def test_an_email_move_must_remove_the_author_and_every_book_at_its_client():
               [1, "removed", BOOKS, "110", None, 2000.2],   # 111 never removed
               [0, "removed", BOOKS, "110", None, 2000.2],   # not client 0's
               [0, "changed", AUTHORS, "10", {"name": "x"}, 2000.4]]
-    distinct.check_moves(store(), moves, events, cell)
+    distinct.check_moves(store(), moves, events, cell, closed={1})
     assert cell.missing == 1
+    assert cell.missing_closed == 1
+    assert cell.missed == ["client 1 kept book 111"]
     assert cell.extra == 2
     assert sorted(cell.latencies) == [pytest.approx(0.1), pytest.approx(0.3)]
 
