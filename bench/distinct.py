@@ -32,8 +32,11 @@ For each (N, change, rate) it reports, measured only from outside the server:
   and, with a private cluster, of PostgreSQL, in % of one core over the measured interval
   (writer start to the last expected message).
 
-plus, per N, the time until all N subscriptions are ready when the clients subscribe at once.
-A cell that does not drain within the cap ends the rows of that N ("skipped" rows say so).
+plus, per N, the time until all N subscriptions are ready when the clients, all connected
+first (``HANDSHAKE_SLOTS`` handshakes at a time), subscribe at once.  A cell that does not
+drain within the cap ends the rows of that N ("skipped" rows say so); client connections
+the server closes are reported with its close reason, their changes counted missing, and
+what the server logs (``--log-level warning``) goes into the notes.
 """
 from __future__ import annotations
 
@@ -54,7 +57,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pgcluster import ClusterUnavailable, PrivateCluster
 from servercost import MARK, ActivityCounter, CpuClock, Meter, StatementCounter
 
-__all__ = ["Settings", "Cell", "Result", "run", "format_result"]
+__all__ = ["Settings", "Cell", "Ready", "Result", "Bookstore", "run", "format_result", "check_renames",
+           "check_moves"]
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,11 +304,13 @@ class Clients:
         self.spread: dict[str, float] = {}  # quantiles of the clients' ready times
         self.closed: set[int] = set()  # clients whose connection ended (as of the last collect)
         self.errors: dict[str, int] = {}  # why, and how many
+        self.subscribed = False
 
     def subscribe(self) -> None:
         """All subscribe at once; sets ``ready_seconds`` (and ``not_ready``, ``reasons``)."""
         self.proc.stdin.write("SUBSCRIBE\n")
         self.proc.stdin.flush()
+        self.subscribed = True
         line = self._line()
         words = line.split(" ", 3 if line.startswith("NOTREADY") else 2)
         self.ready_seconds = float(words[1])
@@ -335,6 +341,11 @@ class Clients:
         return float(words[1]), int(words[2]), result["events"]
 
     def close(self) -> None:
+        """Stop the load generator (and every client connection)."""
+        if not self.subscribed:  # it waits for SUBSCRIBE, and would take STOP for it
+            self.proc.kill()
+            self.proc.wait()
+            return
         try:
             if self.proc.poll() is None:
                 self.proc.stdin.write("STOP\n")
@@ -434,8 +445,10 @@ def run(settings: Settings, server_args: Sequence[str], shared_url: Callable[[],
 
     with database(shared_url, private) as db:
         env = {**os.environ, "DATABASE_URL": db.server_url}
-        subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *server_args[:4]],
-                       check=True, capture_output=True, env=env)
+        done = subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *server_args[:4]],
+                              capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"ddpctl migrate failed ({done.returncode}): {done.stdout}{done.stderr}")
         admin = psycopg2.connect(db.admin_url)
         admin.autocommit = True
         writer = psycopg2.connect(db.writer_url)
