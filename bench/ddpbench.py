@@ -3,18 +3,23 @@
     python bench/ddpbench.py            # full sizes (takes a few minutes)
     python bench/ddpbench.py --quick    # smaller sizes, for a smoke run
     python bench/ddpbench.py --quick --only open-transaction   # one scenario
+    python bench/ddpbench.py --only distinct   # N clients with subscriptions of their own (bench/distinct.py)
 
 Server (``ddpctl serve``, one process), PostgreSQL, writer (this process, Django ORM
 ``save()``) and load generator (``bench/loadgen.py``, gevent clients) all run on this
 machine.  Uses ``$DATABASE_URL``'s server if set (a database ``ddpctl_bench``, or
 ``$DDPCTL_BENCH_DATABASE``, is created on it), else an embedded PostgreSQL in the temp directory.  Every figure counts
-delivery: "complete" says how many clients ended with the last value written.
+delivery: "complete" says how many clients ended with the last value written.  The
+"distinct subscriptions" scenario (``bench/distinct.py``, its own table) runs last, with its
+own server, in a private PostgreSQL cluster with pg_stat_statements when the system's
+PostgreSQL binaries are installed (``--shared-database``: in the server above instead).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,13 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "examples" / "bookstore")]
 
 
-def database_url(name: str = "ddpctl_bench") -> str:
+def database_url(suffix: str = "") -> str:
+    """A new, empty database (``ddpctl_bench`` or ``$DDPCTL_BENCH_DATABASE``, + ``suffix``)."""
     base = os.environ.get("DATABASE_URL")
     if not base:
         from ddpctl.database import embedded_server_url
         base = embedded_server_url(Path(tempfile.gettempdir()) / f"ddpctl-bench-pgdata-{os.getuid()}")
     import psycopg2
-    name = os.environ.get("DDPCTL_BENCH_DATABASE", "ddpctl_bench")
+    name = os.environ.get("DDPCTL_BENCH_DATABASE", "ddpctl_bench") + suffix
     admin = psycopg2.connect(base)
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -198,11 +204,47 @@ def slow_consumer(server, seconds: float) -> tuple[str, str]:
             + (f"; closed after {closed_after:.1f} s: {how}" if closed_after is not None else f"; {how}"))
 
 
+def distinct_subscriptions(args: argparse.Namespace, base_url: str | None) -> str:
+    """Run the "distinct subscriptions" scenario; returns its table.  ``base_url``: the
+    server the other scenarios used (``DATABASE_URL`` before they replaced it)."""
+    import distinct
+
+    def shared_url() -> str:
+        if base_url:
+            os.environ["DATABASE_URL"] = base_url
+        else:
+            os.environ.pop("DATABASE_URL", None)
+        return database_url("_distinct")
+
+    def progress(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    settings = distinct.Settings.for_run(args.quick)
+    if args.distinct_sizes:
+        settings.sizes = args.distinct_sizes
+    result = distinct.run(settings, SERVER_ARGS, shared_url,
+                          private=not args.shared_database, top=args.top_statements, progress=progress)
+    return distinct.format_result(result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs")
-    parser.add_argument("--only", choices=["open-transaction"], help="run only this scenario")
+    parser.add_argument("--only", choices=["open-transaction", "distinct"], help="run only this scenario")
+    parser.add_argument("--shared-database", action="store_true",
+                        help="distinct: use the benchmark's PostgreSQL server, not a private cluster")
+    parser.add_argument("--top-statements", type=int, default=0, metavar="N",
+                        help="distinct: list each cell's N most frequent statements (pg_stat_statements)")
+    parser.add_argument("--distinct-sizes", metavar="N,N,...",
+                        type=lambda text: tuple(int(n) for n in text.split(",")),
+                        help="distinct: these numbers of clients instead of 100,1000,5000 (--quick: 50,300)")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C: servers, load generators and a private cluster are stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    base_url = os.environ.get("DATABASE_URL")
+    if args.only == "distinct":
+        print(distinct_subscriptions(args, base_url))
+        return
     big_subs, fan_clients, idle, docs, seconds, import_rows = (
         (500, 200, 1000, 2000, 3, 20_000) if args.quick else (5000, 1000, 10000, 10000, 10, 200_000))
 
@@ -288,6 +330,7 @@ def main() -> None:
                      f"server RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"))
 
     report(rows, args.quick)
+    print(distinct_subscriptions(args, base_url))
 
 
 def report(rows: list[tuple[str, str, str]], quick: bool) -> None:
