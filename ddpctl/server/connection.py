@@ -299,6 +299,9 @@ class DDPConnection:
                     logger.exception("connection %s: internal error handling a frame", self.handle.id)
                 if self.session.connected and not self.handle.id:
                     self.handle.id = self.session.id or ""
+                    if publications.universal_names():  # before any later message is processed
+                        self._tasks.append(self._start_universal)
+                        self._start_processor()
                     if self.session.heartbeats:
                         self._heartbeat = Heartbeat(self.config.heartbeat_interval,
                                                     self.config.heartbeat_timeout, now=time.monotonic())
@@ -409,6 +412,11 @@ class DDPConnection:
         finally:
             self._mute_data = False
         self._send_all(self.session.view.diff(before))
+
+    def _start_universal(self) -> None:
+        """Meteor's ``Meteor.publish(null, ...)``: every universal publication, at connect."""
+        for name in publications.universal_names():
+            self._start_subscription(self.session.start_universal(name))
 
     def _start_subscription(self, start: SubscriptionStart) -> None:
         sub = Subscription(self, start.id, start.name, start.params, self.handle, self.user_id)

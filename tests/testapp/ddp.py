@@ -173,11 +173,6 @@ def login_as(username):
 
 
 @method
-def logout():
-    current_invocation().set_user_id(None)
-
-
-@method
 def orm(operation, *args):
     """Each ORM write path, for the change-capture tests."""
     if operation == "update_pages":
