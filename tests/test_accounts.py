@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import eventually, wait_for
 from django.contrib.auth.hashers import make_password
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websocket import WebSocketConnectionClosedException
 
-from conftest import eventually, wait_for
 from ddpctl.accounts.tokens import hash_token
 from ddpctl.ddp.errors import MeteorError
 from ddpctl.testing import DDPClient
@@ -35,8 +35,9 @@ def users(sql):
     def make_user(username, password="pw", email="", active=True, hasher="meteor_md5"):
         encoded = make_password(password, hasher=hasher) if password is not None else make_password(None)
         return sql("INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, "
-                   "is_staff, is_active, date_joined) VALUES (%s, false, %s, 'Ada', 'Lovelace', %s, false, %s, "
-                   "now()) RETURNING id", [encoded, username, email, active], fetch=True)[0][0]
+                   "is_staff, is_active, date_joined) "
+                   "VALUES (%s, false, %s, 'Ada', 'Lovelace', %s, false, %s, now()) RETURNING id",
+                   [encoded, username, email, active], fetch=True)[0][0]
 
     return make_user
 
@@ -95,7 +96,8 @@ def test_two_users_differing_in_case_only_match_exactly(live, users):
     with DDPClient(live.ws_url) as client:
         client.connect()
         assert login(client, "BOB", "two")["id"] == str(upper)
-        assert expect_error(client, "login", {"user": {"username": "Bob"}, "password": digest("two")}).error == 403
+        bob = {"user": {"username": "Bob"}, "password": digest("two")}
+        assert expect_error(client, "login", bob).error == 403
 
 
 def test_plaintext_login_upgrades_a_django_hash_so_digests_work_after(live, users, sql):
@@ -107,7 +109,8 @@ def test_plaintext_login_upgrades_a_django_hash_so_digests_work_after(live, user
                                               "password": digest("legacy pw")}).reason == AMBIGUOUS
         # ... a plaintext login can, and re-hashes the password with the first hasher.
         assert client.call("login", {"user": {"username": "old"}, "password": "legacy pw"})["id"] == str(uid)
-    assert sql("SELECT password FROM auth_user WHERE id = %s", [uid], fetch=True)[0][0].startswith("meteor_md5$")
+    encoded = sql("SELECT password FROM auth_user WHERE id = %s", [uid], fetch=True)[0][0]
+    assert encoded.startswith("meteor_md5$")
     with DDPClient(live.ws_url) as client:
         client.connect()
         assert login(client, "old", "legacy pw")["id"] == str(uid)
@@ -145,14 +148,15 @@ def test_meteor2_messages_when_ambiguous_errors_are_off(start_server, users):
                                               "password": digest("x")}).reason == "User has no password set"
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                      max_size=3),
-                           max_leaves=6)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6)
 option_keys = st.sampled_from(["user", "password", "resume", "code", "digest", "algorithm", "username", "x"])
 login_options = st.dictionaries(option_keys, json_values | st.fixed_dictionaries(
     {"digest": st.text(min_size=64, max_size=64), "algorithm": st.sampled_from(["sha-256", "md5"])}) |
-    st.dictionaries(st.sampled_from(["id", "username", "email", "other"]), json_values, max_size=2), max_size=4)
+    st.dictionaries(st.sampled_from(["id", "username", "email", "other"]), json_values, max_size=2),
+    max_size=4)
 
 
 def _meteor_class(options) -> set[tuple[int, str]]:
@@ -174,7 +178,8 @@ def test_login_option_shapes_get_meteors_errors_never_a_500(live, users):
         @given(st.one_of(login_options, json_values))
         def check(options):
             if isinstance(options, dict) and isinstance(options.get("user"), dict):
-                options["user"] = {k: ("zed" if isinstance(v, str) and v else v) for k, v in options["user"].items()}
+                options["user"] = {k: ("zed" if isinstance(v, str) and v else v)
+                                   for k, v in options["user"].items()}
             error = expect_error(client, "login", options)
             assert (error.error, error.reason) in _meteor_class(options), (options, error)
 
@@ -287,7 +292,8 @@ def test_a_token_revoked_on_one_node_closes_its_connections_on_another(start_ser
         elif revoke == "deactivate":
             sql("UPDATE auth_user SET is_active = false WHERE id = %s", [uid])
         elif revoke == "new password":
-            sql("UPDATE auth_user SET password = %s WHERE id = %s", [make_password("new", hasher="meteor_md5"), uid])
+            sql("UPDATE auth_user SET password = %s WHERE id = %s",
+                [make_password("new", hasher="meteor_md5"), uid])
         else:
             sql("DELETE FROM ddpctl_accounts_logintoken WHERE hashed_token = %s", [hash_token(users_token)])
         eventually(lambda: _closed(on_b))
@@ -316,7 +322,8 @@ def test_create_user_logs_in_and_django_authenticate_works(start_server, users, 
         assert result["type"] == "password" and len(result["token"]) == 43
         wait_for(client, lambda c: result["id"] in me(c))
         assert expect_error(client, "createUser", {"username": "NEO", "password": "x"}).reason == AMBIGUOUS
-        assert expect_error(client, "createUser", {"password": "x"}).reason == "Need to set a username or email"
+        assert expect_error(client, "createUser", {"password": "x"}).reason == \
+            "Need to set a username or email"
     with DDPClient(live.ws_url) as client:
         client.connect()
         assert client.call("login", {"user": {"email": "neo@example.com"}, "password": "red pill"})["id"] == \
