@@ -116,7 +116,6 @@ class Session:
         self.view = SessionView()
         self.subscriptions: dict[str, str] = {}  # sub id -> publication name
         self.universal: set[str] = set()  # ids (in ``subscriptions``) of universal publications
-        self._universal_started = 0
         self._ready: set[str] = set()
         self.failed = False
         self._bad_logged = 0  # bad frames logged so far (capped: a flood must not flood the log)
@@ -234,10 +233,11 @@ class Session:
 
     def start_universal(self, name: str) -> SubscriptionStart:
         """A universal publication (``Meteor.publish(null, ...)``) for this session: no
-        ``sub``, no ``ready``, no ``nosub``; its id (``\\x00universal:<n>``) is one no client
-        sub can take over or ``unsub``."""
-        sub_id = f"\x00universal:{self._universal_started}"
-        self._universal_started += 1
+        ``sub``, no ``ready``, no ``nosub``; its id (``universal:<random id>``) is one a client
+        ``sub`` cannot take over (ignored) nor ``unsub`` (only ``nosub``)."""
+        sub_id = f"universal:{random_id()}"
+        while sub_id in self.subscriptions:
+            sub_id = f"universal:{random_id()}"
         self.universal.add(sub_id)
         self.subscriptions[sub_id] = name
         return SubscriptionStart(sub_id, name, [])
