@@ -542,8 +542,7 @@ def assert_all_multiplexed(ddpctl, clients: list[RecordingClient]) -> None:
 
     def modes():
         rows = json.loads(ddpctl("subs", "ls", "--json").stdout)
-        found = [r["refresh"] for r in rows  # (not the accounts app's universal ``users`` publication)
-                 if r["connection"] in sessions and not r["sub_id"].startswith("universal:")]
+        found = [r["refresh"] for r in rows if r["connection"] in sessions]
         return found if len(found) == expected else None
 
     assert set(eventually(modes)) == {"multiplexed"}
@@ -816,8 +815,7 @@ def subs_modes(ddpctl, *clients: DDPClient) -> dict[tuple[str, str], str]:
     """(session, sub id) -> refresh mode of ``clients``' subscriptions (``ddpctl subs ls``)."""
     sessions = {client.session for client in clients}
     return {(r["connection"], r["sub_id"]): r["refresh"]
-            for r in json.loads(ddpctl("subs", "ls", "--json").stdout)
-            if r["connection"] in sessions and not r["sub_id"].startswith("universal:")}
+            for r in json.loads(ddpctl("subs", "ls", "--json").stdout) if r["connection"] in sessions}
 
 
 def book_titles(client: DDPClient) -> set[str]:

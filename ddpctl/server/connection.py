@@ -523,6 +523,8 @@ class DDPConnection:
             datetime.datetime.fromtimestamp(self.opened_at, utc))
         subs = []
         for sub_id, sub in list(self._subs.items()):
+            if sub_id in self.session.universal:
+                continue  # listed are the subscriptions the client made
             held = self.session.documents_held(sub_id)
             params = json.dumps(to_json_value(sub.params), separators=(",", ":"))
             subs.append(SubscriptionEntry(
