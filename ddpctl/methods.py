@@ -33,17 +33,25 @@ class MethodRegistry:
     def __init__(self) -> None:
         self._methods: dict[str, Callable[..., Any]] = {}
         self._signatures: dict[str, inspect.Signature] = {}
+        self._not_atomic: set[str] = set()
 
-    def register(self, name: str, func: Callable[..., Any]) -> None:
+    def register(self, name: str, func: Callable[..., Any], atomic: bool = True) -> None:
+        """``atomic=False``: the method's writes are not rolled back when it raises (a failed
+        login still records what it must, e.g. deleting an expired token)."""
         existing = self._methods.get(name)
         if existing is not None and existing is not func:
             raise ValueError(f"A DDP method named {name!r} is already registered ({existing!r})")
         self._methods[name] = func
         self._signatures[name] = inspect.signature(func)
+        if atomic:
+            self._not_atomic.discard(name)
+        else:
+            self._not_atomic.add(name)
 
     def unregister(self, name: str) -> None:
         self._methods.pop(name, None)
         self._signatures.pop(name, None)
+        self._not_atomic.discard(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._methods
@@ -65,7 +73,8 @@ class MethodRegistry:
         except TypeError as exc:
             raise MeteorError(400, "Match failed", str(exc)) from None
         where = f"result of method {name!r}"
-        if atomic:  # a method that raises (or returns what cannot be sent) leaves no writes behind
+        # A method that raises (or returns what cannot be sent) leaves no writes behind.
+        if atomic and name not in self._not_atomic:
             def run() -> Any:
                 with transaction.atomic():
                     return to_ddp_value(func(*params), where)
@@ -81,17 +90,20 @@ methods = MethodRegistry()
 @overload
 def method(name_or_func: F) -> F: ...
 @overload
-def method(name_or_func: str | None = None) -> Callable[[F], F]: ...
+def method(name_or_func: str | None = None, *, atomic: bool = True) -> Callable[[F], F]: ...
 
 
-def method(name_or_func: Any = None) -> Any:
-    """Register a function as a DDP method (``@method`` or ``@method("name")``)."""
+def method(name_or_func: Any = None, *, atomic: bool = True) -> Any:
+    """Register a function as a DDP method (``@method`` or ``@method("name")``).
+
+    A method runs in a transaction (``atomic=True``): if it raises, its writes are undone.
+    """
     if callable(name_or_func):
         methods.register(name_or_func.__name__, name_or_func)
         return name_or_func
 
     def decorate(func: F) -> F:
-        methods.register(name_or_func or func.__name__, func)
+        methods.register(name_or_func or func.__name__, func, atomic=atomic)
         return func
 
     return decorate

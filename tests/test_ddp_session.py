@@ -337,3 +337,26 @@ def test_a_bad_frame_costs_one_warning_line_without_traceback(caplog):
     assert [r.levelno for r in caplog.records] == [logging.WARNING] * 3
     assert all(r.exc_info is None for r in caplog.records)
     assert "Parse error" in caplog.records[0].getMessage()
+
+
+def test_universal_subscriptions_send_documents_but_no_ready_or_nosub_and_clients_cannot_touch_them():
+    s = connected()
+    start = s.start_universal("users")
+    assert isinstance(start, SubscriptionStart) and start.name == "users" and start.params == []
+    assert s.subscription_added(start.id, "users", "1", {"username": "ada"}) == [
+        {"msg": "added", "collection": "users", "id": "1", "fields": {"username": "ada"}}]
+    assert s.subscription_ready(start.id) == []
+    # A client sub or unsub with the same id neither replaces nor stops it.
+    assert process(s, {"msg": "sub", "id": start.id, "name": "books"}).work is None
+    out = process(s, {"msg": "unsub", "id": start.id})
+    assert out.work is None and out.messages == [{"msg": "nosub", "id": start.id}]
+    assert s.view.document("users", "1") == {"username": "ada"}
+    # It does not count against the subscription cap.
+    s.max_subscriptions = 1
+    assert isinstance(process(s, {"msg": "sub", "id": "a", "name": "books"}).work, SubscriptionStart)
+    # When it fails: its documents go, with no nosub.
+    assert s.subscription_failed(start.id, MeteorError(500, "x")) == [
+        {"msg": "removed", "collection": "users", "id": "1"}]
+    again = s.start_universal("users")
+    assert again.id != start.id
+    assert s.subscription_stopped(again.id) == []

@@ -12,9 +12,17 @@ from bookstore.settings import *  # noqa: F403
 
 from ddpctl.database import database_settings, parse_database_url
 
+# ddpctl.accounts comes with the bookstore's apps.
 INSTALLED_APPS = INSTALLED_APPS + ["django.contrib.postgres", "testapp"]  # noqa: F405
 INSTALLED_APPS += ["django.contrib.sessions"]  # Django sessions, for DDPCTL_SESSION_LOGIN tests
 ROOT_URLCONF = "testapp.urls"  # the bookstore's, plus test-only views
+# Fast hashes for the tests (the bookstore's PBKDF2 one stays accepted).
+PASSWORD_HASHERS = ["ddpctl.accounts.hashers.MeteorMD5PasswordHasher", *PASSWORD_HASHERS]  # noqa: F405
+DDPCTL_ACCOUNTS_ALLOW_CREATE_USER = os.environ.get("DDPCTL_TEST_ALLOW_CREATE_USER") == "1"
+DDPCTL_ACCOUNTS_AMBIGUOUS_ERRORS = os.environ.get("DDPCTL_TEST_METEOR2_ERRORS") != "1"
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = os.environ.get("DDPCTL_TEST_EMAIL_DIR",
+                                 str(Path(tempfile.gettempdir()) / "ddpctl-test-mail"))
 
 _url = os.environ.get("DATABASE_URL") or os.environ.get("DDPCTL_TEST_DATABASE_URL")
 if _url:

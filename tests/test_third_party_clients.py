@@ -2,6 +2,7 @@
 
 npm ``ddp`` (installed into tests/js/node_modules by scripts/test).
 """
+import datetime
 import json
 import os
 import shutil
@@ -47,3 +48,35 @@ def test_npm_ddp_client_sees_method_errors(server):
     out = run_node_client(server.port, "meteor_error", [])
     assert not out["ok"]
     assert out["error"]["error"] == "not-allowed" and out["error"]["reason"] == "You may not"
+
+
+def test_simpleddp_login_plugin_logs_in_with_a_digest_resumes_and_logs_out(start_server, sql):
+    """Meteor's login from a third-party client library (npm simpleddp-plugin-login)."""
+    from django.contrib.auth.hashers import make_password
+
+    sql("TRUNCATE ddpctl_accounts_logintoken, auth_user RESTART IDENTITY CASCADE")
+    uid = sql("INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, "
+              "is_staff, is_active, date_joined) "
+              "VALUES (%s, false, 'trinity', '', '', 't@example.com', false, true, now()) RETURNING id",
+              [make_password("follow the white rabbit")], fetch=True)[0][0]
+    live = start_server()
+    node = shutil.which("node")
+    assert node and (JS / "node_modules" / "simpleddp-plugin-login").is_dir(), "run scripts/test (npm ci)"
+    result = subprocess.run([node, str(JS / "simpleddp_login.js"), str(live.port), "Trinity",
+                             "follow the white rabbit"], capture_output=True, text=True, timeout=60)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no output from simpleddp: {result.stdout}\n{result.stderr}"
+    out = json.loads(lines[-1])
+    assert out["ok"], out
+    assert out["login"]["id"] == str(uid) and out["login"]["type"] == "password"
+    assert out["login"]["tokenLength"] == 43
+    # An EJSON date: the client made it a Date (printed here in ISO form), 90 days ahead.
+    expires = datetime.datetime.fromisoformat(out["login"]["tokenExpires"].replace("Z", "+00:00"))
+    assert abs((expires - datetime.datetime.now(datetime.UTC)).days - 90) <= 1
+    expected_doc = {"id": str(uid), "username": "trinity",  # simpleddp keeps _id as "id"
+                    "emails": [{"address": "t@example.com", "verified": False}], "profile": {}}
+    assert out["usersAfterLogin"] == [expected_doc], out
+    assert out["resume"] == {"id": str(uid), "type": "resume", "sameToken": True}
+    assert [d["id"] for d in out["usersAfterResume"]] == [str(uid)]
+    assert out["afterLogout"] == "You are not logged in." and out["loggedInAfterLogout"] is False
+    assert sql("SELECT count(*) FROM ddpctl_accounts_logintoken", fetch=True)[0][0] == 0

@@ -120,6 +120,7 @@ class Session:
         self.version: str | None = None
         self.view = SessionView()
         self.subscriptions: dict[str, str] = {}  # sub id -> publication name
+        self.universal: set[str] = set()  # ids (in ``subscriptions``) of universal publications
         self._ready: set[str] = set()
         self.failed = False
         self._bad_logged = 0  # bad frames logged so far (capped: a flood must not flood the log)
@@ -239,10 +240,21 @@ class Session:
         self.subscriptions[sub_id] = name
         return Processed(work=SubscriptionStart(sub_id, name, params))
 
+    def start_universal(self, name: str) -> SubscriptionStart:
+        """A universal publication (``Meteor.publish(null, ...)``) for this session: no
+        ``sub``, no ``ready``, no ``nosub``; its id (``universal:<random id>``) is one a client
+        ``sub`` cannot take over (ignored) nor ``unsub`` (only ``nosub``)."""
+        sub_id = f"universal:{random_id()}"
+        while sub_id in self.subscriptions:
+            sub_id = f"universal:{random_id()}"
+        self.universal.add(sub_id)
+        self.subscriptions[sub_id] = name
+        return SubscriptionStart(sub_id, name, [])
+
     def _refuse_subscription(self, params: list[Any]) -> MeteorError | None:
         """The error for a ``sub`` past this session's caps, else ``None``."""
         limit = self.max_subscriptions
-        if limit is not None and len(self.subscriptions) >= limit:
+        if limit is not None and len(self.subscriptions) - len(self.universal) >= limit:
             return MeteorError(429, f"Too many subscriptions (at most {limit} per connection)")
         limit = self.max_params_size
         if limit is not None:
@@ -261,7 +273,7 @@ class Session:
             self._log_bad("unsub id is not a string; ignored", msg)
             return Processed()
         out = Processed()
-        if isinstance(sub_id, str) and sub_id in self.subscriptions:
+        if isinstance(sub_id, str) and sub_id in self.subscriptions and sub_id not in self.universal:
             out.messages = self._forget_subscription(sub_id)
             out.work = SubscriptionStop(sub_id)
         nosub: Message = {"msg": "nosub"}
@@ -319,7 +331,7 @@ class Session:
         return self.view.removed(_sub_handle(sub_id), collection, doc_id)
 
     def subscription_ready(self, sub_id: str) -> list[Message]:
-        if sub_id not in self.subscriptions or sub_id in self._ready:
+        if sub_id not in self.subscriptions or sub_id in self._ready or sub_id in self.universal:
             return []
         self._ready.add(sub_id)
         return [{"msg": "ready", "subs": [sub_id]}]
@@ -328,16 +340,20 @@ class Session:
         """The publication raised: withdraw its documents, then ``nosub`` with the error."""
         if sub_id not in self.subscriptions:
             return []
+        universal = sub_id in self.universal
         out = self._forget_subscription(sub_id)
-        out.append({"msg": "nosub", "id": sub_id, "error": error.to_json()})
+        if not universal:
+            out.append({"msg": "nosub", "id": sub_id, "error": error.to_json()})
         return out
 
     def subscription_stopped(self, sub_id: str) -> list[Message]:
         """The publication stopped itself (``this.stop()``)."""
         if sub_id not in self.subscriptions:
             return []
+        universal = sub_id in self.universal
         out = self._forget_subscription(sub_id)
-        out.append({"msg": "nosub", "id": sub_id})
+        if not universal:
+            out.append({"msg": "nosub", "id": sub_id})
         return out
 
     def documents_held(self, sub_id: str) -> dict[str, int]:
@@ -350,5 +366,6 @@ class Session:
 
     def _forget_subscription(self, sub_id: str) -> list[Message]:
         del self.subscriptions[sub_id]
+        self.universal.discard(sub_id)
         self._ready.discard(sub_id)
         return self.view.remove_subscription(_sub_handle(sub_id))

@@ -8,7 +8,8 @@ none or ten thousand.  A many-to-many change is recorded as an update of the own
 ``<field>_ids``.  ``ddpctl migrate`` installs them; ``ddpctl migrate --check`` verifies.
 
 Captured tables (:func:`targets`): the models of registered Collections and their
-many-to-many tables, ``settings.DDPCTL_CAPTURE_MODELS`` and every table that the
+many-to-many tables, ``settings.DDPCTL_CAPTURE_MODELS``, models apps name with
+:func:`capture_models` and every table that the
 statically known querysets read (:func:`ddpctl.livedata.reads.traced_tables`).  A table
 that only a run-time queryset reads (a publication with params) is captured by the
 serving node itself before the observer's first query (:func:`ensure_captured`).
@@ -23,14 +24,14 @@ JSON array of its columns' text, ``["1", "a"]`` (what :meth:`Collection.doc_id` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.db import connections, transaction
 from django.db.models import Model
 
 __all__ = ["CHANNEL", "CaptureError", "Target", "targets", "target_for_table", "install", "missing",
-           "ensure_captured", "functions_sql"]
+           "ensure_captured", "functions_sql", "capture_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,16 @@ class Target:
         ]
 
 
+_model_providers: list[Callable[[], Iterable[type[Model]]]] = []
+
+
+def capture_models(provider: Callable[[], Iterable[type[Model]]]) -> None:
+    """Have :func:`targets` capture the models ``provider()`` returns (called when targets are
+    computed, so it may use the app registry): for apps that must hear about changes of
+    tables no Collection publishes (``ddpctl.accounts``: its tokens and the user table)."""
+    _model_providers.append(provider)
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -257,6 +268,8 @@ def targets(using: str = "default") -> list[Target]:
     models: list[type[Model]] = [c.model for c in collections.all()]
     for label in getattr(settings, "DDPCTL_CAPTURE_MODELS", []):
         models.append(apps.get_model(label))
+    for provider in _model_providers:
+        models.extend(provider())
     seen: dict[str, Target] = {}
     for model in models:
         for target in targets_for_model(model):

@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 class Publication:
     name: ClassVar[str] = ""
     queries: ClassVar[list[Any] | None] = None
+    universal: ClassVar[bool] = False
+    """True: Meteor's ``Meteor.publish(null, ...)``, started for every connection without a
+    ``sub`` message and re-run when its user changes (at login and logout); ``get_queries``
+    then takes no params, and clients cannot subscribe to it by name."""
     PRIVATE: ClassVar[Any] = PRIVATE
     """Return it from :meth:`sharing_key` to give each subscription an observer of its own."""
 
@@ -58,7 +62,7 @@ class Publication:
         if not cls.name or cls.name == getattr(cls.__mro__[1], "name", ""):
             cls.name = cls.__name__
         if register:
-            publications.register(cls.name, _handler_for(cls))
+            publications.register(cls.name, _handler_for(cls), universal=cls.universal)
             _classes[cls.name] = cls
 
     def __init__(self, subscription: Subscription | TrackedSubscription) -> None:

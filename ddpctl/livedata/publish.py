@@ -191,21 +191,34 @@ Handler = Callable[..., Any]
 class PublicationRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._universal: dict[str, None] = {}  # names, in registration order
 
-    def register(self, name: str, handler: Handler) -> None:
+    def register(self, name: str, handler: Handler, universal: bool = False) -> None:
+        """``universal``: Meteor's ``Meteor.publish(null, ...)``, started for every connection
+        without a ``sub`` message (and re-run at login); clients cannot subscribe to it by name."""
         existing = self._handlers.get(name)
         if existing is not None and existing is not handler:
             raise ValueError(f"A publication named {name!r} is already registered ({existing!r})")
         self._handlers[name] = handler
+        if universal:
+            self._universal[name] = None
+        else:
+            self._universal.pop(name, None)
 
     def unregister(self, name: str) -> None:
         self._handlers.pop(name, None)
+        self._universal.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._handlers
+        """True for a publication clients may subscribe to by name."""
+        return name in self._handlers and name not in self._universal
 
     def names(self) -> list[str]:
-        return sorted(self._handlers)
+        return sorted(n for n in self._handlers if n not in self._universal)
+
+    def universal_names(self) -> list[str]:
+        """The universal publications, in registration order."""
+        return list(self._universal)
 
     def start(self, sub: Subscription) -> None:
         """Run the publication for ``sub``; errors end it with ``nosub`` and an error."""
@@ -227,9 +240,18 @@ class PublicationRegistry:
 publications = PublicationRegistry()
 
 
-def publish(name: str) -> Callable[[Handler], Handler]:
-    """Register a low-level publication handler under ``name``."""
+def publish(name: str | None) -> Callable[[Handler], Handler]:
+    """Register a low-level publication handler under ``name``.
+
+    ``@publish(None)`` is Meteor's ``Meteor.publish(null, handler)``: a universal
+    publication, run for every connection (``handler(sub)``, no params) as soon as it
+    connects and again whenever its user changes; it has no ``ready``/``nosub`` and is
+    registered under the handler's qualified name, which clients cannot subscribe to.
+    """
     def decorate(handler: Handler) -> Handler:
-        publications.register(name, handler)
+        if name is None:
+            publications.register(f"{handler.__module__}.{handler.__qualname__}", handler, universal=True)
+        else:
+            publications.register(name, handler)
         return handler
     return decorate

@@ -307,6 +307,9 @@ class DDPConnection:
                     logger.exception("connection %s: internal error handling a frame", self.handle.id)
                 if self.session.connected and not self.handle.id:
                     self.handle.id = self.session.id or ""
+                    if publications.universal_names():  # before any later message is processed
+                        self._tasks.append(self._start_universal)
+                        self._start_processor()
                     if self.session.heartbeats:
                         self._heartbeat = Heartbeat(self.config.heartbeat_interval,
                                                     self.config.heartbeat_timeout, now=time.monotonic())
@@ -445,6 +448,11 @@ class DDPConnection:
             self._mute_data = False
         self._send_all(self.session.view.diff(before))
 
+    def _start_universal(self) -> None:
+        """Meteor's ``Meteor.publish(null, ...)``: every universal publication, at connect."""
+        for name in publications.universal_names():
+            self._start_subscription(self.session.start_universal(name))
+
     def _start_subscription(self, start: SubscriptionStart) -> None:
         sub = Subscription(self, start.id, start.name, start.params, self.handle, self.user_id)
         self._subs[start.id] = sub
@@ -550,6 +558,8 @@ class DDPConnection:
             datetime.datetime.fromtimestamp(self.opened_at, utc))
         subs = []
         for sub_id, sub in list(self._subs.items()):
+            if sub_id in self.session.universal:
+                continue  # listed are the subscriptions the client made
             held = self.session.documents_held(sub_id)
             params = json.dumps(to_json_value(sub.params), separators=(",", ":"))
             subs.append(SubscriptionEntry(

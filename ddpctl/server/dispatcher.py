@@ -54,10 +54,12 @@ from gevent.pool import Pool
 from gevent.socket import wait_read
 
 from ..control import CONTROL_CHANNEL
+from ..database_errors import is_connection_error
 from ..livedata.capture import CHANNEL
 from ..livedata.changelog import ChangelogReader, ChangeRow
 from ..livedata.multiplex import BatchRefresh
 from ..livedata.observer import ChangeSet, observers
+from ..livedata.watchers import watchers
 
 if TYPE_CHECKING:
     from .database_workers import DatabaseWorkers
@@ -206,6 +208,7 @@ class Dispatcher:
         changes.snapshot, changes.taken_at = snapshot, taken_at
         self.batches += 1
         self.changes += len(rows)
+        self._notify_watchers(rows)
         affected = observers.affected(changes)
         if not affected:
             return
@@ -214,6 +217,17 @@ class Dispatcher:
         refresh.run(self._run_jobs)
         logger.debug("dispatched %d change(s) to %d observer(s) (%d multiplexed) in %.1f ms", len(rows),
                      len(affected), len(refresh.multiplexed), (time.monotonic() - started) * 1000)
+
+    def _notify_watchers(self, rows: list[ChangeRow]) -> None:
+        """Table watchers (:mod:`ddpctl.livedata.watchers`), on the system lane.  A watcher's
+        database connection error retries the batch; any other error is logged."""
+        for watcher, mine in watchers.matching(rows):
+            try:
+                self._db.run(watcher.callback, mine)
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                logger.exception("table watcher %r failed on %d change(s)", watcher.name, len(mine))
 
     def _run_jobs(self, jobs: Sequence[Callable[[], None]]) -> None:
         """Run ``jobs`` on the system lane, ``concurrency`` at a time; raise the first error."""

@@ -175,11 +175,6 @@ def login_as(username):
 
 
 @method
-def logout():
-    current_invocation().set_user_id(None)
-
-
-@method
 def orm(operation, *args):
     """Each ORM write path, for the change-capture tests."""
     if operation == "update_pages":
@@ -580,3 +575,33 @@ class NotesOfConnectionTenant(Publication):
 
     def get_queries(self):
         return [TenantNote.objects.filter(tenant=self.subscription.connection.data.get("tenant", "?"))]
+
+
+# -- accounts: what Django's auth signals reported in this server process ----------------
+
+_auth_signals: list[list] = []
+
+
+def _record_signal(name):
+    def receiver(sender, **kwargs):
+        user = kwargs.get("user")
+        _auth_signals.append([name, None if user is None else user.get_username(),
+                              kwargs.get("credentials")])
+    receiver.__name__ = f"record_{name}"
+    return receiver
+
+
+def _connect_auth_signals():
+    from django.contrib.auth import signals
+
+    for name in ("user_logged_in", "user_logged_out", "user_login_failed"):
+        getattr(signals, name).connect(_record_signal(name), weak=False, dispatch_uid=f"testapp-{name}")
+
+
+_connect_auth_signals()
+
+
+@method
+def auth_signals():
+    """The auth signals fired in this process so far: ``[[name, username, credentials]]``."""
+    return list(_auth_signals)

@@ -18,8 +18,20 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "ddpctl",
+    "ddpctl.accounts",  # Meteor logins on django.contrib.auth (login, resume tokens, users)
     "bookstore",
 ]
+# Meteor clients send a SHA-256 digest of the password: hashes made by this hasher accept it,
+# and Django's own logins keep working (older hashes are upgraded at the next login).
+PASSWORD_HASHERS = [
+    "ddpctl.accounts.hashers.MeteorPBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # password reset e-mails
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
