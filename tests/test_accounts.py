@@ -43,6 +43,15 @@ def users(sql):
 
 
 @pytest.fixture
+def start_server(start_server):
+    """Servers without Meteor's default rate limit on ``login``: these tests log in many times
+    on one connection (the limit itself is tested in test_rate_limit_live.py)."""
+    def start(*args, env=None):
+        return start_server(*args, env={"DDPCTL_TEST_DEFAULT_RATE_LIMIT": "0", **(env or {})})
+    return start
+
+
+@pytest.fixture
 def live(start_server, users):
     return start_server()
 

@@ -20,6 +20,8 @@ ROOT_URLCONF = "testapp.urls"  # the bookstore's, plus test-only views
 PASSWORD_HASHERS = ["ddpctl.accounts.hashers.MeteorMD5PasswordHasher", *PASSWORD_HASHERS]  # noqa: F405
 DDPCTL_ACCOUNTS_ALLOW_CREATE_USER = os.environ.get("DDPCTL_TEST_ALLOW_CREATE_USER") == "1"
 DDPCTL_ACCOUNTS_AMBIGUOUS_ERRORS = os.environ.get("DDPCTL_TEST_METEOR2_ERRORS") != "1"
+# Meteor's default rate limit on login (5 per 10 s per connection), unless a test of many logins turns it off
+DDPCTL_RATE_LIMIT_DEFAULT_RULE = os.environ.get("DDPCTL_TEST_DEFAULT_RATE_LIMIT", "1") == "1"
 EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
 EMAIL_FILE_PATH = os.environ.get("DDPCTL_TEST_EMAIL_DIR",
                                  str(Path(tempfile.gettempdir()) / "ddpctl-test-mail"))
