@@ -121,10 +121,12 @@ class BatchRefresh:
             run_jobs(jobs)
         fallback = {r.observer for shape in self._failed
                     for group in self._groups.values() for r in group[1].get(shape, ())}
+        results = self._results
         for observer in self.multiplexed:
             if observer not in fallback:
-                observer.apply([self._results[c] for c in observer.cursors if c in self._results],
-                               self.changes)
+                mine = [results[c] for c in observer.cursors if c in results]
+                if mine:  # else nothing it holds or could hold changed
+                    observer.apply(mine, self.changes)
         if fallback:
             run_jobs([lambda o=observer: o.refresh(self.changes) for observer in fallback])
             self._conclude_failures()
@@ -176,7 +178,7 @@ class BatchRefresh:
         """Every shape's keys, then the documents they need, in the current transaction."""
         changes = self.changes
         changed = changes.doc_ids(collection)  # changed row (changelog text) -> document id
-        changed_ids = set(changed.values())
+        changed_ids = set(changes.changed_ids(collection))
         for parent in collection.row_tables[1:]:  # multi-table inheritance: fields from there too
             changed_ids.update(changes.doc_ids(collection, parent).values())
         truncated = any(table in changes.full for table in collection.row_tables)
@@ -205,11 +207,14 @@ class BatchRefresh:
             if request.full:
                 fresh = {doc_id: docs[doc_id] if doc_id in wanted else held[doc_id] for doc_id, _ in pairs}
                 results[cursor] = Result(cursor, {i: doc for i, doc in fresh.items() if doc is not None})
-            else:
-                fresh = {doc_id: doc for doc_id, _ in pairs if (doc := docs.get(doc_id)) is not None}
-                gone = (changed_ids & held.keys()) if len(changed_ids) < len(held) else \
-                    [doc_id for doc_id in held if doc_id in changed_ids]
-                results[cursor] = Result(cursor, fresh, [i for i in gone if i not in fresh])
+                continue
+            # Only the changed rows: most observers neither hold nor get one of them.
+            gone = [i for i in changed_ids if i in held] if len(changed_ids) <= len(held) else \
+                [i for i in held if i in changed_ids]
+            if not pairs and not gone:
+                continue
+            fresh = {doc_id: doc for doc_id, _ in pairs if (doc := docs.get(doc_id)) is not None}
+            results[cursor] = Result(cursor, fresh, [i for i in gone if i not in fresh])
         return results
 
     @staticmethod
@@ -224,9 +229,11 @@ class BatchRefresh:
                 raise
             raise _ShapeFailed(shape, exc) from exc
         doc_id = shape.collection.doc_id
-        out: dict[Cursor, list[tuple[str, Any]]] = {c: [] for m in members for c in m}
+        out: dict[Cursor, list[tuple[str, Any]]] = {}
+        if keys is None:  # the whole results: a cursor missing from them has none
+            out.update((c, []) for m in members for c in m)
         for key, number in rows:
             pair = (doc_id(key), key)
             for cursor in members[number]:
-                out[cursor].append(pair)
+                out.setdefault(cursor, []).append(pair)
         return out

@@ -86,6 +86,8 @@ class ChangeSet:
     # per collection, computed once per batch for all its observers (cleared by add/merge)
     _ids: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
     _own: dict[str, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
+    _id_sets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
+    _tables: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     def add(self, table: str, pk: str | None) -> None:
         """Record the next change: of row ``pk`` of ``table``, or of all of it if ``pk`` is None."""
@@ -96,8 +98,7 @@ class ChangeSet:
         else:
             self.rows.setdefault(table, {})[pk] = position
         self.latest[table] = position
-        self._ids.clear()
-        self._own.clear()
+        self._forget()
 
     def merge(self, other: ChangeSet) -> None:
         """Append the changes of ``other``, a later batch (its positions come after ours)."""
@@ -111,12 +112,28 @@ class ChangeSet:
         for table, position in other.latest.items():
             self.latest[table] = position + offset
         self.size += other.size
+        self._forget()
+
+    def _forget(self) -> None:
         self._ids.clear()
         self._own.clear()
+        self._id_sets.clear()
+        self._tables = None
 
     @property
-    def tables(self) -> set[str]:
-        return set(self.latest)
+    def tables(self) -> frozenset[str]:
+        """The tables changed."""
+        if self._tables is None:
+            self._tables = frozenset(self.latest)
+        return self._tables
+
+    def changed_ids(self, collection: Collection) -> frozenset[str]:
+        """The document ids of the changed rows of ``collection``'s own table (computed once
+        per batch and collection, shared by all its observers)."""
+        found = self._id_sets.get(collection.name)
+        if found is None:
+            found = self._id_sets[collection.name] = frozenset(self.doc_ids(collection).values())
+        return found
 
     def __bool__(self) -> bool:
         return bool(self.latest)
@@ -222,14 +239,14 @@ class Cursor:
         keys = [self.collection.pk_from_id(doc_id) for doc_id in doc_ids]
         return dict(self.collection.serialize(obj) for obj in self.queryset.filter(pk__in=keys))
 
-    def plan(self, changes: ChangeSet) -> tuple[bool, set[str]]:
+    def plan(self, changes: ChangeSet) -> tuple[bool, frozenset[str]]:
         """``(refetch everything?, document ids to refetch)`` for a batch."""
-        touched = changes.tables & self.tables
-        if not touched:
-            return False, set()
-        if self.sliced or touched - {self.table} or self.table in changes.full:
-            return True, set()
-        return False, set(changes.doc_ids(self.collection).values())
+        if changes.tables.isdisjoint(self.tables):
+            return False, frozenset()
+        if self.sliced or self.table in changes.full or len(changes.tables & self.tables) > 1 \
+                or self.table not in changes.tables:
+            return True, frozenset()
+        return False, changes.changed_ids(self.collection)
 
     def order(self, changes: ChangeSet) -> tuple[dict[str, int], int]:
         """Where this cursor's messages for ``changes`` go (the module's order rules):
@@ -241,7 +258,7 @@ class Cursor:
         truncated = changes.full.get(self.table, -1)
         if truncated >= 0:
             return own, truncated
-        tables = changes.tables & self.tables
+        tables = self.tables & changes.tables  # a new set (self.tables is a set)
         if not self.sliced:
             tables.discard(self.table)
         return own, max((changes.latest[t] for t in tables), default=-1)
@@ -485,7 +502,7 @@ class ObserverRegistry:
 
     def affected(self, changes: ChangeSet) -> list[Observer]:
         tables = changes.tables
-        return [o for o in self._observers.values() if o.tables & tables]
+        return [o for o in self._observers.values() if not tables.isdisjoint(o.tables)]
 
     def __len__(self) -> int:
         return len(self._observers)
