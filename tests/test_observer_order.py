@@ -51,6 +51,7 @@ class MemoryCursor(Cursor):
         self.sliced = sliced
         self.docs = {}
         self.shape, self.params, self.alone = None, (), "an in-memory query"  # the per-observer path
+        self.cohort_key = None
 
     def fetch_all(self):
         return {k: dict(v) for k, v in self.select(self.db).items()}

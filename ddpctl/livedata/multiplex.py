@@ -63,6 +63,14 @@ class _Request:
         self.cursor, self.observer, self.full = cursor, observer, full
 
 
+def _params(cursor: Cursor) -> tuple[Any, ...]:
+    return cursor.params
+
+
+def _cohort_key(cursor: Cursor) -> Any:
+    return cursor.cohort_key
+
+
 class _ShapeFailed(Exception):
     def __init__(self, shape: Shape, error: Exception) -> None:
         super().__init__(shape, error)
@@ -221,7 +229,7 @@ class BatchRefresh:
     def _keys(shape: Shape, requests: list[_Request],
               keys: list[str] | None) -> dict[Cursor, list[tuple[str, Any]]]:
         """One statement for ``requests`` of ``shape``: ``{cursor: [(document id, key)]}``."""
-        cohorts, members = cohorts_of([r.cursor for r in requests], lambda cursor: cursor.params)
+        cohorts, members = cohorts_of([r.cursor for r in requests], _params, _cohort_key)
         try:
             rows = shape.query(cohorts, keys)
         except Exception as exc:  # the transaction is lost: the group is read again without it

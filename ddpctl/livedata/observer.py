@@ -52,7 +52,7 @@ from .collection import Collection
 from .publish import PreparedMessage, Subscription
 from .reads import tables_read
 from .rounds import first_queries
-from .shape import NotMultiplexable, Shape, shapes
+from .shape import NotMultiplexable, Shape, cohort_key, shapes
 
 __all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "Result", "observers", "diff_fields"]
 
@@ -207,6 +207,7 @@ class Cursor:
             self.shape, self.params = shapes.resolve(collection, queryset)
         except NotMultiplexable as exc:
             self.alone = str(exc)
+        self.cohort_key = cohort_key(self.params)
         # Every table the SQL reads (as PostgreSQL plans it); the observer listens to all of them.
         self.tables = set(self.shape.tables if self.shape else tables_read(queryset)) | {self.table}
         self.docs: Docs = {}

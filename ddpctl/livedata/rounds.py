@@ -104,7 +104,8 @@ class FirstQueries:
 
     def _query(self, batch: list[_Entry]) -> None:
         shape = self._shape
-        cohorts, members = cohorts_of(batch, lambda entry: entry.cursor.params)
+        cohorts, members = cohorts_of(batch, lambda entry: entry.cursor.params,
+                                      lambda entry: entry.cursor.cohort_key)
         pairs = shape.query(cohorts, None)
         docs = shape.collection.read({shape.collection.doc_id(key): key for key, _ in pairs}, shape.using)
         per_cohort: list[Docs] = [{} for _ in cohorts]

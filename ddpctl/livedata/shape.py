@@ -31,10 +31,14 @@ statement drops or reorders parameters, or PostgreSQL cannot prepare it.
 """
 from __future__ import annotations
 
+import datetime
 import itertools
 import logging
+import math
+import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.core.exceptions import EmptyResultSet
@@ -47,7 +51,7 @@ from ..database_errors import is_connection_error
 from .collection import Collection
 from .reads import tables_read
 
-__all__ = ["Shape", "ShapeRegistry", "NotMultiplexable", "shapes", "placeholders", "cohorts_of"]
+__all__ = ["Shape", "ShapeRegistry", "NotMultiplexable", "shapes", "placeholders", "cohort_key", "cohorts_of"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,25 +86,60 @@ def placeholders(sql: str) -> list[str]:
     return pieces
 
 
-def cohorts_of(members: Iterable[T], params: Callable[[T], tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]],
-                                                                                   list[list[T]]]:
-    """``(cohorts, members of each)``: ``members`` grouped by their parameter values
-    (``params(member)``), the cohorts numbered in order of appearance.  Equal values of one
-    type are one cohort (1 and True are not); unhashable values make a cohort of their own."""
+def cohort_key(params: tuple[Any, ...]) -> Hashable | None:
+    """What makes two parameter tuples one cohort: equal values of one type (1 and True are
+    not); None if a value is unhashable (its cursor is a cohort of its own)."""
+    key = tuple((type(v), v) for v in params)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def cohorts_of(members: Iterable[T], params: Callable[[T], tuple[Any, ...]],
+               key: Callable[[T], Hashable | None]) -> tuple[list[tuple[Any, ...]], list[list[T]]]:
+    """``(cohorts, members of each)``: ``members`` grouped by :func:`cohort_key` (``key(member)``,
+    precomputed), the cohorts (``params(member)``) numbered in order of appearance."""
     cohorts: list[tuple[Any, ...]] = []
     grouped: list[list[T]] = []
     numbers: dict[Any, int] = {}
     for member in members:
-        values = params(member)
-        try:
-            number = numbers.setdefault(tuple((type(v), v) for v in values), len(cohorts))
-        except TypeError:
-            number = len(cohorts)
+        k = key(member)
+        number = len(cohorts) if k is None else numbers.setdefault(k, len(cohorts))
         if number == len(cohorts):
-            cohorts.append(values)
+            cohorts.append(params(member))
             grouped.append([])
         grouped[number].append(member)
     return cohorts, grouped
+
+
+def _array_element(value: Any) -> str:
+    """``value`` as an element of a PostgreSQL array literal (its text form, quoted), what
+    the column type's input function reads as psycopg2's literal of it would be read;
+    ``TypeError`` for a value with no such text form here (lists, JSON, adapters)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool):
+        text = "t" if value else "f"
+    elif isinstance(value, (int, Decimal, uuid.UUID)):
+        text = str(value)
+    elif isinstance(value, float):
+        text = repr(value) if math.isfinite(value) else {"nan": "NaN", "inf": "Infinity",
+                                                          "-inf": "-Infinity"}[repr(value)]
+    elif isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        text = value.isoformat()
+    elif isinstance(value, datetime.timedelta):
+        text = f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        text = "\\x" + bytes(value).hex()
+    else:
+        raise TypeError(type(value).__name__)
+    if "\0" in text:
+        raise TypeError("NUL")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Shape:
@@ -174,19 +213,41 @@ class Shape:
                   keys: Sequence[str] | None) -> tuple[str, list[Any]]:
         """``(sql, params)`` for ``cohorts`` (each a cursor's parameter values; the cohort
         number is the index) and ``keys`` (primary keys in PostgreSQL's text form, the
-        changelog's; None for the whole results).  ``cohorts`` must not be empty."""
+        changelog's; None for the whole results).  ``cohorts`` must not be empty.
+
+        The cohorts go as one array per parameter (``unnest``: one short literal each,
+        cheap to send and parse) when every value has a text form and no parameter is an
+        array itself; else as a ``VALUES`` list of psycopg2's literals."""
         n = len(self._casts)
-        row = "(" + ", ".join(["%s", *(f"%s::{cast}" for cast in self._casts)]) + ")"
         columns = ", ".join(['"cohort"', *(f'"p{i}"' for i in range(1, n + 1))])
         inner = "".join(piece + (f'{VALUES}."p{i + 1}"' if i < n else "")
                         for i, piece in enumerate(self._pieces))
-        sql = (f"SELECT q.* FROM (VALUES {', '.join([row] * len(cohorts))}) AS {VALUES}({columns}) "
-               f"CROSS JOIN LATERAL ({inner}) AS q")
-        params: list[Any] = [value for number, cohort in enumerate(cohorts) for value in (number, *cohort)]
+        arrays = self._arrays(cohorts)
+        if arrays is not None:
+            casts = ["%s::integer[]", *(f"%s::{cast}[]" for cast in self._casts)]
+            source = "unnest(" + ", ".join(casts) + ")"
+            params: list[Any] = [arrays[0], *arrays[1:]]
+        else:
+            row = "(" + ", ".join(["%s", *(f"(%s)::{cast}" for cast in self._casts)]) + ")"  # -2^63 too
+            source = f"(VALUES {', '.join([row] * len(cohorts))})"
+            params = [value for number, cohort in enumerate(cohorts) for value in (number, *cohort)]
+        sql = f"SELECT q.* FROM {source} AS {VALUES}({columns}) CROSS JOIN LATERAL ({inner}) AS q"
         if keys is not None:
             sql += f' WHERE q."{KEY}" = ANY(%s::{self._key_type})'
             params.append(list(keys))
         return sql, params
+
+    def _arrays(self, cohorts: Sequence[tuple[Any, ...]]) -> list[str] | None:
+        """Array literals: the cohort numbers, then each parameter's values; None if they
+        cannot all be written so."""
+        if any(cast.endswith("]") for cast in self._casts):
+            return None
+        try:
+            columns = [[_array_element(v) for v in values] for values in zip(*cohorts, strict=True)]
+        except TypeError:
+            return None
+        numbers = "{" + ",".join(map(str, range(len(cohorts)))) + "}"
+        return [numbers, *("{" + ",".join(column) + "}" for column in columns)]
 
     def query(self, cohorts: Sequence[tuple[Any, ...]], keys: Sequence[str] | None) -> list[tuple[Any, int]]:
         """``[(primary key, cohort number)]`` of the rows each cohort's query yields (limited
