@@ -71,6 +71,9 @@ def _cohort_key(cursor: Cursor) -> Any:
     return cursor.cohort_key
 
 
+_UNPLANNED: Any = object()
+
+
 class _ShapeFailed(Exception):
     def __init__(self, shape: Shape, error: Exception) -> None:
         super().__init__(shape, error)
@@ -94,6 +97,8 @@ class BatchRefresh:
         self._groups: dict[tuple[str, bool], tuple[Collection, dict[Shape, list[_Request]]]] = {}
         self._results: dict[Cursor, Result] = {}
         self._failed: dict[Shape, Exception] = {}
+        # (shape, in snapshot?) -> (its requests, full?), or None if the batch leaves it alone
+        self._slots: dict[tuple[Shape, bool], tuple[list[_Request], bool] | None] = {}
         for observer in affected:
             self._plan(observer)
 
@@ -107,16 +112,24 @@ class BatchRefresh:
             return
         in_snapshot = observer.reads_in_snapshot(changes)
         planned = False
+        slots = self._slots
         for cursor in observer.cursors:
-            if cursor.shape is None:  # matches nothing, ever
+            shape = cursor.shape
+            if shape is None:  # matches nothing, ever
                 continue
-            full, ids = cursor.plan(changes)
-            if not full and not ids:
-                continue
-            collection = cursor.collection
-            group = self._groups.setdefault((collection.name, in_snapshot), (collection, {}))
-            group[1].setdefault(cursor.shape, []).append(_Request(cursor, observer, full))
-            planned = True
+            slot = slots.get((shape, in_snapshot), _UNPLANNED)
+            if slot is _UNPLANNED:  # the plan of a shape's cursors is the same for all of them
+                full, ids = cursor.plan(changes)
+                if full or ids:
+                    collection = cursor.collection
+                    group = self._groups.setdefault((collection.name, in_snapshot), (collection, {}))
+                    slot = (group[1].setdefault(shape, []), full)
+                else:
+                    slot = None
+                slots[(shape, in_snapshot)] = slot
+            if slot is not None:
+                slot[0].append(_Request(cursor, observer, slot[1]))
+                planned = True
         if planned:
             self.multiplexed.append(observer)
 
