@@ -9,7 +9,8 @@ cohort)`` pairs:
   cursor's own table changed;
 * of the whole results, keys only, when the batch can move documents without a change to
   their own row: a change to a table the query joins (an author's email for books by
-  author email), a TRUNCATE, or any change for a sliced queryset.  Documents whose key
+  author email), a TRUNCATE, or any change for a sliced queryset or one whose rows depend
+  on other rows of its table (a self-join, ``DISTINCT ON``).  Documents whose key
   enters a result, or whose row changed, are then read; the others are unchanged.
 
 The documents needed are then read once per collection, by primary key, serialized once and

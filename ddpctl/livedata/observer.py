@@ -3,7 +3,8 @@
 An observer keeps the documents its querysets currently yield.  For a batch of captured
 changes it runs one query per queryset, limited to the changed primary keys, or the whole
 queryset when the batch touches another table the query reads (a join, a subquery,
-visibility rules) or the queryset is sliced, then sends each subscriber only the
+visibility rules), the queryset is sliced or its rows depend on other rows of its table
+(a self-join, ``DISTINCT ON``, a window function), then sends each subscriber only the
 differences: ``added``, ``changed`` (changed fields, ``cleared`` for removed ones) and
 ``removed``, including rows that enter or leave the result because of the change.
 Subscribers share the work, so a write costs the same however many clients watch it.
@@ -19,7 +20,8 @@ position, across all its querysets (collections), not grouped by collection:
   row alone; if a later change to a joined table also moved it in or out in the same
   batch, the message still goes at the row's own last change);
 * a document that enters, leaves or changes without a change to its own row -- because a
-  table the query joins changed, or, for a sliced queryset, another row of its table --
+  table the query joins changed, or, for a sliced queryset (or one whose rows depend on
+  other rows of its table), another row of its table --
   goes at the position of the last change to those tables (the latest change that can have
   caused it: a message never goes out before a change it reflects);
 * ties keep the order of the querysets, then of the query's rows.
@@ -50,7 +52,7 @@ from ..ddp.errors import MeteorError, internal_server_error
 from .capture import ensure_captured
 from .collection import Collection
 from .publish import PreparedMessage, Subscription
-from .reads import tables_read
+from .reads import depends_on_other_rows, relation_scans
 from .rounds import first_queries
 from .shape import NotMultiplexable, Shape, cohort_key, shapes
 
@@ -195,6 +197,11 @@ class Cursor:
     why it refreshes on its own, or ``shape`` and ``alone`` are both None for a queryset
     that cannot match anything (``none()``)."""
 
+    # A change to one row of its table can move others in or out (a self-join, DISTINCT ON,
+    # a window function: :func:`.reads.depends_on_other_rows`); with a slice, such a change
+    # re-reads the whole result.
+    rows_depend = False
+
     def __init__(self, collection: Collection, queryset: QuerySet) -> None:
         self.collection = collection
         self.queryset = queryset
@@ -209,7 +216,13 @@ class Cursor:
             self.alone = str(exc)
         self.cohort_key = cohort_key(self.params)
         # Every table the SQL reads (as PostgreSQL plans it); the observer listens to all of them.
-        self.tables = set(self.shape.tables if self.shape else tables_read(queryset)) | {self.table}
+        if self.shape is not None:
+            self.tables = set(self.shape.tables)
+            self.rows_depend = self.shape.whole
+        else:
+            scans = relation_scans(queryset)
+            self.tables = set(scans) | {self.table}
+            self.rows_depend = depends_on_other_rows(queryset, scans)
         self.docs: Docs = {}
         self._shared = False
 
@@ -244,8 +257,8 @@ class Cursor:
         """``(refetch everything?, document ids to refetch)`` for a batch."""
         if changes.tables.isdisjoint(self.tables):
             return False, frozenset()
-        if self.sliced or self.table in changes.full or len(changes.tables & self.tables) > 1 \
-                or self.table not in changes.tables:
+        if self.sliced or self.rows_depend or self.table in changes.full \
+                or len(changes.tables & self.tables) > 1 or self.table not in changes.tables:
             return True, frozenset()
         return False, changes.changed_ids(self.collection)
 
@@ -254,13 +267,14 @@ class Cursor:
         ``({document id: position of the last change of its own row}, the position of any
         other document)``.  The latter is the table's TRUNCATE, else the last change that
         can move documents without a change to their own row: to another table the query
-        reads or, if the queryset is sliced, to any row of its table (-1 if none)."""
+        reads or, if the queryset is sliced or depends on other rows, to any row of its table
+        (-1 if none)."""
         own = changes.own_positions(self.collection)
         truncated = changes.full.get(self.table, -1)
         if truncated >= 0:
             return own, truncated
         tables = self.tables & changes.tables  # a new set (self.tables is a set)
-        if not self.sliced:
+        if not (self.sliced or self.rows_depend):
             tables.discard(self.table)
         return own, max((changes.latest[t] for t in tables), default=-1)
 

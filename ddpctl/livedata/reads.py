@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import QuerySet
 
-__all__ = ["tables_read", "traced_tables"]
+__all__ = ["depends_on_other_rows", "relation_scans", "tables_read", "traced_tables"]
 
 logger = logging.getLogger(__name__)
 _SYSTEM_SCHEMAS = {"pg_catalog", "information_schema", "pg_toast"}  # never captured
@@ -33,25 +34,43 @@ def tables_read(queryset: QuerySet) -> frozenset[str]:
     """Names (``pg_class.relname``, like ``Meta.db_table``) of the tables ``queryset``'s SQL
     reads, system catalogs left out; empty for a queryset that cannot match anything.
     Database errors propagate."""
+    return frozenset(relation_scans(queryset))
+
+
+def relation_scans(queryset: QuerySet) -> Counter[str]:
+    """How many times ``queryset``'s plan scans each table (``{relname: scans}``; a
+    self-join or a subquery on the queryset's own table counts it twice), system catalogs
+    left out; empty for a queryset that cannot match anything.  Database errors propagate."""
     if queryset.query.is_empty():
-        return frozenset()
+        return Counter()
     try:
         sql, params = queryset.query.sql_with_params()
     except EmptyResultSet:
-        return frozenset()
+        return Counter()
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON, COSTS false, VERBOSE) {sql}", params)
         plan = cursor.fetchone()[0]
-    found: set[str] = set()
+    found: Counter[str] = Counter()
     _relations(plan, found)
-    return frozenset(found)
+    return found
 
 
-def _relations(node: Any, found: set[str]) -> None:
+def depends_on_other_rows(queryset: QuerySet, scans: Counter[str]) -> bool:
+    """True when whether a row is in ``queryset``'s result can change without a change to
+    that row or to another table: its own table is scanned more than once (``scans``, from
+    :func:`relation_scans`: a self-join such as ``author__books__pages__gt``, a subquery or
+    ``Exists`` on it), ``DISTINCT ON`` keeps one row of several, or a window function
+    compares rows.  Such a queryset is read whole, not only at the changed keys."""
+    query = queryset.query
+    return (scans.get(queryset.model._meta.db_table, 0) > 1 or bool(query.distinct_fields)
+            or any(getattr(a, "contains_over_clause", False) for a in query.annotations.values()))
+
+
+def _relations(node: Any, found: Counter[str]) -> None:
     if isinstance(node, dict):
         name = node.get("Relation Name")
         if name and node.get("Schema") not in _SYSTEM_SCHEMAS:
-            found.add(name)
+            found[name] += 1
         for value in node.values():
             if isinstance(value, (dict, list)):
                 _relations(value, found)

@@ -49,7 +49,7 @@ from django.db.models.query import ModelIterable
 
 from ..database_errors import is_connection_error
 from .collection import Collection
-from .reads import tables_read
+from .reads import depends_on_other_rows, relation_scans
 
 __all__ = ["Shape", "ShapeRegistry", "NotMultiplexable", "shapes", "placeholders", "cohort_key", "cohorts_of"]
 
@@ -146,8 +146,10 @@ class Shape:
     """One SQL shape of one collection, and how to query it for many cohorts at once.
 
     ``number``: a process-wide serial (logs, ``ddpctl subs ls``); ``tables``: the tables
-    the shape's SQL reads (:func:`.reads.tables_read` of the first cursor); ``sliced``: the
-    queryset has a LIMIT/OFFSET (each cohort's own, in the lateral subquery).
+    the shape's SQL reads (:func:`.reads.relation_scans` of the first cursor); ``sliced``: the
+    queryset has a LIMIT/OFFSET (each cohort's own, in the lateral subquery); ``whole``:
+    a row's presence depends on other rows of its table
+    (:func:`.reads.depends_on_other_rows`), so any change to the table re-reads whole results.
     """
 
     _numbers = itertools.count(1)
@@ -162,20 +164,25 @@ class Shape:
         sql, _ = self.template.query.sql_with_params()
         self._pieces = placeholders(sql)
         self._casts, self._key_type = self._infer_types()
-        self.tables = frozenset(tables_read(queryset)) | {collection.table}
+        scans = relation_scans(queryset)
+        self.tables = frozenset(scans) | {collection.table}
+        self.whole = depends_on_other_rows(queryset, scans)
 
     def __repr__(self) -> str:
         return f"<Shape {self.number} of {self.collection.name}>"
 
     def _template(self, queryset: QuerySet, params: tuple[Any, ...]) -> QuerySet:
-        """The queryset of ``(key, cohort)`` pairs: unordered unless sliced, and with the
+        """The queryset of ``(key, cohort)`` pairs: unordered unless sliced or ``DISTINCT
+        ON`` (whose ORDER BY picks the rows kept), and with the
         same parameters, in the same order, as ``queryset``'s own SQL (else the shape's
         parameters would not line up with each cohort's)."""
         keyed = queryset.annotate(**{
             KEY: F("pk"),
             COHORT: RawSQL(f'{VALUES}."cohort"', (), output_field=IntegerField()),
         }).values_list(KEY, COHORT)
-        candidates = [keyed] if self.sliced else [keyed.order_by(), keyed]  # ORDER BY is waste unless sliced
+        # ORDER BY is waste unless it picks rows: a slice, or DISTINCT ON (the first row of each)
+        picks = self.sliced or bool(queryset.query.distinct_fields)
+        candidates = [keyed] if picks else [keyed.order_by(), keyed]
         for template in candidates:
             try:
                 _, template_params = template.query.sql_with_params()
