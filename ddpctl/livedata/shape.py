@@ -142,6 +142,47 @@ def _array_element(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_LITERAL_TYPES = {  # value_kind -> the type of psycopg2's literal (untyped kinds: absent)
+    "bool": "boolean", "Decimal": "numeric", "UUID": "uuid", "bytes": "bytea", "date": "date",
+    "datetime": "timestamp with time zone", "naive datetime": "timestamp without time zone",
+    "time": "time with time zone", "naive time": "time without time zone", "timedelta": "interval",
+}
+_INTEGER_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
+
+
+def value_kind(value: Any) -> str:
+    """The kind of a parameter value, as far as its SQL type goes (a shape's parameters have
+    one kind each: a queryset filtering by 1 and one filtering by 0.5 are two shapes)."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, datetime.datetime):
+        return "datetime" if value.utcoffset() is not None else "naive datetime"
+    if isinstance(value, datetime.time):
+        return "time" if value.utcoffset() is not None else "naive time"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if isinstance(value, uuid.UUID):
+        return "UUID"
+    if isinstance(value, str):
+        return "str"
+    return type(value).__name__  # date, timedelta, Decimal, list, adapters...
+
+
+def _fits(values: list[Any], cast: str) -> bool:
+    """Whether every integer of ``values`` (None aside) is in the range of ``cast``; True for
+    a non-integer type (numeric, float), which takes any."""
+    bound = _INTEGER_RANGES.get(cast)
+    if bound is None:
+        return cast in ("numeric", "real", "double precision")
+    return all(v is None or -bound <= v < bound for v in values)
+
+
 class Shape:
     """One SQL shape of one collection, and how to query it for many cohorts at once.
 
@@ -163,7 +204,8 @@ class Shape:
         self.template = self._template(queryset, params)
         sql, _ = self.template.query.sql_with_params()
         self._pieces = placeholders(sql)
-        self._casts, self._key_type = self._infer_types()
+        self._inferred, self._key_type = self._infer_types()
+        self._kinds = tuple(map(value_kind, params))
         scans = relation_scans(queryset)
         self.tables = frozenset(scans) | {collection.table}
         self.whole = depends_on_other_rows(queryset, scans)
@@ -225,17 +267,17 @@ class Shape:
         The cohorts go as one array per parameter (``unnest``: one short literal each,
         cheap to send and parse) when every value has a text form and no parameter is an
         array itself; else as a ``VALUES`` list of psycopg2's literals."""
-        n = len(self._casts)
+        casts = self._casts(cohorts)
+        n = len(casts)
         columns = ", ".join(['"cohort"', *(f'"p{i}"' for i in range(1, n + 1))])
         inner = "".join(piece + (f'{VALUES}."p{i + 1}"' if i < n else "")
                         for i, piece in enumerate(self._pieces))
-        arrays = self._arrays(cohorts)
+        arrays = self._arrays(cohorts, casts)
         if arrays is not None:
-            casts = ["%s::integer[]", *(f"%s::{cast}[]" for cast in self._casts)]
-            source = "unnest(" + ", ".join(casts) + ")"
+            source = "unnest(" + ", ".join(["%s::integer[]", *(f"%s::{cast}[]" for cast in casts)]) + ")"
             params: list[Any] = [arrays[0], *arrays[1:]]
         else:
-            row = "(" + ", ".join(["%s", *(f"(%s)::{cast}" for cast in self._casts)]) + ")"  # -2^63 too
+            row = "(" + ", ".join(["%s", *(f"(%s)::{cast}" for cast in casts)]) + ")"  # -2^63 too
             source = f"(VALUES {', '.join([row] * len(cohorts))})"
             params = [value for number, cohort in enumerate(cohorts) for value in (number, *cohort)]
         sql = f"SELECT q.* FROM {source} AS {VALUES}({columns}) CROSS JOIN LATERAL ({inner}) AS q"
@@ -244,10 +286,30 @@ class Shape:
             params.append(list(keys))
         return sql, params
 
-    def _arrays(self, cohorts: Sequence[tuple[Any, ...]]) -> list[str] | None:
+    def _casts(self, cohorts: Sequence[tuple[Any, ...]]) -> list[str]:
+        """The type each parameter is cast to: the type of psycopg2's literal of its values
+        (a float's ``0.5`` is ``numeric``, a datetime's ``'...'::timestamptz``), as the
+        cursor's own statement has it, and where that literal has no type of its own (a
+        string, NULL) the type PostgreSQL infers for the parameter's place.  Integers take
+        the inferred integer type when every value fits it (else ``bigint``, ``numeric``),
+        as PostgreSQL types an integer literal by its size."""
+        casts = []
+        for i, (kind, inferred) in enumerate(zip(self._kinds, self._inferred, strict=True)):
+            if kind == "int":
+                values = [cohort[i] for cohort in cohorts]
+                cast = next((t for t in (inferred, "bigint", "numeric") if _fits(values, t)), "numeric")
+            elif kind == "float":
+                finite = all(math.isfinite(cohort[i]) for cohort in cohorts)
+                cast = "numeric" if finite else "double precision"  # psycopg2: 'NaN'::float
+            else:
+                cast = _LITERAL_TYPES.get(kind, inferred)
+            casts.append(cast)
+        return casts
+
+    def _arrays(self, cohorts: Sequence[tuple[Any, ...]], casts: list[str]) -> list[str] | None:
         """Array literals: the cohort numbers, then each parameter's values; None if they
         cannot all be written so."""
-        if any(cast.endswith("]") for cast in self._casts):
+        if any(cast.endswith("]") for cast in casts):
             return None
         try:
             columns = [[_array_element(v) for v in values] for values in zip(*cohorts, strict=True)]
@@ -287,7 +349,7 @@ class ShapeRegistry:
             return None, ()
         params = tuple(params)
         key = (queryset.db, collection.name, type(collection), queryset.model, sql,
-               tuple(map(str, queryset._prefetch_related_lookups)))
+               tuple(map(str, queryset._prefetch_related_lookups)), tuple(map(value_kind, params)))
         found = self._shapes.get(key)
         if found is None:
             made = self._make(collection, queryset, params)  # may yield: it asks PostgreSQL

@@ -501,15 +501,6 @@ class VisibleCards(Publication):
         return [Card.objects.filter(points__gte=min_points)]
 
 
-class BooksWithPagesOtherThan(Publication):
-    """Its parameter goes to PostgreSQL untouched (``extra``): 3000000000 works in its own
-    query (``pages <> 3000000000``) but not cast to the column's type, as the multiplexed
-    form does -- a shape that multiplexes badly."""
-
-    def get_queries(self, pages):
-        return [Book.objects.extra(where=["pages <> %s"], params=[pages])]
-
-
 class BooksByPagesDivisor(Publication):
     """Divides by ``pages - n``: a row with ``pages == n`` makes the query fail for that
     subscriber only (its observer ends with a 500; the others go on)."""
