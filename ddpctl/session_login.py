@@ -17,6 +17,7 @@ act as the visitor.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
@@ -75,3 +76,9 @@ def session_user_id(cookie_header: str | None) -> Any:
     if not user.is_authenticated:
         return None
     return user.pk
+
+
+session_login_listeners: list[Callable[[Any, Any], None]] = []
+"""Called as ``listener(connection handle, user id)`` when a connection starts logged in
+from its Django session (``ddpctl.accounts`` registers one, so that a deactivated user or
+a new password logs such connections out on every node, as it does token logins)."""

@@ -20,3 +20,7 @@ class AccountsConfig(AppConfig):
         # password) to close the connections they log out, so both tables are captured.
         capture_models(lambda: [get_user_model(), LoginToken])
         watchers.register("accounts revocation", watched_tables, revoke_changed)
+        from ..session_login import session_login_listeners
+        from .revocation import logins
+        if logins.set_session not in session_login_listeners:
+            session_login_listeners.append(logins.set_session)

@@ -19,6 +19,7 @@ from django.contrib.auth import get_user_model
 
 from ..invocation import ConnectionHandle
 from ..livedata.changelog import ChangeRow
+from ..session_login import session_user_id
 from .models import LoginToken
 from .tokens import is_valid
 
@@ -31,16 +32,21 @@ logger = logging.getLogger(__name__)
 class _Login:
     handle: weakref.ref[ConnectionHandle]
     user_id: Any
-    token_id: int
+    token_id: int | None  # None: logged in from its Django session (DDPCTL_SESSION_LOGIN)
 
 
 class LoginRegistry:
-    """This process's connections logged in with a token: connection id -> (user, token row)."""
+    """This process's logged-in connections: connection id -> (user, token row or None for
+    a Django session login)."""
 
     def __init__(self) -> None:
         self._by_connection: dict[str, _Login] = {}
 
-    def set(self, handle: ConnectionHandle, user_id: Any, token_id: int) -> None:
+    def set_session(self, handle: ConnectionHandle, user_id: Any) -> None:
+        """``handle`` starts logged in from its Django session cookie."""
+        self.set(handle, user_id, None)
+
+    def set(self, handle: ConnectionHandle, user_id: Any, token_id: int | None) -> None:
         key = handle.id
 
         def gone(_ref: Any, key: str = key) -> None:
@@ -100,8 +106,16 @@ def revoke_changed(rows: list[ChangeRow]) -> None:
     if not concerned:
         return
     found = {t.pk: t for t in LoginToken.objects.select_related("user").filter(
-        pk__in={login.token_id for _, login in concerned})}
+        pk__in={login.token_id for _, login in concerned if login.token_id is not None})}
     for handle, login in concerned:
+        if login.token_id is None:  # a Django session login: does Django still accept it?
+            if str(session_user_id(handle.http_headers.get("cookie"))) == str(login.user_id):
+                continue
+            logger.info("closing connection %s (%s): its Django session no longer logs in user %s",
+                        handle.id, handle.client_address, login.user_id)
+            logins.clear(handle)
+            handle.close()
+            continue
         token = found.get(login.token_id)
         if token is not None and str(token.user_id) == str(login.user_id) and is_valid(token, token.user):
             continue

@@ -64,7 +64,7 @@ from ..methods import methods
 from ..ratelimit import Event as RateLimitEvent
 from ..ratelimit import rate_limit
 from ..registry import ConnectionEntry, SubscriptionEntry
-from ..session_login import session_login_enabled, session_user_id
+from ..session_login import session_login_enabled, session_login_listeners, session_user_id
 from . import sockjs
 from .memory import release_free_memory
 from .websocket import MESSAGE_TOO_BIG, ConnectionClosed, WebSocket
@@ -409,6 +409,8 @@ class DDPConnection:
                         self._change_user(user_id)
                     else:
                         self.user_id = user_id
+                    for listener in session_login_listeners:
+                        listener(self.handle, user_id)
         if connection_hooks:
             self.server.db.run(connection_hooks.run, self.handle)
 
