@@ -232,6 +232,12 @@ class Shape:
                 raise NotMultiplexable("its key query matches nothing") from None
             if tuple(template_params) == params:
                 return template
+            unequal = [type(a).__name__ for a, b in zip(template_params, params, strict=False)
+                       if a is not b and a != b and type(a) is type(b)]
+            if len(template_params) == len(params) and unequal:
+                raise NotMultiplexable(f"a parameter value ({unequal[0]}) is not equal to itself when "
+                                       "the query is compiled again (e.g. Django's Jsonb, for a "
+                                       "JSONField lookup)")
         raise NotMultiplexable("its SQL's parameters do not survive selecting only the key "
                                "(parameters in its SELECT list)")
 
