@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -23,6 +24,9 @@ class Book(models.Model):
     published = models.DateField(null=True, blank=True)
     blurb = models.TextField(blank=True)
     genres = models.ManyToManyField(Genre, related_name="books", blank=True)
+    # Who added the book through ``books.add`` (None: added logged out, or by SQL/admin).
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, related_name="books", null=True, blank=True,
+                              on_delete=models.SET_NULL)
 
     def __str__(self) -> str:
         return self.title
