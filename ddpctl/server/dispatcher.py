@@ -158,8 +158,11 @@ class Dispatcher:
         conn = self._conn
         assert self.reader is not None
         while True:
-            if not self._wake.is_set():
+            if not self._wake.is_set() and not conn.notifies:
                 # Wake on a NOTIFY, a sync() request or the poll timer, whichever comes first.
+                # (A NOTIFY that came in while the last batch was read is already in
+                # conn.notifies, its bytes consumed: waiting for the socket would miss it
+                # until the poll timer, a second late.)
                 waiter = gevent.spawn(wait_read, conn.fileno())
                 gevent.wait([waiter, self._wake], timeout=POLL_INTERVAL, count=1)
                 if not waiter.dead:
