@@ -1,6 +1,7 @@
 """Fixtures: a database for server processes, and live ``ddpctl serve`` processes."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -53,25 +54,35 @@ def _url(dbname: str) -> str:
     return f"postgresql://{auth}@{host}:{port}/{dbname}"
 
 
-@pytest.fixture(scope="session")
-def live_database_url(django_db_blocker):
-    """A fresh, migrated database that server processes started by the tests share."""
-    name = f"ddpctl_it_{os.getpid()}"
+@contextlib.contextmanager
+def migrated_database(prefix: str, server_args: list[str]):
+    """A fresh database (``<prefix>_<pid>``) migrated by ``ddpctl migrate`` with
+    ``server_args``; its URL, dropped after."""
+    name = f"{prefix}_{os.getpid()}"
     admin = psycopg2.connect(_url("postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cur.execute(f'CREATE DATABASE "{name}"')
     url = _url(name)
-    subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *SERVER_ARGS],
+    subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *server_args],
                    env={**os.environ, "DATABASE_URL": url}, check=True, capture_output=True)
     admin.close()
-    yield url
-    admin = psycopg2.connect(_url("postgres"))  # a new one: a test may have restarted PostgreSQL
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield url
+    finally:
+        admin = psycopg2.connect(_url("postgres"))  # a new one: a test may have restarted PostgreSQL
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def live_database_url(django_db_blocker):
+    """A fresh, migrated database that server processes started by the tests share."""
+    with migrated_database("ddpctl_it", SERVER_ARGS) as url:
+        yield url
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from conftest import PYTHONPATH_ARGS, _url
+from conftest import PYTHONPATH_ARGS, migrated_database
 
 from ddpctl.testing import DDPClient, LiveServer
 
@@ -27,19 +27,8 @@ ITEM, BOOK = "adversarial_app.item", "bookstore.book"
 @pytest.fixture(scope="module")
 def database(django_db_blocker):
     """A fresh database migrated with ``adversarial_app``."""
-    name = f"ddpctl_adv_{os.getpid()}"
-    admin = psycopg2.connect(_url("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = _url(name)
-    subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *SETTINGS],
-                   env={**os.environ, "DATABASE_URL": url}, check=True, capture_output=True)
-    yield url
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with migrated_database("ddpctl_adv", SETTINGS) as url:
+        yield url
 
 
 @pytest.fixture
