@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from typing import Any
-
-from django.db import transaction
 
 from ..database_errors import is_connection_error
 from .collection import Collection
-from .observer import ChangeSet, Cursor, Observer, Result, _import_snapshot, _SnapshotUnavailable
+from .observer import ChangeSet, Cursor, Observer, Result, read_in_snapshot
 from .shape import Shape, cohorts_of
 
 __all__ = ["BatchRefresh"]
@@ -62,14 +61,6 @@ class _Request:
 
     def __init__(self, cursor: Cursor, observer: Observer, full: bool) -> None:
         self.cursor, self.observer, self.full = cursor, observer, full
-
-
-def _params(cursor: Cursor) -> tuple[Any, ...]:
-    return cursor.params
-
-
-def _cohort_key(cursor: Cursor) -> Any:
-    return cursor.cohort_key
 
 
 _UNPLANNED: Any = object()
@@ -184,16 +175,7 @@ class BatchRefresh:
     def _read(self, collection: Collection, by_shape: dict[Shape, list[_Request]],
               in_snapshot: bool) -> dict[Cursor, Result]:
         snapshot = self.changes.snapshot if in_snapshot else None
-        if snapshot is not None:
-            try:
-                with transaction.atomic():
-                    _import_snapshot(snapshot)
-                    return self._read_now(collection, by_shape)
-            except _SnapshotUnavailable as exc:
-                logger.info("%s: reading current rows, the batch's snapshot is gone (%s)",
-                            collection.name, exc)
-        with transaction.atomic():
-            return self._read_now(collection, by_shape)
+        return read_in_snapshot(snapshot, lambda: self._read_now(collection, by_shape), collection.name)
 
     def _read_now(self, collection: Collection,
                   by_shape: dict[Shape, list[_Request]]) -> dict[Cursor, Result]:
@@ -243,7 +225,8 @@ class BatchRefresh:
     def _keys(shape: Shape, requests: list[_Request],
               keys: list[str] | None) -> dict[Cursor, list[tuple[str, Any]]]:
         """One statement for ``requests`` of ``shape``: ``{cursor: [(document id, key)]}``."""
-        cohorts, members = cohorts_of([r.cursor for r in requests], _params, _cohort_key)
+        cursors = [r.cursor for r in requests]
+        cohorts, members = cohorts_of(cursors, attrgetter("params"), attrgetter("cohort_key"))
         try:
             rows = shape.query(cohorts, keys)
         except Exception as exc:  # the transaction is lost: the group is read again without it

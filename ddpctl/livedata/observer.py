@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
@@ -56,9 +56,11 @@ from .reads import depends_on_other_rows, relation_scans
 from .rounds import first_queries
 from .shape import NotMultiplexable, Shape, cohort_key, shapes
 
-__all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "Result", "observers", "diff_fields"]
+__all__ = ["ChangeSet", "Cursor", "Observer", "ObserverRegistry", "Result", "observers", "diff_fields",
+           "read_in_snapshot"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 Docs = dict[str, dict[str, Any]]
 
 
@@ -362,7 +364,7 @@ class Observer:
             self._queried_at = time.monotonic()
             while self._pending:
                 pending, self._pending = self._pending, None
-                self._apply(self._query(pending), pending)
+                self.apply(self._query(pending), pending)
         except Exception as exc:
             self.fail(exc)
             return
@@ -384,7 +386,7 @@ class Observer:
             self._pending.merge(changes)
             return
         try:
-            self._apply(self._query(changes), changes)
+            self.apply(self._query(changes), changes)
         except Exception as exc:
             if is_connection_error(exc):
                 raise
@@ -412,15 +414,8 @@ class Observer:
         """The rows ``changes`` touch, read in the batch's snapshot when it has one that is
         not older than this observer's first query (else, or if the snapshot is gone, as
         they are now)."""
-        if self.reads_in_snapshot(changes):
-            try:
-                with transaction.atomic():
-                    _import_snapshot(changes.snapshot)
-                    return self._run_queries(changes)
-            except _SnapshotUnavailable as exc:
-                logger.info("observer %r: reading current rows, the batch's snapshot is gone (%s)",
-                            self.key, exc)
-        return self._run_queries(changes)
+        snapshot = changes.snapshot if self.reads_in_snapshot(changes) else None
+        return read_in_snapshot(snapshot, lambda: self._run_queries(changes), f"observer {self.key!r}")
 
     def _run_queries(self, changes: ChangeSet) -> list[Result]:
         # All queries first (they yield to other greenlets), then every update at once.
@@ -436,9 +431,6 @@ class Observer:
     def apply(self, results: list[Result], changes: ChangeSet) -> None:
         """Bring the cursors' documents to ``results`` (of this batch) and send the
         differences to the subscribers, in the order of the module's rules."""
-        self._apply(results, changes)
-
-    def _apply(self, results: list[Result], changes: ChangeSet) -> None:
         # Messages of every cursor, then sorted by position (stable: ties keep cursor, then row order).
         ordered: list[tuple[int, PreparedMessage]] = []
         for cursor, fresh, candidates in results:
@@ -476,6 +468,20 @@ class Observer:
 
 class _SnapshotUnavailable(Exception):
     pass
+
+
+def read_in_snapshot(snapshot: str | None, read: Callable[[], T], who: str) -> T:
+    """``read()`` in a transaction reading ``snapshot`` (``pg_export_snapshot()`` text), or,
+    if it is None or PostgreSQL no longer has it (logged for ``who``), reading current rows.
+    Database errors of ``read`` propagate."""
+    if snapshot is not None:
+        try:
+            with transaction.atomic():
+                _import_snapshot(snapshot)
+                return read()
+        except _SnapshotUnavailable as exc:
+            logger.info("%s: reading current rows, the batch's snapshot is gone (%s)", who, exc)
+    return read()
 
 
 def _import_snapshot(snapshot: str) -> None:

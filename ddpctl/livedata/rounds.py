@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ..database_errors import is_connection_error
@@ -47,16 +48,13 @@ class _Entry:
 
 
 class FirstQueries:
-    """The rounds of one shape.  ``rounds`` and ``queried``: how many rounds ran and how
-    many first queries they answered (for tests and logs)."""
+    """The rounds of one shape."""
 
     def __init__(self, shape: Shape) -> None:
         self._shape = shape
         self._lock = threading.Lock()
         self._waiting: list[_Entry] = []
         self._running = False
-        self.rounds = 0
-        self.queried = 0
 
     def fetch(self, cursor: Cursor) -> Docs:
         """``cursor``'s documents (``{id: fields}``, in the order PostgreSQL returned
@@ -104,21 +102,17 @@ class FirstQueries:
 
     def _query(self, batch: list[_Entry]) -> None:
         shape = self._shape
-        cohorts, members = cohorts_of(batch, lambda entry: entry.cursor.params,
-                                      lambda entry: entry.cursor.cohort_key)
-        pairs = shape.query(cohorts, None)
-        docs = shape.collection.read({shape.collection.doc_id(key): key for key, _ in pairs}, shape.using)
+        cohorts, members = cohorts_of(batch, attrgetter("cursor.params"), attrgetter("cursor.cohort_key"))
+        pairs = [(shape.collection.doc_id(key), key, number) for key, number in shape.query(cohorts, None)]
+        docs = shape.collection.read({doc_id: key for doc_id, key, _ in pairs}, shape.using)
         per_cohort: list[Docs] = [{} for _ in cohorts]
-        for key, number in pairs:
-            doc_id = shape.collection.doc_id(key)
+        for doc_id, _, number in pairs:
             doc = docs.get(doc_id)
             if doc is not None:
                 per_cohort[number][doc_id] = doc
         for number, entries in enumerate(members):
             for entry in entries:
                 entry.docs = per_cohort[number] if len(entries) == 1 else dict(per_cohort[number])
-        self.rounds += 1
-        self.queried += len(batch)
         logger.debug("%r: %d first queries in one round (%d cohorts, %d documents)", shape, len(batch),
                      len(cohorts), len(docs))
 
