@@ -101,6 +101,13 @@ class ServeConfig:
     # Origins allowed on /websocket and /sockjs (``--allowed-origin``); None: the
     # DDPCTL_ALLOWED_ORIGINS setting, else the site's own hosts (ddpctl.origins).
     allowed_origins: list[str] | None = None
+    # The HTTP layer (ddpctl.server.http): seconds and bytes.
+    header_timeout: float = 10.0  # a request head must arrive within this
+    keepalive_timeout: float = 5.0  # an idle kept-alive connection is closed after this
+    body_timeout: float = 30.0  # reading a request body without a byte for this fails
+    max_request_line: int = 8192  # longer: 414
+    max_header_size: int = 16384  # a longer request head: 431
+    max_headers: int = 100  # more header fields: 431
 
     @property
     def scheme(self) -> str:

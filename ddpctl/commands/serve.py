@@ -166,6 +166,30 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
                    "hosts (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS).  Same-origin pages and clients sending "
                    "no Origin are always allowed; others get 403.  [env: DDPCTL_ALLOWED_ORIGINS, "
                    "space-separated]")
+@click.option("--header-timeout", type=Seconds(min=0.1), default=10.0, show_default=True,
+              envvar="DDPCTL_HEADER_TIMEOUT", metavar="SECONDS",
+              help="An HTTP request's head must arrive within this many seconds of the connection (or "
+                   "of its first byte on a kept-alive connection); else the connection is closed "
+                   "(slowloris).  Includes the TLS handshake.  [env: DDPCTL_HEADER_TIMEOUT]")
+@click.option("--keepalive-timeout", type=Seconds(min=0.1), default=5.0, show_default=True,
+              envvar="DDPCTL_KEEPALIVE_TIMEOUT", metavar="SECONDS",
+              help="Close a kept-alive HTTP connection idle this long between requests.  "
+                   "[env: DDPCTL_KEEPALIVE_TIMEOUT]")
+@click.option("--body-timeout", type=Seconds(min=0.1), default=30.0, show_default=True,
+              envvar="DDPCTL_BODY_TIMEOUT", metavar="SECONDS",
+              help="Fail reading an HTTP request body when no byte of it comes for this long.  "
+                   "[env: DDPCTL_BODY_TIMEOUT]")
+@click.option("--max-request-line", type=click.IntRange(min=256), default=8192, show_default=True,
+              envvar="DDPCTL_MAX_REQUEST_LINE", metavar="BYTES",
+              help="Longest HTTP request line (method, URL, version); longer gets 414.  "
+                   "[env: DDPCTL_MAX_REQUEST_LINE]")
+@click.option("--max-header-size", type=click.IntRange(min=1024), default=16384, show_default=True,
+              envvar="DDPCTL_MAX_HEADER_SIZE", metavar="BYTES",
+              help="Largest HTTP request head (request line and all headers); larger gets 431.  "
+                   "[env: DDPCTL_MAX_HEADER_SIZE]")
+@click.option("--max-headers", type=click.IntRange(min=8), default=100, show_default=True,
+              envvar="DDPCTL_MAX_HEADERS", metavar="N",
+              help="Most header fields in an HTTP request; more gets 431.  [env: DDPCTL_MAX_HEADERS]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -177,7 +201,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           node_heartbeat: float,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
-          legacy_server_id: bool) -> None:
+          header_timeout: float, keepalive_timeout: float, body_timeout: float, max_request_line: int,
+          max_header_size: int, max_headers: int, legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -201,7 +226,9 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         send_buffer_limit=send_buffer_limit, send_timeout=send_timeout, receive_queue_size=receive_queue_size,
         receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
         max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
-        legacy_server_id=legacy_server_id, allowed_origins=allowed_origins)
+        legacy_server_id=legacy_server_id, allowed_origins=allowed_origins,
+        header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, body_timeout=body_timeout,
+        max_request_line=max_request_line, max_header_size=max_header_size, max_headers=max_headers)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
-
-from gevent import pywsgi
 
 from . import sockjs
 from .connection import DDPConnection, RawTransport, SockJSTransport
+from .http import FileWrapper, HTTPConnection
 from .websocket import WebSocket, accept_key
 
 if TYPE_CHECKING:
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from .database_pool import DatabasePool
     from .runner import DDPServer
 
-__all__ = ["DDPHandler", "Router", "websocket_route"]
+__all__ = ["DDPHandler", "Router", "upgrade_headers", "websocket_route"]
 
 logger = logging.getLogger(__name__)
 _RAW_PATHS = {"/websocket", "/websocket/", "/sockjs/websocket", "/sockjs/websocket/"}
@@ -42,17 +41,22 @@ def websocket_route(path: str) -> str | None:
     return None
 
 
-class DDPHandler(pywsgi.WSGIHandler):
-    """pywsgi's handler, taking over the socket for DDP WebSocket upgrades."""
+def upgrade_headers(environ: dict[str, Any], key: str) -> list[tuple[str, str]]:
+    """The headers of the ``101 Switching Protocols`` answer to a WebSocket upgrade
+    (RFC 6455 4.2.2); the one place they are built."""
+    return [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(key))]
 
-    server: Any
 
-    def run_application(self) -> None:
-        route = websocket_route(self.environ.get("PATH_INFO", ""))
+class DDPHandler(HTTPConnection):
+    """An HTTP connection that takes over its socket for DDP WebSocket upgrades."""
+
+    def handle_request(self, environ: dict[str, Any]) -> None:
+        route = websocket_route(environ.get("PATH_INFO", ""))
         if route is None:
-            return super().run_application()
+            return super().handle_request(environ)
         ddp: DDPServer = self.server.ddp_server
-        env = self.environ
+        env = environ
         if not ddp.origins.check(env):
             return self._reply("403 Forbidden", _ORIGIN_REFUSED)
         upgrade = env.get("HTTP_UPGRADE", "").lower() == "websocket"
@@ -67,21 +71,23 @@ class DDPHandler(pywsgi.WSGIHandler):
             return self._reply("400 Bad Request", b"Missing Sec-WebSocket-Key")
         if ddp.draining:
             return self._reply("503 Service Unavailable", b"Server shutting down")
-        self.start_response("101 Switching Protocols", [
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(key))])
-        self.write(b"")  # sends the 101 headers
-        self.close_connection = True  # after the WebSocket, no more HTTP on this socket
+        read = self.switch_protocols(upgrade_headers(env, key))  # after it, no more HTTP here
         limit = ddp.config.max_frame_size
-        ws = WebSocket(self.rfile.read1, self.socket.send, self.socket,
+        ws = WebSocket(read, self.socket.send, self.socket,
                        limit if route == "raw" else sockjs.frame_limit(limit))
         transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws, limit)
-        DDPConnection(ddp, transport, env).run()
+        try:
+            DDPConnection(ddp, transport, env).run()
+        finally:
+            self.log_upgrade_end()
 
     def _reply(self, status: str, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
-        self.start_response(status, [("Content-Type", "text/plain"),
-                                     ("Content-Length", str(len(body)))] + (headers or []))
-        self.write(body)
+        def answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+            start_response(status, [("Content-Type", "text/plain"),
+                                    ("Content-Length", str(len(body)))] + (headers or []))
+            return [body]
+
+        self.run_application(answer, self.environ)
 
 
 class Router:
@@ -125,16 +131,48 @@ class Router:
         return _plain(start_response, "404 Not Found", b"Not found\n")
 
     def django(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        # Views are user code: their database connection comes from the user lane's pool
-        # (shared with DDP methods), so HTTP load cannot exhaust PostgreSQL.
+        """Django's answer, streamed.
+
+        Views are user code: their database connection comes from the user lane's pool
+        (shared with DDP methods), so HTTP load cannot exhaust PostgreSQL.  The view runs
+        in one lease; the response body is then produced chunk by chunk, each chunk in a
+        lease of its own, and written to the client outside any lease: a slow client never
+        holds a pooled connection, and a streaming generator that queries the database gets
+        a connection for each chunk it computes (a connection is taken only on a query).
+        So a generator must not keep a cursor open across its ``yield`` (e.g. iterate a
+        ``QuerySet.iterator()``): fetch the rows of each chunk within it.  A
+        ``FileResponse`` comes back as the server's ``wsgi.file_wrapper`` and is read
+        in blocks by the server, with no lease.
+        """
         with self._database.lease():
             response = self.django_app(environ, start_response)
-            try:
-                return [b"".join(response)]
-            finally:
-                close = getattr(response, "close", None)
-                if close is not None:
-                    close()
+        if isinstance(response, FileWrapper):
+            return response
+        return _LeasedIterable(response, self._database)
+
+
+class _LeasedIterable:
+    """A response iterable whose every step (and ``close()``) runs in a database lease."""
+
+    def __init__(self, response: Iterable[bytes], database: DatabasePool) -> None:
+        self._response = response
+        self._database = database
+
+    def __iter__(self) -> Iterator[bytes]:
+        iterator = iter(self._response)
+        lease = self._database.lease
+        while True:
+            with lease():
+                chunk = next(iterator, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._response, "close", None)
+        if close is not None:
+            with self._database.lease():
+                close()
 
 
 def _plain(start_response: StartResponse, status: str, body: bytes,

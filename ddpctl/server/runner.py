@@ -14,8 +14,10 @@ With the dispatcher's LISTEN connection, one process holds at most
 ``--db-connections + SYSTEM_CONNECTIONS + 1`` PostgreSQL connections (default 10 + 3 + 1),
 whatever the number of clients.
 
-Shutdown (like uvicorn): stop accepting, close every DDP connection with 1001 after its
-queued messages, wait up to ``shutdown_timeout`` for them, then stop the database workers.
+HTTP is served by :mod:`.http` (h11 on a gevent ``StreamServer``).  Shutdown (like
+uvicorn): stop accepting, close idle kept-alive HTTP connections and every DDP connection
+(1001, after its queued messages), wait up to ``shutdown_timeout`` for them and for HTTP
+requests being answered, then stop the database workers.
 """
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ import time
 from typing import TYPE_CHECKING
 
 import gevent
-from gevent import pywsgi
 from gevent.event import Event
 
 from ..config import REFRESH_CONCURRENCY, SYSTEM_CONNECTIONS
@@ -36,7 +37,9 @@ from .database_pool import DatabasePool
 from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
 from .handler import DDPHandler, Router
+from .http import HTTPLimits, HTTPServer
 from .node import NodeAgent
+from .open_files import raise_open_file_limit
 
 if TYPE_CHECKING:
     from ..config import ServeConfig
@@ -89,6 +92,7 @@ class DDPServer:
         from django.core.wsgi import get_wsgi_application
         from django.db import connections
 
+        raise_open_file_limit()
         self.config = config
         self.connections: set[DDPConnection] = set()
         self.draining = False
@@ -108,13 +112,14 @@ class DDPServer:
                                         watch=config.meteor_watch,
                                         autoupdate_version=config.autoupdate_version)
             app.app = self.meteor.app
-        access_log = logging.getLogger("ddpctl.access")
-        tls = {"ssl_context": ssl_context} if ssl_context else {}
+        limits = HTTPLimits(header_timeout=config.header_timeout, keepalive_timeout=config.keepalive_timeout,
+                            body_timeout=config.body_timeout, send_timeout=config.send_timeout,
+                            max_request_line=config.max_request_line,
+                            max_header_size=config.max_header_size, max_headers=config.max_headers)
         self._sockets = sockets
-        self._servers = []
+        self._servers: list[HTTPServer] = []
         for sock in sockets:
-            server = pywsgi.WSGIServer(sock, app, handler_class=DDPHandler, log=access_log,
-                                       error_log=logging.getLogger("ddpctl.server.error"), **tls)
+            server = HTTPServer(sock, app, limits, connection_class=DDPHandler, ssl_context=ssl_context)
             server.ddp_server = self
             self._servers.append(server)
         self._stop = Event()
@@ -180,14 +185,15 @@ class DDPServer:
         self.draining = True
         for server in self._servers:
             server.close()  # stop accepting; the listening socket goes away
+            server.close_idle()  # kept-alive connections waiting for a request
         conns = list(self.connections)
         if conns:
             logger.info("closing %d DDP connection(s)", len(conns))
         for conn in conns:
             conn.close(1001, "Server shutting down")
         deadline = gevent.Timeout(self.config.shutdown_timeout, False)
-        with deadline:
-            while self.connections:
+        with deadline:  # DDP connections, and HTTP requests being answered, finish
+            while self.connections or any(server.busy for server in self._servers):
                 gevent.sleep(0.02)
         for server in self._servers:
             server.stop(timeout=0.5)
