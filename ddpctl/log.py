@@ -15,6 +15,6 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # pgserver narrates every pg_ctl call at INFO.
     logging.getLogger("pgserver").setLevel(max(root.level, logging.WARNING))
-    # pywsgi writes one access line per request; keep them for debug only.
+    # The HTTP layer writes one access line per request; keep them for debug only.
     logging.getLogger("ddpctl.access").setLevel(max(logging.DEBUG, root.level, logging.INFO)
                                                 if level == "debug" else logging.WARNING)

@@ -1,6 +1,6 @@
 """One DDP client connection: transport, session, send buffer with flow control, heartbeats.
 
-The reader (the pywsgi handler's own greenlet) answers pings at once and queues
+The reader (the HTTP connection's own greenlet) answers pings at once and queues
 ``sub``/``unsub``/``method``; a processor greenlet handles those in arrival order and runs
 their user code itself, leasing a database connection from the server's user lane
 (:mod:`.database_pool`) only while that code uses one.  A slow method therefore delays

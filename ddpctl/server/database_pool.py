@@ -2,7 +2,7 @@
 
 User code -- DDP methods, publication starts (their first queries), stop callbacks, login
 re-runs, Django views -- runs on its caller's own greenlet (a DDP connection's processor,
-a pywsgi request greenlet).  Django keeps one database connection per greenlet; inside
+an HTTP connection's greenlet).  Django keeps one database connection per greenlet; inside
 :meth:`DatabasePool.lease` that greenlet's ``default`` connection comes from this pool:
 
 * a connection is taken only when the code first sends a query, so a method that sleeps

@@ -48,7 +48,6 @@ failed write ends the iteration).
 """
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import socket
@@ -669,16 +668,3 @@ class HTTPServer(StreamServer):
                     connection.socket.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass  # already disconnected
-
-    def do_read(self) -> Any:
-        try:
-            return super().do_read()
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # Out of file descriptors: do not spin on accept; the backlog waits.
-                error_log.error("cannot accept a connection: %s", exc)
-                import gevent
-
-                gevent.sleep(0.1)
-                return None
-            raise

@@ -4,5 +4,9 @@ from . import views
 
 urlpatterns = [
     path("testapp/pg-sleep/<str:seconds>", views.pg_sleep),
+    path("testapp/http/echo", views.http_echo),
+    path("testapp/http/sse", views.http_sse),
+    path("testapp/http/stream-db", views.http_stream_db),
+    path("testapp/http/file", views.http_file),
     path("", include("bookstore.urls")),
 ]

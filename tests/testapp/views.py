@@ -1,5 +1,8 @@
+import os
+import time
+
 from django.db import connection
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 
 
 def pg_sleep(request: HttpRequest, seconds: str) -> HttpResponse:
@@ -7,3 +10,49 @@ def pg_sleep(request: HttpRequest, seconds: str) -> HttpResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_sleep(%s)", [float(seconds)])
     return HttpResponse(seconds)
+
+
+# -- the HTTP layer's tests (tests/test_http.py) ------------------------------------------
+
+def http_echo(request: HttpRequest) -> HttpResponse:
+    """The request body's length and SHA-256 (any method)."""
+    import hashlib
+
+    body = request.body
+    response = HttpResponse(f"{len(body)} {hashlib.sha256(body).hexdigest()}", content_type="text/plain")
+    response["X-Method"] = request.method
+    return response
+
+
+http_echo.csrf_exempt = True
+
+
+def http_sse(request: HttpRequest) -> StreamingHttpResponse:
+    """Server-sent events: one event, then a second once the file ``?release=`` exists."""
+    release = request.GET["release"]
+
+    def events():
+        yield b"data: first\n\n"
+        deadline = time.monotonic() + 30
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield b"data: second\n\n"
+
+    return StreamingHttpResponse(events(), content_type="text/event-stream")
+
+
+def http_stream_db(request: HttpRequest) -> StreamingHttpResponse:
+    """A streaming body whose every chunk runs a query (``?chunks=N``)."""
+
+    def rows():
+        for i in range(int(request.GET.get("chunks", "3"))):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT %s + 1", [i])
+                yield f"{cursor.fetchone()[0]}\n".encode()
+
+    return StreamingHttpResponse(rows(), content_type="text/plain")
+
+
+def http_file(request: HttpRequest) -> FileResponse:
+    """The file named by the server's ``DDPCTL_TEST_BIG_FILE`` environment variable."""
+    return FileResponse(open(os.environ["DDPCTL_TEST_BIG_FILE"], "rb"))
