@@ -11,11 +11,13 @@ import hashlib
 import re
 import resource
 import selectors
+import signal
 import socket
 import time
 
 import h11
 import pytest
+from conftest import eventually
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -373,3 +375,65 @@ def test_slow_readers_of_a_large_file_keep_memory_bounded(start_server, tmp_path
                 break
     assert length == size
     assert digest.hexdigest() == hashlib.sha256(big.read_bytes()).hexdigest()
+
+
+def test_the_iterable_is_closed_when_the_client_goes_away(server, tmp_path):
+    release = tmp_path / "release"
+    with _connect(server) as sock:
+        sock.sendall(b"GET /testapp/http/sse?forever=1&release=%s HTTP/1.1\r\n" % str(release).encode()
+                     + HOST + b"\r\n")
+        data = b""
+        while b"data: first" not in data:
+            data += sock.recv(65536)
+    release.touch()  # the generator goes on, each write now fails
+    eventually(lambda: (tmp_path / "release.closed").exists(), timeout=30)
+
+
+def test_websocket_frames_sent_with_the_upgrade_request_are_read(server):
+    """Bytes that arrive with the request head (h11's trailing data) reach the WebSocket."""
+    import json
+
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import TextMessage
+
+    ws = Connection(ConnectionType.CLIENT)
+    frame = ws.send(TextMessage(json.dumps({"msg": "connect", "version": "1", "support": ["1"]})))
+    with _connect(server) as sock:
+        sock.sendall(b"GET /websocket HTTP/1.1\r\n" + HOST + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                     + frame)
+        data = b""
+        while b"connected" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 101 ")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in data
+
+
+def test_http_1_0_gets_a_length_and_a_close(server):
+    with _connect(server) as sock:
+        sock.sendall(b"GET /testapp/http/echo HTTP/1.0\r\n\r\n")
+        data = _read_to_eof(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"content-length: %d" % len(body) in head.lower()
+
+
+def test_shutdown_finishes_requests_in_flight_and_closes_idle_connections(start_server, tmp_path):
+    server = start_server()
+    release = tmp_path / "release"
+    with _connect(server, timeout=20) as idle, _connect(server, timeout=20) as streaming:
+        idle.sendall(b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + b"\r\n")
+        _responses(idle, 1)  # now idle, kept alive
+        streaming.sendall(b"GET /testapp/http/sse?release=%s HTTP/1.1\r\n" % str(release).encode() + HOST
+                          + b"\r\n")
+        data = b""
+        while b"data: first" not in data:
+            data += streaming.recv(65536)
+        server.process.send_signal(signal.SIGTERM)
+        assert _read_to_eof(idle) == b""  # closed without an answer
+        release.touch()
+        data += _read_to_eof(streaming)
+        assert b"data: second" in data and data.endswith(b"0\r\n\r\n")  # finished whole
+    assert server.process.wait(20) == 0

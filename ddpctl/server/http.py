@@ -266,6 +266,9 @@ class HTTPConnection:
                 finally:
                     self.server.busy -= 1
                     self.idle = True
+                    body = self.environ.get("wsgi.input")
+                    if not isinstance(body, _Input):
+                        body.close()  # a buffered chunked body's temporary file
                 if self.close_connection or not self._next_cycle():
                     return
         except RequestRefused as exc:
@@ -355,9 +358,6 @@ class HTTPConnection:
                     break
                 size += len(data)
                 body.write(data)
-        except TimeoutError:
-            body.close()
-            raise RequestRefused(408, "request body not received in time") from None
         except BaseException:
             body.close()
             raise
@@ -494,7 +494,11 @@ class HTTPConnection:
                 return bytes(event.data)
             if event is not h11.NEED_DATA:
                 return None  # EndOfMessage, ConnectionClosed, PAUSED
-            conn.receive_data(self._recv(time.monotonic() + self.limits.body_timeout))
+            try:
+                conn.receive_data(self._recv(time.monotonic() + self.limits.body_timeout))
+            except TimeoutError:
+                self.close_connection = True
+                raise RequestRefused(408, "request body not received in time") from None
 
     def handle_request(self, environ: dict[str, Any]) -> None:
         """Answer one request: the WSGI application, or a subclass's own handling."""
@@ -517,7 +521,10 @@ class HTTPConnection:
                 if close is not None:
                     close()
         except RequestRefused:
-            raise
+            if not self._headers_sent:
+                raise  # answered by run() with the refusal
+            self.close_connection = True  # too late for an answer: only the close is left
+            logger.info("request from %s refused mid-response", self._client())
         except _ClientGone as exc:
             self.close_connection = True
             logger.debug("client %s went away mid-response: %s", self._client(), exc)
@@ -624,7 +631,8 @@ class HTTPConnection:
 class HTTPServer(StreamServer):
     """A gevent ``StreamServer`` answering HTTP/1.1 with :class:`HTTPConnection` (or a
     subclass), TLS-wrapped by ``ssl_context`` if given (the handshake within the header
-    timeout)."""
+    timeout).  Out of file descriptors, gevent's accept loop backs off (up to 1 s) and
+    tries again; the kernel's backlog holds the waiting clients."""
 
     def __init__(self, listener: socket.socket, application: Callable[..., Iterable[bytes]],
                  limits: HTTPLimits, connection_class: type[HTTPConnection] = HTTPConnection,

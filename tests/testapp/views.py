@@ -28,15 +28,26 @@ http_echo.csrf_exempt = True
 
 
 def http_sse(request: HttpRequest) -> StreamingHttpResponse:
-    """Server-sent events: one event, then a second once the file ``?release=`` exists."""
+    """Server-sent events: one event, then a second once the file ``?release=`` exists
+    (with ``?forever``, then more until the response is closed); ``<release>.closed`` is
+    written when the generator is closed."""
     release = request.GET["release"]
 
+    forever = "forever" in request.GET
+
     def events():
-        yield b"data: first\n\n"
-        deadline = time.monotonic() + 30
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield b"data: second\n\n"
+        try:
+            yield b"data: first\n\n"
+            deadline = time.monotonic() + 30
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            yield b"data: second\n\n"
+            while forever and time.monotonic() < deadline:  # until the server closes us
+                time.sleep(0.02)
+                yield b"data: tick\n\n"
+        finally:
+            with open(release + ".closed", "w"):
+                pass
 
     return StreamingHttpResponse(events(), content_type="text/event-stream")
 
