@@ -208,6 +208,20 @@ def test_head_has_the_get_headers_and_no_body(server):
         assert after.status_code == 200
 
 
+def test_head_of_a_file_response(start_server, tmp_path):
+    big = tmp_path / "file.bin"
+    big.write_bytes(b"z" * 300_000)
+    server = start_server(env={"DDPCTL_TEST_BIG_FILE": str(big)})
+    with _connect(server) as sock:
+        sock.sendall(b"HEAD /testapp/http/file HTTP/1.1\r\n" + HOST + b"\r\n")
+        [(head, body)] = _responses(sock, 1, method=b"HEAD")
+        sock.sendall(b"GET /testapp/http/file HTTP/1.1\r\n" + HOST + b"\r\n")
+        [(get, get_body)] = _responses(sock, 1)
+    assert head.status_code == get.status_code == 200 and body == b""
+    assert dict(head.headers)[b"content-length"] == b"300000"
+    assert get_body == big.read_bytes()
+
+
 def test_expect_100_continue(server):
     body = b"y" * 5000
     with _connect(server) as sock:
@@ -437,3 +451,13 @@ def test_shutdown_finishes_requests_in_flight_and_closes_idle_connections(start_
         data += _read_to_eof(streaming)
         assert b"data: second" in data and data.endswith(b"0\r\n\r\n")  # finished whole
     assert server.process.wait(20) == 0
+
+
+def test_a_stalled_request_body_gets_408_after_the_body_timeout(start_server):
+    server = start_server("--body-timeout", "1")
+    with _connect(server, timeout=20) as sock:
+        sock.sendall(b"POST /testapp/http/echo HTTP/1.1\r\n" + HOST + b"Content-Length: 100\r\n\r\n"
+                     + b"x" * 10)
+        data = _read_to_eof(sock, timeout=20)
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    assert data.count(b"HTTP/1.1 ") == 1

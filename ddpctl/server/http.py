@@ -248,6 +248,7 @@ class HTTPConnection:
         self._head_only = False
         self._request_line = ""
         self._started = 0.0
+        self._refused: RequestRefused | None = None  # the request body could not be read
         self.server_accepted = time.monotonic()
 
     # -- the loop -----------------------------------------------------------------------
@@ -384,7 +385,9 @@ class HTTPConnection:
         return False
 
     def _refuse(self, exc: RequestRefused) -> None:
-        logger.info("refused a request from %s: %s", self._client(), exc)
+        # A timeout is what every idle client gets (slowloris: thousands): debug only.
+        logger.log(logging.DEBUG if exc.status == 408 else logging.INFO, "refused a request from %s: %s",
+                   self._client(), exc)
         body = f"{exc.reason}\n".encode()
         head = (f"HTTP/1.1 {exc.status} {_REASONS.get(exc.status, 'Error')}\r\n"
                 f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
@@ -489,7 +492,8 @@ class HTTPConnection:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 self.close_connection = True
-                raise RequestRefused(exc.error_status_hint, str(exc)) from None
+                self._refused = RequestRefused(exc.error_status_hint, str(exc))
+                raise self._refused from None
             if isinstance(event, h11.Data):
                 return bytes(event.data)
             if event is not h11.NEED_DATA:
@@ -498,7 +502,8 @@ class HTTPConnection:
                 conn.receive_data(self._recv(time.monotonic() + self.limits.body_timeout))
             except TimeoutError:
                 self.close_connection = True
-                raise RequestRefused(408, "request body not received in time") from None
+                self._refused = RequestRefused(408, "request body not received in time")
+                raise self._refused from None
 
     def handle_request(self, environ: dict[str, Any]) -> None:
         """Answer one request: the WSGI application, or a subclass's own handling."""
@@ -510,6 +515,7 @@ class HTTPConnection:
         """Call ``app`` (WSGI) and stream its response; log one access line."""
         self._status, self._headers, self._headers_sent = None, [], False
         self._response_length = 0
+        self._refused = None
         self._head_only = environ["REQUEST_METHOD"] == "HEAD"
         result: Any = None
         try:
@@ -560,6 +566,8 @@ class HTTPConnection:
         if isinstance(result, (list, tuple)) and len(result) == 1 and self._status is not None \
                 and not any(name.lower() == "content-length" for name, _ in self._headers):
             self._headers.append(("Content-Length", str(len(result[0]))))
+        if self._head_only and isinstance(result, FileWrapper):
+            result = ()  # HEAD: the headers say it all; do not read the file for nothing
         for chunk in result:
             if chunk:
                 self._write(chunk)
@@ -571,6 +579,10 @@ class HTTPConnection:
         """Send a body chunk (the headers first, once); ``_ClientGone`` if that fails."""
         out = b""
         if not self._headers_sent:
+            if self._refused is not None:
+                # The body could not be read (the application answered its own error,
+                # e.g. Django's 500): the refusal is the answer.
+                raise self._refused
             if self._status is None:
                 raise AssertionError("the application wrote before start_response")
             code, _, reason = self._status.partition(" ")
