@@ -662,6 +662,10 @@ class HTTPServer(StreamServer):
 
     def handle(self, client: socket.socket, address: Any) -> None:
         accepted = time.monotonic()
+        if client.family in (socket.AF_INET, socket.AF_INET6):
+            # Each write goes out at once (a streamed chunk must not wait for the ACK of
+            # the previous one, Nagle's algorithm), as node and uvicorn do.
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock = client
         if self._ssl_context is not None:
             try:
@@ -676,6 +680,8 @@ class HTTPServer(StreamServer):
         self.connections.add(connection)
         try:
             connection.run()
+        except Exception:
+            error_log.exception("the connection from %s failed", address)
         finally:
             self.connections.discard(connection)
 
