@@ -461,3 +461,26 @@ def test_a_stalled_request_body_gets_408_after_the_body_timeout(start_server):
         data = _read_to_eof(sock, timeout=20)
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert data.count(b"HTTP/1.1 ") == 1
+
+
+def test_serve_raises_its_soft_open_file_limit_to_the_hard_limit(start_server):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 1024:
+        pytest.skip(f"hard limit {hard}: nothing to raise to")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by the server
+    try:
+        server = start_server()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with open(f"/proc/{server.process.pid}/limits") as limits:
+        line = next(line for line in limits if line.startswith("Max open files"))
+    assert line.split()[3:5] == [str(hard), str(hard)], line
+
+
+def test_a_stream_that_fails_midway_is_cut_without_its_last_chunk(server):
+    """The client must not take a broken response for a complete one."""
+    with _connect(server) as sock:
+        sock.sendall(b"GET /testapp/http/stream-db?chunks=5&fail=3 HTTP/1.1\r\n" + HOST + b"\r\n")
+        data = _read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 200 ") and b"\r\n3\n\r\n" in data
+    assert not data.endswith(b"0\r\n\r\n")

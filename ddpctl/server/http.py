@@ -537,15 +537,14 @@ class HTTPConnection:
         except Exception:
             self.close_connection = True
             error_log.exception("error answering %s", self._request_line)
-            if not self._headers_sent:
-                body = b"Internal Server Error\n"
-                self._status, self._headers = "500 Internal Server Error", [
-                    ("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
-                    ("Connection", "close")]
+            if not self._headers_sent:  # written here, not through h11: it may be the culprit
+                self._status, self._headers_sent = "500 Internal Server Error", True
+                body = b"" if self._head_only else b"Internal Server Error\n"
+                self._response_length = len(body)
                 try:
-                    self._write(body)
-                    self._send_raw(self.h11.send(h11.EndOfMessage()))
-                except (_ClientGone, h11.LocalProtocolError):
+                    self._send_raw(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                                   b"Content-Length: 22\r\nConnection: close\r\n\r\n" + body)
+                except _ClientGone:
                     pass  # nothing more can be told to this client
         self._log_access((self._status or "000").split()[0], self._response_length)
 

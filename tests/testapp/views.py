@@ -53,10 +53,15 @@ def http_sse(request: HttpRequest) -> StreamingHttpResponse:
 
 
 def http_stream_db(request: HttpRequest) -> StreamingHttpResponse:
-    """A streaming body whose every chunk runs a query (``?chunks=N``)."""
+    """A streaming body whose every chunk runs a query (``?chunks=N``); ``?fail=I`` raises
+    before chunk I."""
+
+    fail_at = int(request.GET.get("fail", "-1"))
 
     def rows():
         for i in range(int(request.GET.get("chunks", "3"))):
+            if i == fail_at:
+                raise RuntimeError("the stream broke")
             with connection.cursor() as cursor:
                 cursor.execute("SELECT %s + 1", [i])
                 yield f"{cursor.fetchone()[0]}\n".encode()
