@@ -13,6 +13,8 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
+import subprocess
 import time
 
 import h11
@@ -484,3 +486,20 @@ def test_a_stream_that_fails_midway_is_cut_without_its_last_chunk(server):
         data = _read_to_eof(sock)
     assert data.startswith(b"HTTP/1.1 200 ") and b"\r\n3\n\r\n" in data
     assert not data.endswith(b"0\r\n\r\n")
+
+
+def test_tls_handshake_counts_against_the_header_timeout(start_server, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = start_server("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--header-timeout", "1")
+    with _connect(server, timeout=20) as silent:  # never says hello
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        with context.wrap_socket(_connect(server), server_hostname="127.0.0.1") as sock:
+            sock.sendall(b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + b"\r\n")
+            [(response, _)] = _responses(sock, 1)
+        assert response.status_code == 200
+        assert dict(response.headers)[b"x-scheme"] == b"https"
+        assert _read_to_eof(silent) == b""  # closed by the server

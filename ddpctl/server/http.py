@@ -34,12 +34,14 @@ it: nothing sent after a refused request is read as another request.
 Timeouts (:class:`HTTPLimits`): the request head must arrive within ``header_timeout``
 seconds of the connection (or of the first byte of a kept-alive connection's next
 request); a kept-alive connection idle for ``keepalive_timeout`` is closed; reading a
-request body fails after ``body_timeout`` seconds without a byte; a response write that
-makes no progress for ``send_timeout`` seconds drops the connection.  The TLS handshake
+request body fails after ``body_timeout`` seconds without a byte; a response that does
+not get 64 KiB further within ``send_timeout`` seconds drops the connection.  The TLS handshake
 counts against the header timeout.
 
-WSGI details: ``wsgi.input`` reads the body through h11 (``Content-Length`` or chunked;
-``wsgi.input_terminated`` is true); the first read answers ``Expect: 100-continue``;
+WSGI details: ``wsgi.input`` reads a ``Content-Length`` body through h11 as the
+application asks (the first read answers ``Expect: 100-continue``); a chunked body is
+read whole before the application runs (1 MiB in memory, the rest in a temporary file)
+and handed on with its ``CONTENT_LENGTH``, since Django reads no body without one;
 ``wsgi.file_wrapper`` streams a file in blocks of at least 64 KiB; a response without
 ``Content-Length`` is sent chunked to HTTP/1.1 clients (HTTP/1.0: until close), except a
 one-element list, whose length is known; HEAD gets the headers of the GET response and no
@@ -71,6 +73,7 @@ error_log = logging.getLogger("ddpctl.server.error")
 access_log = logging.getLogger("ddpctl.access")
 
 _READ_SIZE = 65536
+_SEND_SLICE = 65536  # bytes written within one send timeout
 _FILE_BLOCK = 65536
 _DRAIN_LIMIT = 65536  # unread request body bytes read and dropped to keep a connection alive
 _SPOOL_IN_MEMORY = 1 << 20  # bytes of a chunked request body kept in memory
@@ -364,7 +367,8 @@ class HTTPConnection:
             raise
         body.seek(0)
         environ["wsgi.input"] = body
-        environ["CONTENT_LENGTH"] = str(size)
+        environ["CONTENT_LENGTH"] = str(size)  # and no more chunked framing, as nginx forwards it
+        del environ["HTTP_TRANSFER_ENCODING"]
 
     def _next_cycle(self) -> bool:
         """Ready for the next request on this connection?"""
@@ -598,9 +602,16 @@ class HTTPConnection:
             self._send_raw(out)
 
     def _send_raw(self, data: bytes) -> None:
+        """Write ``data`` in slices of 64 KiB, each within ``send_timeout`` (a slow but
+        steady reader of a large chunk is not cut; one that stops reading is)."""
         try:
             self.socket.settimeout(self.limits.send_timeout)
-            self.socket.sendall(data)
+            if len(data) <= _SEND_SLICE:
+                self.socket.sendall(data)
+                return
+            view = memoryview(data)
+            for start in range(0, len(view), _SEND_SLICE):
+                self.socket.sendall(view[start:start + _SEND_SLICE])
         except OSError as exc:
             raise _ClientGone(str(exc) or type(exc).__name__) from None
 

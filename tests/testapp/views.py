@@ -21,6 +21,7 @@ def http_echo(request: HttpRequest) -> HttpResponse:
     body = request.body
     response = HttpResponse(f"{len(body)} {hashlib.sha256(body).hexdigest()}", content_type="text/plain")
     response["X-Method"] = request.method
+    response["X-Scheme"] = request.scheme
     return response
 
 
