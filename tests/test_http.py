@@ -343,13 +343,14 @@ def _rss(pid: int) -> int:
 
 
 def test_slow_readers_of_a_large_file_keep_memory_bounded(start_server, tmp_path):
+    """... and hold no database connection (the view's went back when it returned)."""
     size = 64 << 20
     big = tmp_path / "big.bin"
     with big.open("wb") as f:
         block = hashlib.sha256(b"seed").digest() * 2048  # 64 KiB
         for _ in range(size // len(block)):
             f.write(block)
-    server = start_server(env={"DDPCTL_TEST_BIG_FILE": str(big)})
+    server = start_server("--db-connections", "1", env={"DDPCTL_TEST_BIG_FILE": str(big)})
     with _connect(server) as sock:  # warm up: Django's first request imports and allocates
         sock.sendall(b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + b"\r\n")
         _responses(sock, 1)
@@ -370,6 +371,11 @@ def test_slow_readers_of_a_large_file_keep_memory_bounded(start_server, tmp_path
         growth = _rss(server.process.pid) - before
         print(f"server RSS growth with 5 slow readers: {growth / 2**20:.1f} MiB")
         assert growth < 64 << 20, f"RSS grew by {growth >> 20} MiB with 5 slow readers"
+        # The views' database connection (the only one) is not held by the slow readers.
+        with _connect(server) as sock:
+            sock.sendall(b"GET /testapp/pg-sleep/0 HTTP/1.1\r\n" + HOST + b"\r\n")
+            [(response, _)] = _responses(sock, 1)
+        assert response.status_code == 200
     # And a reader that reads it all gets the whole file, intact.
     with _connect(server, timeout=30) as sock:
         sock.sendall(b"GET /testapp/http/file HTTP/1.1\r\n" + HOST + b"\r\n")

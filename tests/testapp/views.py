@@ -71,5 +71,8 @@ def http_stream_db(request: HttpRequest) -> StreamingHttpResponse:
 
 
 def http_file(request: HttpRequest) -> FileResponse:
-    """The file named by the server's ``DDPCTL_TEST_BIG_FILE`` environment variable."""
+    """The file named by the server's ``DDPCTL_TEST_BIG_FILE`` environment variable, after a
+    query (as a permission check would)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
     return FileResponse(open(os.environ["DDPCTL_TEST_BIG_FILE"], "rb"))
