@@ -169,16 +169,16 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
 @click.option("--header-timeout", type=Seconds(min=0.1), default=10.0, show_default=True,
               envvar="DDPCTL_HEADER_TIMEOUT", metavar="SECONDS",
               help="An HTTP request's head must arrive within this many seconds of the connection (or "
-                   "of its first byte on a kept-alive connection); else the connection is closed "
-                   "(slowloris).  Includes the TLS handshake.  [env: DDPCTL_HEADER_TIMEOUT]")
+                   "of its first byte on a kept-alive connection); else 408 and the connection is "
+                   "closed (slowloris).  Includes the TLS handshake.  [env: DDPCTL_HEADER_TIMEOUT]")
 @click.option("--keepalive-timeout", type=Seconds(min=0.1), default=5.0, show_default=True,
               envvar="DDPCTL_KEEPALIVE_TIMEOUT", metavar="SECONDS",
               help="Close a kept-alive HTTP connection idle this long between requests.  "
                    "[env: DDPCTL_KEEPALIVE_TIMEOUT]")
 @click.option("--body-timeout", type=Seconds(min=0.1), default=30.0, show_default=True,
               envvar="DDPCTL_BODY_TIMEOUT", metavar="SECONDS",
-              help="Fail reading an HTTP request body when no byte of it comes for this long.  "
-                   "[env: DDPCTL_BODY_TIMEOUT]")
+              help="An HTTP request body of which no byte comes for this long gets 408 and its "
+                   "connection closed.  [env: DDPCTL_BODY_TIMEOUT]")
 @click.option("--max-request-line", type=click.IntRange(min=256), default=8192, show_default=True,
               envvar="DDPCTL_MAX_REQUEST_LINE", metavar="BYTES",
               help="Longest HTTP request line (method, URL, version); longer gets 414.  "
