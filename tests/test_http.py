@@ -509,3 +509,16 @@ def test_tls_handshake_counts_against_the_header_timeout(start_server, tmp_path)
         assert response.status_code == 200
         assert dict(response.headers)[b"x-scheme"] == b"https"
         assert _read_to_eof(silent) == b""  # closed by the server
+
+
+def test_environ_headers_and_path(server):
+    """Repeated fields joined with ", "; a name with "_" dropped (it would pose as "-");
+    PATH_INFO percent-decoded as latin-1 (PEP 3333), which Django reads back as UTF-8."""
+    with _connect(server) as sock:
+        sock.sendall(b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + b"X-Test: a\r\nX-Test: b\r\n\r\n"
+                     b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + b"X_Test: spoofed\r\n\r\n"
+                     b"GET /testapp/http/path/caf%C3%A9%20%2F%3F/x?q=1 HTTP/1.1\r\n" + HOST + b"\r\n")
+        (joined, _), (dropped, _), (path, body) = _responses(sock, 3)
+    assert dict(joined.headers)[b"x-test"] == b"a, b"
+    assert dict(dropped.headers)[b"x-test"] == b"-"
+    assert path.status_code == 200 and body.decode() == "café /?/x"

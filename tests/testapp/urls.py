@@ -8,5 +8,6 @@ urlpatterns = [
     path("testapp/http/sse", views.http_sse),
     path("testapp/http/stream-db", views.http_stream_db),
     path("testapp/http/file", views.http_file),
+    path("testapp/http/path/<path:rest>", views.http_path),
     path("", include("bookstore.urls")),
 ]

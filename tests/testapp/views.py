@@ -22,6 +22,7 @@ def http_echo(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(f"{len(body)} {hashlib.sha256(body).hexdigest()}", content_type="text/plain")
     response["X-Method"] = request.method
     response["X-Scheme"] = request.scheme
+    response["X-Test"] = request.META.get("HTTP_X_TEST", "-")
     return response
 
 
@@ -76,3 +77,8 @@ def http_file(request: HttpRequest) -> FileResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return FileResponse(open(os.environ["DDPCTL_TEST_BIG_FILE"], "rb"))
+
+
+def http_path(request: HttpRequest, rest: str) -> HttpResponse:
+    """The decoded path below ``testapp/http/path/``, as Django saw it."""
+    return HttpResponse(rest.encode("utf-8"), content_type="text/plain; charset=utf-8")
