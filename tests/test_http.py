@@ -121,7 +121,6 @@ SMUGGLING = {
     "bare LF": b"GET /testapp/http/echo HTTP/1.1\n" + HOST + b"X: y\n\n",
     "bare CR": b"GET /testapp/http/echo HTTP/1.1\r\n" + b"Host: 127.0.0.1\rX: y\r\n\r\n",
     "invalid header name": b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + b"X A: b\r\n\r\n",
-    "control character in value": b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + b"X: a\x01b\r\n\r\n",
     "NUL in value": b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + b"X: a\x00b\r\n\r\n",
     "two Host": b"GET /testapp/http/echo HTTP/1.1\r\n" + HOST + HOST + b"\r\n",
     "no Host": b"GET /testapp/http/echo HTTP/1.1\r\n\r\n",

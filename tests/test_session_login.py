@@ -108,7 +108,8 @@ def test_other_cookies_do_not_log_in(session_server, sessions):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=st.text(st.characters(codec="ascii", exclude_characters=";,\r\n\x00"), max_size=60))
+# VT and FF are not allowed in a header value at all (RFC 9110 5.5): the HTTP layer answers 400.
+@given(key=st.text(st.characters(codec="ascii", exclude_characters=";,\r\n\x00\x0b\x0c"), max_size=60))
 def test_random_session_keys_never_log_in(session_server, sessions, key):
     assert user_of(session_server.ws_url, f"{sessions['valid']['name']}={key}") is None
 

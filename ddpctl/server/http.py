@@ -20,10 +20,12 @@ differently would let a second request be smuggled in the first one's body):
 * obsolete line folding (RFC 9112 5.2 lets a server reject it; h11 joins the lines);
 * a bare LF as a line end in the head (h11 accepts it, RFC 9112 2.2 allows it; a proxy
   that does not may see other headers);
-* control characters other than HTAB in a header value (RFC 9110 5.5);
 * a header name with ``_``: dropped, not refused (``X_Forwarded_For`` would become the
   same WSGI key as ``X-Forwarded-For``; nginx and gunicorn drop them too);
 * a version other than HTTP/1.0 or 1.1: 505;
+* (kept, like h11 does: control characters other than NUL, CR and LF in a header value,
+  which RFC 9110 5.5 lets a recipient retain; they cannot change the framing, and clients
+  send them in cookies);
 * the request line over ``max_request_line`` bytes: 414; the head over
   ``max_header_size`` bytes or with more than ``max_headers`` fields: 431 (h11's own
   limit applies only to a head that arrives in pieces).
@@ -80,7 +82,6 @@ _SPOOL_IN_MEMORY = 1 << 20  # bytes of a chunked request body kept in memory
 _LINGER = 1.0  # seconds a refused request's remaining bytes are read before the close
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-_CTL_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 StartResponse = Callable[..., Any]
 
 
@@ -154,8 +155,6 @@ def check_head(head: bytes, limits: HTTPLimits) -> None:
         if line[:1] in (b" ", b"\t"):
             raise RequestRefused(400, "obsolete line folding")
         name, _, value = line.partition(b":")
-        if _CTL_IN_VALUE.search(value):
-            raise RequestRefused(400, "control character in a header value")
         name = name.lower()
         if name == b"content-length":
             content_length += 1
