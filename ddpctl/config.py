@@ -108,6 +108,7 @@ class ServeConfig:
     max_request_line: int = 8192  # longer: 414
     max_header_size: int = 16384  # a longer request head: 431
     max_headers: int = 100  # more header fields: 431
+    max_chunked_body: int = 100 << 20  # a larger chunked request body (buffered whole): 413
 
     @property
     def scheme(self) -> str:

@@ -523,3 +523,19 @@ def test_environ_headers_and_path(server):
     assert dict(joined.headers)[b"x-test"] == b"a, b"
     assert dict(dropped.headers)[b"x-test"] == b"-"
     assert path.status_code == 200 and body.decode() == "café /?/x"
+
+
+def test_a_chunked_body_over_its_limit_gets_413(start_server):
+    server = start_server("--max-chunked-body", "64K")
+    chunk = b"q" * 8192
+    with _connect(server) as sock:
+        sock.sendall(b"POST /testapp/http/echo HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(12):  # 96 KiB
+                sock.sendall(b"2000\r\n" + chunk + b"\r\n")
+            sock.sendall(b"0\r\n\r\n" + NEXT)
+        except OSError:
+            pass  # closed while we were still sending: the answer is waiting
+        data = _read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 413 "), data[:200]
+    assert data.count(b"HTTP/1.1 ") == 1

@@ -190,6 +190,11 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
 @click.option("--max-headers", type=click.IntRange(min=8), default=100, show_default=True,
               envvar="DDPCTL_MAX_HEADERS", metavar="N",
               help="Most header fields in an HTTP request; more gets 431.  [env: DDPCTL_MAX_HEADERS]")
+@click.option("--max-chunked-body", default="100M", show_default=True, callback=_size,
+              envvar="DDPCTL_MAX_CHUNKED_BODY", metavar="BYTES",
+              help="Largest chunked HTTP request body (K, M, G suffixes); it is read whole, to memory "
+                   "and then a temporary file, before the view runs; larger gets 413.  Minimum 64K.  "
+                   "[env: DDPCTL_MAX_CHUNKED_BODY]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -202,7 +207,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
           header_timeout: float, keepalive_timeout: float, body_timeout: float, max_request_line: int,
-          max_header_size: int, max_headers: int, legacy_server_id: bool) -> None:
+          max_header_size: int, max_headers: int, max_chunked_body: int, legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -228,7 +233,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
         legacy_server_id=legacy_server_id, allowed_origins=allowed_origins,
         header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, body_timeout=body_timeout,
-        max_request_line=max_request_line, max_header_size=max_header_size, max_headers=max_headers)
+        max_request_line=max_request_line, max_header_size=max_header_size, max_headers=max_headers,
+        max_chunked_body=max_chunked_body)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context

@@ -42,8 +42,9 @@ counts against the header timeout.
 
 WSGI details: ``wsgi.input`` reads a ``Content-Length`` body through h11 as the
 application asks (the first read answers ``Expect: 100-continue``); a chunked body is
-read whole before the application runs (1 MiB in memory, the rest in a temporary file)
-and handed on with its ``CONTENT_LENGTH``, since Django reads no body without one;
+read whole before the application runs (1 MiB in memory, the rest in a temporary file;
+over ``max_chunked_body`` bytes: 413) and handed on with its ``CONTENT_LENGTH``, since
+Django reads no body without one;
 ``wsgi.file_wrapper`` streams a file in blocks of at least 64 KiB; a response without
 ``Content-Length`` is sent chunked to HTTP/1.1 clients (HTTP/1.0: until close), except a
 one-element list, whose length is known; HEAD gets the headers of the GET response and no
@@ -96,6 +97,7 @@ class HTTPLimits:
     max_request_line: int = 8192
     max_header_size: int = 16384
     max_headers: int = 100
+    max_chunked_body: int = 100 << 20  # a chunked request body is buffered; larger: 413
 
 
 class RequestRefused(Exception):
@@ -360,6 +362,8 @@ class HTTPConnection:
                 if data is None:
                     break
                 size += len(data)
+                if size > self.limits.max_chunked_body:
+                    raise RequestRefused(413, "chunked request body too large")
                 body.write(data)
         except BaseException:
             body.close()

@@ -115,7 +115,8 @@ class DDPServer:
         limits = HTTPLimits(header_timeout=config.header_timeout, keepalive_timeout=config.keepalive_timeout,
                             body_timeout=config.body_timeout, send_timeout=config.send_timeout,
                             max_request_line=config.max_request_line,
-                            max_header_size=config.max_header_size, max_headers=config.max_headers)
+                            max_header_size=config.max_header_size, max_headers=config.max_headers,
+                            max_chunked_body=config.max_chunked_body)
         self._sockets = sockets
         self._servers: list[HTTPServer] = []
         for sock in sockets:
