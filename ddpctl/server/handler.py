@@ -16,6 +16,7 @@ from gevent import pywsgi
 
 from . import sockjs
 from .connection import DDPConnection, RawTransport, SockJSTransport
+from .deflate import negotiate
 from .websocket import WebSocket, accept_key
 
 if TYPE_CHECKING:
@@ -67,14 +68,18 @@ class DDPHandler(pywsgi.WSGIHandler):
             return self._reply("400 Bad Request", b"Missing Sec-WebSocket-Key")
         if ddp.draining:
             return self._reply("503 Service Unavailable", b"Server shutting down")
-        self.start_response("101 Switching Protocols", [
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(key))])
+        headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                   ("Sec-WebSocket-Accept", accept_key(key))]
+        offer = env.get("HTTP_SEC_WEBSOCKET_EXTENSIONS") if ddp.config.websocket_compression else None
+        extensions, deflate = negotiate(offer) or (None, None)
+        if extensions:
+            headers.append(("Sec-WebSocket-Extensions", extensions))
+        self.start_response("101 Switching Protocols", headers)
         self.write(b"")  # sends the 101 headers
         self.close_connection = True  # after the WebSocket, no more HTTP on this socket
         limit = ddp.config.max_frame_size
         ws = WebSocket(self.rfile.read1, self.socket.send, self.socket,
-                       limit if route == "raw" else sockjs.frame_limit(limit))
+                       limit if route == "raw" else sockjs.frame_limit(limit), deflate)
         transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws, limit)
         DDPConnection(ddp, transport, env).run()
 
