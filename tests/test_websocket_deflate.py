@@ -26,6 +26,7 @@ from ddpctl.server.deflate import (
     InboundDeflate,
     negotiate,
 )
+from ddpctl.server.websocket import WebSocket
 
 JS = Path(__file__).resolve().parent / "js"
 ACCEPTED = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
@@ -136,6 +137,23 @@ def test_frames_inflate_to_exactly_the_texts(texts, window_bits, client_keeps_co
         else:
             got = payload
         assert got.decode() == text
+
+
+@settings(max_examples=40, deadline=None)
+@given(texts, st.sampled_from([None, "permessage-deflate", "permessage-deflate; server_max_window_bits=9",
+                               "permessage-deflate; client_max_window_bits; server_max_window_bits=12"]))
+def test_websocket_sends_what_its_negotiated_params_allow(texts, offer):
+    """``WebSocket.send_many``: RSV1 only when deflate was agreed, within the agreed window."""
+    sent: list[bytes] = []
+    agreed = negotiate(offer)
+    params = agreed[1] if agreed else None
+    ws = WebSocket(lambda n: b"", lambda view: sent.append(bytes(view)) or len(view), None, 1 << 20, params)
+    ws.send_many(texts)
+    frames = parse_frames(b"".join(sent))
+    for text, (rsv1, _, payload) in zip(texts, frames, strict=True):
+        assert not rsv1 or params is not None
+        bits = params.server_max_window_bits if params else 15
+        assert (inflate(payload, zlib.decompressobj(-bits)) if rsv1 else payload) == text.encode()
 
 
 def test_fan_out_compresses_once():
