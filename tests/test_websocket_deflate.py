@@ -401,7 +401,7 @@ def test_decompression_bomb_closes_with_1009_cheaply(start_server):
 
 @pytest.mark.parametrize("args, env", [
     (["--no-websocket-compression"], {}),
-    ([], {"DDPCTL_WEBSOCKET_COMPRESSION": "false"}),
+    ([], {"DDPCTL_WEBSOCKET_COMPRESSION": "0"}),
     ([], {"SERVER_WEBSOCKET_COMPRESSION": "0"}),
 ])
 def test_compression_can_be_turned_off(start_server, args, env):
