@@ -165,6 +165,15 @@ def test_fan_out_compresses_once():
     assert parse_frames(frames.pop())[0][0]  # RSV1
 
 
+def test_cache_keeps_what_is_used():
+    compressor = FrameCompressor(max_entries=10, max_bytes=1 << 20)
+    popular = "popular " * 40
+    for i in range(100):
+        compressor.frame(popular)
+        compressor.frame(f"{i:05d}" + "x" * 1000)
+    assert compressor.compressed == 101  # the popular text once, each other once
+
+
 def test_cache_stays_bounded():
     compressor = FrameCompressor(max_entries=10, max_bytes=40_000)
     for i in range(500):
@@ -403,6 +412,7 @@ def test_decompression_bomb_closes_with_1009_cheaply(start_server):
     (["--no-websocket-compression"], {}),
     ([], {"DDPCTL_WEBSOCKET_COMPRESSION": "0"}),
     ([], {"SERVER_WEBSOCKET_COMPRESSION": "0"}),
+    ([], {"SERVER_WEBSOCKET_COMPRESSION": "null"}),
 ])
 def test_compression_can_be_turned_off(start_server, args, env):
     live = start_server(*args, env=env)
@@ -413,6 +423,12 @@ def test_compression_can_be_turned_off(start_server, args, env):
     assert client.message()[1]["msg"] == "connected"
     rsv1, result = client.until("result")
     assert not rsv1 and result["result"] == ["x y z " * 100]
+
+
+@pytest.mark.parametrize("value", ["{}"])  # falsy in Python, truthy in JavaScript
+def test_meteor_variable_with_a_truthy_value_keeps_it_on(start_server, value):
+    live = start_server(env={"SERVER_WEBSOCKET_COMPRESSION": value})
+    assert RawClient(live.port).headers["sec-websocket-extensions"] == ACCEPTED
 
 
 def test_npm_ws_client_negotiates_and_receives_compressed_data(server, sql, clean):

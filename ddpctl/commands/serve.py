@@ -56,17 +56,21 @@ def _allowed_origins(ctx: click.Context, param: click.Parameter, values: tuple[s
 
 def _websocket_compression(ctx: click.Context, param: click.Parameter, value: bool | None) -> bool:
     """The option (or DDPCTL_WEBSOCKET_COMPRESSION), else Meteor's SERVER_WEBSOCKET_COMPRESSION
-    (JSON: a falsy value such as ``0`` or ``false`` turns compression off, as in Meteor's
-    stream_server.js; its deflate settings are not used), else on."""
+    (JSON: a value JavaScript finds falsy, ``0``, ``false``, ``null`` or ``""``, turns
+    compression off, as in Meteor's stream_server.js; any other is on, its deflate settings
+    unused), else on."""
     if value is not None:
         return value
     meteor = os.environ.get("SERVER_WEBSOCKET_COMPRESSION")
     if meteor is None:
         return True
     try:
-        return bool(json.loads(meteor))
+        value = json.loads(meteor)
     except ValueError:
         raise click.BadParameter(f"SERVER_WEBSOCKET_COMPRESSION={meteor!r} is not JSON") from None
+    # JavaScript's falsy JSON values; any object (even {}) or array turns it on
+    return not (value is None or value is False or value == ""
+                or (type(value) in (int, float) and value == 0))
 
 
 def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: int | None) -> None:

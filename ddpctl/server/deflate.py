@@ -158,12 +158,14 @@ class FrameCompressor:
     Each text is deflated on its own (no context takeover), with the flush's trailing
     ``00 00 ff ff`` removed (RFC 7692 7.2.1); if that is not smaller than the text, the frame
     is a plain one.  Finished frames of texts of at least :data:`COMPRESSION_THRESHOLD`
-    characters are kept in a FIFO cache of at most ``max_entries`` frames and ``max_bytes``
-    bytes (text plus frame), keyed by the text: the fan-out of one DDP message (the same
-    ``str`` for every session) finds it there and costs a dict lookup per client.
+    characters are kept in a least-recently-used cache of at most ``max_entries`` frames and
+    ``max_bytes`` bytes (text plus frame; a text over an eighth of it is not kept), keyed by
+    the text: the fan-out of one DDP message (the same ``str`` for every session) finds it
+    there and costs a dict lookup per client, and so do the documents of a publication
+    that client after client subscribes to, while they fit.
     """
 
-    def __init__(self, window_bits: int = 15, max_entries: int = 4096, max_bytes: int = 16 << 20,
+    def __init__(self, window_bits: int = 15, max_entries: int = 32768, max_bytes: int = 16 << 20,
                  threshold: int = COMPRESSION_THRESHOLD) -> None:
         self.window_bits = window_bits
         self.threshold = threshold
@@ -179,13 +181,14 @@ class FrameCompressor:
         ``str.encode``)."""
         if len(text) < self.threshold:
             return _plain_frame(text.encode())
-        cached = self._cache.get(text)
+        cache = self._cache
+        cached = cache.pop(text, None)
         if cached is not None:
+            cache[text] = cached  # most recently used last: eviction takes the oldest first
             return cached
         frame = self._compress(text.encode())
         size = len(text) + len(frame)
         if size <= self._max_bytes // 8:
-            cache = self._cache
             while cache and (len(cache) >= self._max_entries or self._bytes + size > self._max_bytes):
                 old = next(iter(cache))
                 self._bytes -= len(old) + len(cache.pop(old))
