@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,6 +303,24 @@ def send_path_cost(books: list) -> None:
     miss = per_text(compressor.frame)
     hit = per_text(compressor.frame)
     over = sum(len(t) >= COMPRESSION_THRESHOLD for t in texts)
+    rng = random.Random(5)
+    samples = texts + [stringify({"msg": "changed", "collection": "bookstore.book", "id": str(rng.randrange(10**5)),
+                                  "fields": field}) for field in
+                       [{"pages": rng.randint(1, 999)} for _ in range(2000)]
+                       + [{"title": words(rng, 1, 12).title()} for _ in range(2000)]]
+    sizes: dict[int, list[int]] = {}
+    for text in samples:
+        payload = text.encode()
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+        compressed = len(deflater.compress(payload) + deflater.flush(zlib.Z_SYNC_FLUSH)) - 4
+        bucket = next(b for b in (64, 96, 128, 192, 256, 384, 512, 1 << 30) if len(payload) < b)
+        totals = sizes.setdefault(bucket, [0, 0, 0])
+        totals[0] += 1
+        totals[1] += len(payload)
+        totals[2] += compressed
+    print("deflate saving by message size (each message alone, level 6): " + "; ".join(
+        f"{'>=' + str(prev) if bucket == 1 << 30 else '<' + str(bucket)} B: {1 - c / b:.0%} (n={n})"
+        for prev, (bucket, (n, b, c)) in zip([0, *sorted(sizes)], sorted(sizes.items()), strict=False)))
     print(f"\nframe building per 'added' message ({len(texts):,}, {over / len(texts):.0%} at or over the "
           f"{COMPRESSION_THRESHOLD}-character threshold): plain {plain:.1f} us; compressed: first client "
           f"{miss:.1f} us, every other client (cache hit) {hit:.1f} us")

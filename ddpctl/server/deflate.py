@@ -8,10 +8,11 @@ Sending.  The server always answers with ``server_no_context_takeover`` (a serve
 to any accepted offer, RFC 7692 7.1.1.1): each message is then compressed on its own, so the
 compressed bytes of a DDP message are the same for every client that accepted the same window,
 and a message fanned out to 1,000 clients is compressed once (:class:`FrameCompressor` keeps
-the finished frames of recent texts in a small bounded cache).  Messages shorter than
+the finished frames of recently sent texts in a bounded cache).  Messages shorter than
 :data:`COMPRESSION_THRESHOLD` characters go out uncompressed (RSV1 clear), as other
-permessage-deflate servers do (``ws``: 1 KiB): a deflated DDP message that short saves
-under ~10 % (see ``bench/compression.py``), and the client would still pay for inflating it.
+permessage-deflate servers do (``ws``: 1 KiB): deflate saves a DDP message that short
+about 10 % or less (``bench/compression.py`` prints the saving by size), and the client would
+still pay for inflating it.
 
 Receiving.  The answer also carries ``client_no_context_takeover`` (RFC 7692 7.1.1.2 lets a
 server ask it in any response): the inflater of a client message lives only for that message,
