@@ -245,14 +245,23 @@ def test_compressed_client_messages_inflate(texts, fragments, ping_inside):
     assert got == [t for text in texts for t in (text, text)]
 
 
-def test_a_decompression_bomb_is_refused_after_inflating_the_limit_only():
-    connection, extension = server_side(1 << 20)
-    data = bomb(1024)  # ~1 MiB on the wire, 1 GiB inflated
-    assert len(data) < 1100 << 10
-    connection.receive_data(client_frame(data, rsv1=True))
+@pytest.mark.parametrize("limit, inflated_mib", [
+    (1 << 20, 1024),  # ~1 MiB on the wire, 1 GiB inflated
+    (64 << 10, 1),  # ~1 KiB on the wire (deflate's best is ~1:1032), 1 MiB inflated
+    (1024, 1),
+])
+@pytest.mark.parametrize("fragments", [1, 7])
+def test_a_decompression_bomb_is_refused_after_inflating_the_limit_only(limit, inflated_mib, fragments):
+    connection, extension = server_side(limit)
+    data = bomb(inflated_mib)
+    assert len(data) < 1100 * inflated_mib
+    step = len(data) // fragments + 1
+    for k, i in enumerate(range(0, len(data), step)):
+        connection.receive_data(client_frame(data[i:i + step], rsv1=k == 0, opcode=1 if k == 0 else 0,
+                                             fin=i + step >= len(data)))
     events = list(connection.events())
     assert isinstance(events[-1], CloseConnection) and events[-1].code == 1009
-    assert extension.inflated <= (1 << 20) + 1  # not a byte more than the limit allows
+    assert extension.inflated <= limit + 1  # not a byte more than the limit allows
 
 
 def test_rsv1_on_a_control_frame_or_corrupt_data_fails():

@@ -296,7 +296,8 @@ class InboundDeflate(Extension):
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         inflater = self._inflater
-        assert inflater is not None
+        if inflater is None:  # this message already failed (wsproto stops parsing after it)
+            return CloseReason.MESSAGE_TOO_BIG
         if inflater.eof:  # after a final block (BFINAL) the rest of the message is not deflate data
             return b""
         try:
