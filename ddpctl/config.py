@@ -78,6 +78,8 @@ class ServeConfig:
     log_level: str = "info"
     max_frame_size: int = 1 << 20  # bytes of one DDP message (a raw WebSocket message, or
     # one message of a SockJS frame once unescaped); bigger closes the connection with 1009
+    # permessage-deflate on WebSockets (raw and SockJS), on by default as in Meteor
+    websocket_compression: bool = True
     heartbeat_interval: float = 15.0
     heartbeat_timeout: float = 15.0
     handshake_timeout: float = 45.0

@@ -1,6 +1,7 @@
 """``ddpctl serve``."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -53,6 +54,25 @@ def _allowed_origins(ctx: click.Context, param: click.Parameter, values: tuple[s
         raise click.BadParameter(str(exc)) from None
 
 
+def _websocket_compression(ctx: click.Context, param: click.Parameter, value: bool | None) -> bool:
+    """The option (or DDPCTL_WEBSOCKET_COMPRESSION), else Meteor's SERVER_WEBSOCKET_COMPRESSION
+    (JSON: a value JavaScript finds falsy, ``0``, ``false``, ``null`` or ``""``, turns
+    compression off, as in Meteor's stream_server.js; any other is on, its deflate settings
+    unused), else on."""
+    if value is not None:
+        return value
+    meteor = os.environ.get("SERVER_WEBSOCKET_COMPRESSION")
+    if meteor is None:
+        return True
+    try:
+        value = json.loads(meteor)
+    except ValueError:
+        raise click.BadParameter(f"SERVER_WEBSOCKET_COMPRESSION={meteor!r} is not JSON") from None
+    # JavaScript's falsy JSON values; any object (even {}) or array turns it on
+    return not (value is None or value is False or value == ""
+                or (type(value) in (int, float) and value == 0))
+
+
 def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
     if value is not None:
         # Before logging is configured: straight to stderr.
@@ -85,6 +105,11 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               help="Largest DDP message accepted (a raw WebSocket message, or one message of a SockJS "
                    "frame once unescaped); a bigger one closes that connection with 1009 (message "
                    "too big).  [env: DDPCTL_MAX_FRAME_SIZE]")
+@click.option("--websocket-compression/--no-websocket-compression", default=None,
+              envvar="DDPCTL_WEBSOCKET_COMPRESSION", callback=_websocket_compression,
+              help="permessage-deflate on WebSockets (raw and SockJS) for clients that offer it, "
+                   "as Meteor does.  On by default; SERVER_WEBSOCKET_COMPRESSION=0 (Meteor's "
+                   "variable) also turns it off.  [env: DDPCTL_WEBSOCKET_COMPRESSION]")
 @click.option("--heartbeat-interval", type=Seconds(), default=15.0, show_default=True,
               envvar="DDPCTL_HEARTBEAT_INTERVAL", metavar="SECONDS",
               help="Ping a client idle this long (0 disables).  [env: DDPCTL_HEARTBEAT_INTERVAL]")
@@ -200,7 +225,8 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
 def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
           ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
-          max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
+          max_frame_size: int, websocket_compression: bool, heartbeat_interval: float,
+          heartbeat_timeout: float,
           db_connections: int | None, send_buffer_limit: int, send_timeout: float, receive_queue_size: int,
           receive_queue_bytes: int, max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float,
           node_heartbeat: float,
@@ -226,7 +252,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         return
     config = ServeConfig(
         settings=settings, listen=listen, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-        log_level=log_level, max_frame_size=max_frame_size, heartbeat_interval=heartbeat_interval,
+        log_level=log_level, max_frame_size=max_frame_size, websocket_compression=websocket_compression,
+        heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         send_buffer_limit=send_buffer_limit, send_timeout=send_timeout, receive_queue_size=receive_queue_size,
         receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sockjs
 from .connection import DDPConnection, RawTransport, SockJSTransport
+from .deflate import DeflateParams, negotiate
 from .http import FileWrapper, HTTPConnection
 from .websocket import WebSocket, accept_key
 
@@ -41,11 +42,17 @@ def websocket_route(path: str) -> str | None:
     return None
 
 
-def upgrade_headers(environ: dict[str, Any], key: str) -> list[tuple[str, str]]:
+def upgrade_headers(key: str, extension_offer: str | None = None
+                    ) -> tuple[list[tuple[str, str]], DeflateParams | None]:
     """The headers of the ``101 Switching Protocols`` answer to a WebSocket upgrade
-    (RFC 6455 4.2.2); the one place they are built."""
-    return [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(key))]
+    (RFC 6455 4.2.2), the one place they are built, and the permessage-deflate parameters
+    agreed from ``extension_offer`` (``Sec-WebSocket-Extensions``; ``None``: no compression)."""
+    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+               ("Sec-WebSocket-Accept", accept_key(key))]
+    extensions, deflate = negotiate(extension_offer) or (None, None)
+    if extensions:
+        headers.append(("Sec-WebSocket-Extensions", extensions))
+    return headers, deflate
 
 
 class DDPHandler(HTTPConnection):
@@ -71,10 +78,12 @@ class DDPHandler(HTTPConnection):
             return self._reply("400 Bad Request", b"Missing Sec-WebSocket-Key")
         if ddp.draining:
             return self._reply("503 Service Unavailable", b"Server shutting down")
-        read = self.switch_protocols(upgrade_headers(env, key))  # after it, no more HTTP here
+        offer = env.get("HTTP_SEC_WEBSOCKET_EXTENSIONS") if ddp.config.websocket_compression else None
+        headers, deflate = upgrade_headers(key, offer)
+        read = self.switch_protocols(headers)  # after it, no more HTTP here
         limit = ddp.config.max_frame_size
         ws = WebSocket(read, self.socket.send, self.socket,
-                       limit if route == "raw" else sockjs.frame_limit(limit))
+                       limit if route == "raw" else sockjs.frame_limit(limit), deflate)
         transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws, limit)
         try:
             DDPConnection(ddp, transport, env).run()

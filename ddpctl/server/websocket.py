@@ -5,6 +5,8 @@ The HTTP upgrade is answered through pywsgi's own ``start_response`` (see
 ``max_message_size`` bytes closes the connection with 1009 ("message too big", RFC 6455
 7.4.1) before the payload is even buffered whole.  A binary message is handed on as bytes
 (DDP is text; the session decodes it as UTF-8 and answers ``Bad request`` if it is not).
+With permessage-deflate agreed (``deflate``, see :mod:`ddpctl.server.deflate`) the limit
+applies to the inflated message, and text frames are compressed through a shared cache.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from wsproto.events import (
     Ping,
     TextMessage,
 )
+
+from .deflate import DeflateParams, InboundDeflate, frame_compressor
 
 __all__ = ["WebSocket", "accept_key", "text_frame", "utf8_length", "ConnectionClosed",
            "MESSAGE_TOO_BIG"]
@@ -76,8 +80,11 @@ class ConnectionClosed(Exception):
 
 class WebSocket:
     def __init__(self, read: Callable[[int], bytes], send: Callable[[memoryview], int],
-                 sock: socket.socket | None, max_message_size: int) -> None:
+                 sock: socket.socket | None, max_message_size: int,
+                 deflate: DeflateParams | None = None) -> None:
         """``send`` is a socket's ``send`` (may write part of the data, returns the count).
+
+        ``deflate``: the permessage-deflate parameters agreed in the handshake, or ``None``.
 
         ``sent_at`` is the ``time.monotonic()`` of the last write that moved bytes: a peer
         that stops reading leaves it behind (the connection's send timeout looks at it).
@@ -88,7 +95,9 @@ class WebSocket:
         # The reader answers pings and close frames while the writer may be mid-send.
         self._write_lock = Semaphore()
         self._socket = sock
-        self._ws = Connection(ConnectionType.SERVER)
+        self._ws = Connection(ConnectionType.SERVER,
+                              [InboundDeflate(max_message_size)] if deflate is not None else None)
+        self._frame = frame_compressor(deflate).frame if deflate is not None else None
         self._max = max_message_size
         self._parts: list[str | bytes] = []
         self._size = 0
@@ -156,7 +165,11 @@ class WebSocket:
         """Send each text as its own message, in one socket write."""
         if self.closed:
             raise self.closed
-        self._write(b"".join([text_frame(t.encode()) for t in texts]))
+        frame = self._frame
+        if frame is None:
+            self._write(b"".join([text_frame(t.encode()) for t in texts]))
+        else:
+            self._write(b"".join([frame(t) for t in texts]))
 
     def _write(self, data: bytes) -> None:
         try:
