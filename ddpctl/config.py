@@ -101,6 +101,10 @@ class ServeConfig:
     # Origins allowed on /websocket and /sockjs (``--allowed-origin``); None: the
     # DDPCTL_ALLOWED_ORIGINS setting, else the site's own hosts (ddpctl.origins).
     allowed_origins: list[str] | None = None
+    # Trusted proxies (ddpctl.server.forwarded): the nearest N hops, and hops at these
+    # addresses/CIDRs, may report the client in X-Forwarded-For/-Proto/-Host, Forwarded.
+    forwarded_count: int = 0
+    trusted_proxies: list[str] = field(default_factory=list)
 
     @property
     def scheme(self) -> str:

@@ -53,6 +53,17 @@ def _allowed_origins(ctx: click.Context, param: click.Parameter, values: tuple[s
         raise click.BadParameter(str(exc)) from None
 
 
+def _trusted_proxies(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    from ..server.forwarded import ProxyPolicy
+
+    entries = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    try:
+        ProxyPolicy.parse(0, entries)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return entries
+
+
 def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
     if value is not None:
         # Before logging is configured: straight to stderr.
@@ -166,6 +177,16 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
                    "hosts (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS).  Same-origin pages and clients sending "
                    "no Origin are always allowed; others get 403.  [env: DDPCTL_ALLOWED_ORIGINS, "
                    "space-separated]")
+@click.option("--forwarded-count", type=click.IntRange(min=0), default=0, show_default=True,
+              envvar=["DDPCTL_FORWARDED_COUNT", "HTTP_FORWARDED_COUNT"], metavar="N",
+              help="Trust the N proxies nearest to the server to report the client's address and scheme "
+                   "(X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, Forwarded), like Meteor's "
+                   "HTTP_FORWARDED_COUNT: 1 behind one reverse proxy.  0: the headers are ignored.  "
+                   "[env: DDPCTL_FORWARDED_COUNT or HTTP_FORWARDED_COUNT]")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, envvar="DDPCTL_TRUSTED_PROXIES",
+              metavar="ADDR|CIDR", callback=_trusted_proxies,
+              help="A proxy address or network (repeatable: 10.0.0.0/8, 2001:db8::/32) trusted to report "
+                   "the client, at any distance.  [env: DDPCTL_TRUSTED_PROXIES, comma-separated]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -177,7 +198,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           node_heartbeat: float,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
-          legacy_server_id: bool) -> None:
+          forwarded_count: int, trusted_proxies: list[str], legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -201,7 +222,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         send_buffer_limit=send_buffer_limit, send_timeout=send_timeout, receive_queue_size=receive_queue_size,
         receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
         max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
-        legacy_server_id=legacy_server_id, allowed_origins=allowed_origins)
+        legacy_server_id=legacy_server_id, allowed_origins=allowed_origins,
+        forwarded_count=forwarded_count, trusted_proxies=trusted_proxies)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context
