@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import brotli
 import pytest
+from conftest import SERVER_ARGS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_meteor import BODY, CHROME, HEAD, IE11
@@ -24,6 +25,7 @@ from ddpctl.meteor.bundle import load_bundle
 from ddpctl.meteor.byte_ranges import parse_range
 from ddpctl.meteor.compression import CompressedFiles
 from ddpctl.meteor.writer import write_bundle
+from ddpctl.testing import LiveServer
 
 VIDEO = bytes(range(256)) * 40  # 10 KiB, binary: never compressed
 TEXT = ("".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(400))).encode()
@@ -314,8 +316,32 @@ def http(url, method="GET", headers=None):
         return error.code, error.headers, error.read()
 
 
-def test_live_server(start_server, bundle_dir):
-    server = start_server("--meteor-bundle", str(bundle_dir))
+@pytest.fixture(scope="module")
+def live(bundle_dir, live_database_url):
+    with LiveServer([*SERVER_ARGS, "--meteor-bundle", str(bundle_dir)],
+                    env={"DATABASE_URL": live_database_url}) as server:
+        yield server
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ranges=specs)
+def test_live_ranges_against_the_files_bytes(live, ranges):
+    header = "bytes=" + ",".join(spec_text(s, e) for s, e in ranges)
+    status, headers, body = http(live.url + "/video.mp4", headers={"Range": header})
+    wanted = covered(len(VIDEO), [(s, e) for s, e in ranges if s is None or e is None or s <= e])
+    if not wanted:
+        assert status == 416 and headers["Content-Range"] == f"bytes */{len(VIDEO)}"
+    elif max(wanted) - min(wanted) + 1 == len(wanted):
+        first, last = min(wanted), max(wanted)
+        assert status == 206 and headers["Content-Range"] == f"bytes {first}-{last}/{len(VIDEO)}"
+        assert body == VIDEO[first:last + 1]
+    else:
+        assert status == 200 and body == VIDEO
+
+
+def test_live_server(live):
+    server = live
     status, headers, body = http(server.url + "/video.mp4", headers={"Range": "bytes=0-1"})
     assert status == 206 and body == VIDEO[:2] and headers["Content-Range"] == f"bytes 0-1/{len(VIDEO)}"
     status, headers, body = http(server.url + "/video.mp4", headers={"Range": "bytes=999999-"})
