@@ -105,6 +105,7 @@ class ServeConfig:
     # addresses/CIDRs, may report the client in X-Forwarded-For/-Proto/-Host, Forwarded.
     forwarded_count: int = 0
     trusted_proxies: list[str] = field(default_factory=list)
+    forwarded_header: str = "x-forwarded"  # or "forwarded" (RFC 7239): which family they write
 
     @property
     def scheme(self) -> str:

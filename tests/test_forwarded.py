@@ -18,7 +18,6 @@ from ddpctl.server.forwarded import (
     ProxyPolicy,
     parse_address,
     parse_forwarded,
-    split_list,
 )
 from ddpctl.testing import DDPClient
 
@@ -47,6 +46,7 @@ def forwarded_node(address, port=None):
     return f'"{address}:{port}"' if port is not None else address
 
 
+@settings(deadline=None)
 @given(address=any_ip, port=st.one_of(st.none(), st.integers(0, 65535)))
 def test_addresses_with_ports_and_brackets_parse_to_the_address(address, port):
     assert parse_address(xff_entry(address, port)) == address
@@ -60,6 +60,7 @@ def test_non_addresses_are_refused(value):
     assert parse_address(value) is None
 
 
+@settings(deadline=None)
 @given(peer=any_ip, spoof=spoofed, proto=junk)
 def test_default_trusts_no_header(peer, spoof, proto):
     environ = {"REMOTE_ADDR": peer, "wsgi.url_scheme": "http", "HTTP_X_FORWARDED_FOR": ", ".join(spoof),
@@ -71,6 +72,7 @@ def test_default_trusts_no_header(peer, spoof, proto):
     assert "HTTP_X_FORWARDED_HOST" not in environ  # USE_X_FORWARDED_HOST never sees an untrusted one
 
 
+@settings(deadline=None)
 @given(client=any_ip, proxies=st.lists(any_ip, min_size=1, max_size=4), spoof=spoofed,
        ports=st.booleans(), scheme=st.sampled_from(["http", "https", "HTTPS"]))
 def test_forwarded_count_finds_the_client_whatever_it_spoofs(client, proxies, spoof, ports, scheme):
@@ -87,6 +89,7 @@ def test_forwarded_count_finds_the_client_whatever_it_spoofs(client, proxies, sp
         assert result.client == parse_address(entries[len(entries) - len(proxies)])
 
 
+@settings(deadline=None)
 @given(client=public_ipv4, proxies=st.lists(proxy_ip, min_size=1, max_size=4), spoof=spoofed)
 def test_trusted_networks_walk_back_to_the_first_untrusted_address(client, proxies, spoof):
     entries = [*spoof, client, *proxies[:-1]]
@@ -98,6 +101,7 @@ def test_trusted_networks_walk_back_to_the_first_untrusted_address(client, proxi
     assert policy.resolve("192.0.2.1", {"HTTP_X_FORWARDED_FOR": "10.9.9.9"}).client == "192.0.2.1"
 
 
+@settings(deadline=None)
 @given(client=any_ip, proxies=st.lists(any_ip, min_size=1, max_size=3), spoof=spoofed,
        ports=st.booleans(), scheme=st.sampled_from(["http", "https"]))
 def test_rfc7239_forwarded(client, proxies, spoof, ports, scheme):
@@ -105,24 +109,33 @@ def test_rfc7239_forwarded(client, proxies, spoof, ports, scheme):
     elements = [f"for={forwarded_node(a, 80 if ports else None)};proto={scheme};by=_proxy" for a in seen]
     spoofed_elements = [f"for={json.dumps(s)}" for s in spoof]
     header = ", ".join([*spoofed_elements, *elements])
-    result = ProxyPolicy.parse(len(proxies)).resolve(proxies[-1], {"HTTP_FORWARDED": header,
-                                                                   "HTTP_X_FORWARDED_FOR": "203.0.113.9"})
+    policy = ProxyPolicy.parse(len(proxies), header="forwarded")
+    result = policy.resolve(proxies[-1], {"HTTP_FORWARDED": header, "HTTP_X_FORWARDED_FOR": "203.0.113.9"})
     assert result.client == client and result.scheme == scheme
+    # The other family is the client's own writing (the proxies pass it through): ignored.
+    spoofed_xff = {"HTTP_X_FORWARDED_FOR": ", ".join([*(e.split("=", 1)[1] for e in spoofed_elements),
+                                                      client])}
+    assert ProxyPolicy.parse(len(proxies), header="forwarded").resolve(proxies[-1], spoofed_xff).client \
+        == proxies[-1]
+    assert ProxyPolicy.parse(1).resolve(proxies[-1], {"HTTP_FORWARDED": "for=198.51.100.1"}).client \
+        == proxies[-1]
 
 
+@settings(deadline=None)
 @given(proxy=any_ip, hidden=st.sampled_from(["unknown", "_hidden", "_x.y-z", '"unknown"', "garbage!"]))
 def test_unknown_or_obfuscated_identifiers_stop_at_the_proxy(proxy, hidden):
-    policy = ProxyPolicy.parse(3)
-    assert policy.resolve(proxy, {"HTTP_FORWARDED": f"for=1.2.3.4, for={hidden}"}).client == proxy
-    assert policy.resolve(proxy, {"HTTP_X_FORWARDED_FOR": f"1.2.3.4, {hidden}"}).client == proxy
+    forwarded = ProxyPolicy.parse(3, header="forwarded")
+    assert forwarded.resolve(proxy, {"HTTP_FORWARDED": f"for=1.2.3.4, for={hidden}"}).client == proxy
+    assert ProxyPolicy.parse(3).resolve(proxy, {"HTTP_X_FORWARDED_FOR": f"1.2.3.4, {hidden}"}).client == proxy
 
 
-@settings(max_examples=300)
-@given(peer=any_ip, count=st.integers(0, 4), header=st.text(max_size=80), xff=st.text(max_size=80))
-def test_any_header_value_resolves_to_the_peer_or_a_listed_address(peer, count, header, xff):
-    result = ProxyPolicy.parse(count, ["0.0.0.0/0"] if count == 4 else []).resolve(
+@settings(deadline=None, max_examples=300)
+@given(peer=any_ip, count=st.integers(0, 4), header=st.text(max_size=80), xff=st.text(max_size=80),
+       family=st.sampled_from(["x-forwarded", "forwarded"]))
+def test_any_header_value_resolves_to_the_peer_or_a_listed_address(peer, count, header, xff, family):
+    result = ProxyPolicy.parse(count, ["0.0.0.0/0"] if count == 4 else [], family).resolve(
         peer, {"HTTP_FORWARDED": header, "HTTP_X_FORWARDED_FOR": xff, "HTTP_X_FORWARDED_PROTO": header})
-    listed = {parse_address(v) for v in split_list(xff)}
+    listed = {parse_address(v) for v in xff.split(",")}
     listed |= {parse_address(e.get("for", "")) for e in parse_forwarded(header) if e}
     assert result.client == peer or (result.client in listed and count > 0)
     assert result.scheme in ("http", "https")
@@ -132,7 +145,7 @@ def test_malformed_forwarded_elements_stop_the_walk():
     assert parse_forwarded('for=1.2.3.4;proto=https, for="[::1]:80"') == [
         {"for": "1.2.3.4", "proto": "https"}, {"for": "[::1]:80"}]
     # A client's unterminated quote swallows the proxy's element: nothing is believed.
-    policy = ProxyPolicy.parse(1)
+    policy = ProxyPolicy.parse(1, header="forwarded")
     assert policy.resolve("10.0.0.1", {"HTTP_FORWARDED": 'for="6.6.6.6, for=1.2.3.4'}).client == "10.0.0.1"
     assert parse_forwarded("for=1.2.3.4;for=5.6.7.8") == [None]  # a parameter twice
     assert parse_forwarded("for") == [None]
@@ -162,6 +175,9 @@ def test_configuration_values():
             ProxyPolicy.parse(0, bad)
     with pytest.raises(ValueError, match="invalid forwarded count"):
         ProxyPolicy.parse("-1")
+    with pytest.raises(ValueError, match="invalid forwarded header"):
+        ProxyPolicy.parse(1, header="x-real-ip")
+    assert ProxyPolicy.from_environment({"DDPCTL_FORWARDED_HEADER": "Forwarded"}).header == "forwarded"
     # IPv4-mapped IPv6 peers (a dual-stack socket) match IPv4 networks.
     assert ProxyPolicy.parse(0, ["127.0.0.0/8"]).resolve(
         "::ffff:127.0.0.1", {"HTTP_X_FORWARDED_FOR": "192.0.2.5"}).client == "192.0.2.5"
@@ -183,7 +199,8 @@ def test_forwarded_address_reaches_methods_and_conns_ls(start_server, ddpctl):
     behind = start_server("--forwarded-count", "1")
     me, _ = whoami(behind.ws_url, spoof)
     assert me["address"] == "203.0.113.7"
-    assert whoami(behind.sockjs_url, ["Forwarded: for=6.6.6.6, for=\"[2001:db8::5]:443\""])[0]["address"] \
+    rfc7239 = start_server("--forwarded-count", "1", "--forwarded-header", "forwarded")
+    assert whoami(rfc7239.sockjs_url, ["Forwarded: for=6.6.6.6, for=\"[2001:db8::5]:443\""])[0]["address"] \
         == "2001:db8::5"
     listed = start_server(env={"DDPCTL_TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.1"})
     with DDPClient(listed.ws_url, header=["X-Forwarded-For: 6.6.6.6, 198.51.100.4, 10.1.2.3"]) as client:

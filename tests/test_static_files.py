@@ -117,7 +117,7 @@ bound = st.one_of(st.none(), st.integers(0, len(VIDEO) + 50))
 specs = st.lists(st.tuples(bound, bound), min_size=1, max_size=4)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ranges=specs, head=st.booleans())
 def test_ranges_against_the_files_bytes(app, ranges, head):
     header = "bytes=" + ",".join(spec_text(s, e) for s, e in ranges)

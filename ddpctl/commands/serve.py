@@ -187,6 +187,10 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               metavar="ADDR|CIDR", callback=_trusted_proxies,
               help="A proxy address or network (repeatable: 10.0.0.0/8, 2001:db8::/32) trusted to report "
                    "the client, at any distance.  [env: DDPCTL_TRUSTED_PROXIES, comma-separated]")
+@click.option("--forwarded-header", type=click.Choice(["x-forwarded", "forwarded"]), default="x-forwarded",
+              show_default=True, envvar="DDPCTL_FORWARDED_HEADER",
+              help="Which headers the trusted proxies write: X-Forwarded-For/-Proto/-Host (as Meteor reads) "
+                   "or RFC 7239 Forwarded.  The other family is ignored.  [env: DDPCTL_FORWARDED_HEADER]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -198,7 +202,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           node_heartbeat: float,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
-          forwarded_count: int, trusted_proxies: list[str], legacy_server_id: bool) -> None:
+          forwarded_count: int, trusted_proxies: list[str], forwarded_header: str,
+          legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -223,7 +228,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
         max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
         legacy_server_id=legacy_server_id, allowed_origins=allowed_origins,
-        forwarded_count=forwarded_count, trusted_proxies=trusted_proxies)
+        forwarded_count=forwarded_count, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context

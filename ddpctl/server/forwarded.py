@@ -24,8 +24,11 @@ like ``_hidden``, garbage), the walk stops at that hop: the client is the last a
 ``null`` when the header has fewer entries than ``HTTP_FORWARDED_COUNT``; a WSGI
 ``REMOTE_ADDR`` needs an address, and that entry was reported by a trusted proxy).
 
-``Forwarded`` is preferred to ``X-Forwarded-For`` when a trusted peer sent it.  The scheme
-(``proto=`` or ``X-Forwarded-Proto``) and the host (``X-Forwarded-Host``) are those
+Which headers your proxies write (``header``: ``--forwarded-header``, env
+``DDPCTL_FORWARDED_HEADER``): ``"x-forwarded"`` (the default, what Meteor reads:
+``X-Forwarded-For``, ``-Proto``, ``-Host``) or ``"forwarded"`` (RFC 7239: ``for=``,
+``proto=``, ``host=``).  Only that family is read: a proxy passes the other one through
+untouched, so a client could otherwise write it whole.  The scheme and the host are those
 reported by the outermost trusted hop; ``X-Forwarded-Host`` from an untrusted peer is
 removed, so Django's ``USE_X_FORWARDED_HOST`` only ever sees a trusted proxy's value.
 
@@ -43,7 +46,8 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PEER_ADDRESS", "Forwarded", "ProxyPolicy", "parse_address", "parse_forwarded", "split_list"]
+__all__ = ["HEADERS", "PEER_ADDRESS", "Forwarded", "ProxyPolicy", "parse_address", "parse_forwarded",
+           "split_list"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ TRUSTED_PEER = "ddpctl.trusted_peer"  # environ key: True if the peer is a trust
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SCHEMES = ("http", "https")
+HEADERS = ("x-forwarded", "forwarded")  # the header families a policy may read
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,10 @@ def split_list(value: str) -> list[str]:
         current.append(char)
     parts.append("".join(current).strip())
     return parts
+
+
+def _plain_list(value: Any) -> list[str]:
+    return [part.strip() for part in str(value or "").split(",") if part.strip()]
 
 
 def _element(text: str) -> dict[str, str] | None:
@@ -192,15 +201,22 @@ def _network(entry: str) -> IPNetwork:
 @dataclass(frozen=True)
 class ProxyPolicy:
     """Which hops are trusted to report the client: the ``count`` nearest ones, and any
-    whose address is in ``networks``.  ``ProxyPolicy()`` trusts none."""
+    whose address is in ``networks``; ``header``: which family they write (:data:`HEADERS`).
+    ``ProxyPolicy()`` trusts none."""
 
     count: int = 0
     networks: tuple[IPNetwork, ...] = ()
+    header: str = "x-forwarded"
 
     @classmethod
-    def parse(cls, count: int | str | None = None, proxies: Iterable[str] = ()) -> ProxyPolicy:
-        """From option values: ``count`` (``None``/``""``: 0) and addresses or CIDRs (each
-        entry may itself be comma-separated).  ``ValueError`` naming a bad value."""
+    def parse(cls, count: int | str | None = None, proxies: Iterable[str] = (),
+              header: str | None = None) -> ProxyPolicy:
+        """From option values: ``count`` (``None``/``""``: 0), addresses or CIDRs (each
+        entry may itself be comma-separated) and the header family (``None``:
+        ``"x-forwarded"``).  ``ValueError`` naming a bad value."""
+        family = (header or "x-forwarded").strip().lower()
+        if family not in HEADERS:
+            raise ValueError(f"invalid forwarded header {header!r}: use 'x-forwarded' or 'forwarded'")
         bad = f"invalid forwarded count {count!r}: use a number of proxies (0 or more)"
         if count is None or count == "":
             number = 0
@@ -212,14 +228,15 @@ class ProxyPolicy:
             if number < 0:
                 raise ValueError(bad)
         networks = tuple(_network(part) for entry in proxies for part in entry.split(",") if part.strip())
-        return cls(number, networks)
+        return cls(number, networks, family)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ProxyPolicy:
-        """``DDPCTL_FORWARDED_COUNT`` (else Meteor's ``HTTP_FORWARDED_COUNT``) and
-        ``DDPCTL_TRUSTED_PROXIES``."""
+        """``DDPCTL_FORWARDED_COUNT`` (else Meteor's ``HTTP_FORWARDED_COUNT``),
+        ``DDPCTL_TRUSTED_PROXIES`` and ``DDPCTL_FORWARDED_HEADER``."""
         count = environ.get("DDPCTL_FORWARDED_COUNT") or environ.get("HTTP_FORWARDED_COUNT")
-        return cls.parse(count, [environ.get("DDPCTL_TRUSTED_PROXIES", "")])
+        return cls.parse(count, [environ.get("DDPCTL_TRUSTED_PROXIES", "")],
+                         environ.get("DDPCTL_FORWARDED_HEADER"))
 
     @property
     def trusts_any(self) -> bool:
@@ -242,12 +259,12 @@ class ProxyPolicy:
         client = peer_ip or peer or ""
         if not self._trusted(0, peer_ip):
             return Forwarded(client, scheme, None, False)
-        forwarded = headers.get("HTTP_FORWARDED")
+        forwarded = headers.get("HTTP_FORWARDED") if self.header == "forwarded" else None
         # Each entry: (address or None, scheme or None, host or None), left to right.
         entries: list[tuple[str | None, str | None, str | None]]
-        if forwarded:
+        if self.header == "forwarded":
             entries = []
-            for element in parse_forwarded(forwarded):
+            for element in parse_forwarded(forwarded) if forwarded else []:
                 if element is None:
                     entries.append((None, None, None))
                 else:
@@ -256,10 +273,12 @@ class ProxyPolicy:
             protos: list[str] = []
             hosts: list[str] = []
         else:
-            values = [v for v in split_list(headers.get("HTTP_X_FORWARDED_FOR", "") or "") if v]
+            # Plain comma lists (no quoting: a client's stray quote must not hide the
+            # entries the proxies appended after it).
+            values = _plain_list(headers.get("HTTP_X_FORWARDED_FOR"))
             entries = [(parse_address(v), None, None) for v in values]
-            protos = [v for v in split_list(headers.get("HTTP_X_FORWARDED_PROTO", "") or "") if v]
-            hosts = [v for v in split_list(headers.get("HTTP_X_FORWARDED_HOST", "") or "") if v]
+            protos = _plain_list(headers.get("HTTP_X_FORWARDED_PROTO"))
+            hosts = _plain_list(headers.get("HTTP_X_FORWARDED_HOST"))
         hop = 0  # hops walked: entries[-hop] is the address the last trusted hop reported
         current = peer_ip
         while hop < len(entries) and self._trusted(hop, current):
@@ -275,7 +294,7 @@ class ProxyPolicy:
             # The outermost trusted hop is the one that reported entries[-hop] (or, when the
             # walk stopped at once, the peer itself: entries[-1] describes its client).
             index = max(hop, 1)
-            if forwarded:
+            if self.header == "forwarded":
                 _, hop_scheme, host = entries[-index]
             else:
                 hop_scheme = protos[-index] if len(protos) >= index else (protos[0] if protos else None)

@@ -102,7 +102,8 @@ class DDPServer:
         self.node = NodeAgent(self, config.node_heartbeat)
         self.dispatcher = Dispatcher(params, self.system_db, REFRESH_CONCURRENCY, on_control=self.node.wake)
         self.origins = OriginPolicy.from_settings(config.allowed_origins)
-        self.proxies = ProxyPolicy.parse(config.forwarded_count, config.trusted_proxies)
+        self.proxies = ProxyPolicy.parse(config.forwarded_count, config.trusted_proxies,
+                                         config.forwarded_header)
         self.hosts = HostPolicy.from_settings()
         app = Router(get_wsgi_application(), self.db, self.origins, self.proxies, self.hosts)
         static = static_files_app()
