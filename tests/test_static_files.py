@@ -259,9 +259,22 @@ def test_what_is_never_compressed(app):
     assert status == 206 and "Content-Encoding" not in headers and body == TEXT[10:20]
     _, headers, body = call(app, "/big.txt", headers={**gz, "X-No-Compression": "1"})
     assert "Content-Encoding" not in headers and body == TEXT
-    # The app's JavaScript is compressed too (when big enough), the manifest as well.
-    _, headers, body = call(app, "/__browser/manifest.json", headers={"Accept-Encoding": "gzip"})
-    assert json.loads(gzip.decompress(body) if headers.get("Content-Encoding") else body)["format"]
+
+
+
+def test_generated_responses_are_compressed_too(app):
+    # The app's HTML, the runtime config and the manifests (when over 1 KiB).
+    app, _ = app
+    compressed = set()
+    for url in ("/", "/some/route", "/meteor_runtime_config.js", "/__browser/manifest.json"):
+        _, plain_headers, plain = call(app, url, headers={"Accept-Encoding": "identity"})
+        _, headers, body = call(app, url, headers={"Accept-Encoding": "gzip"})
+        assert "Accept-Encoding" in headers["Vary"] and "Accept-Encoding" in plain_headers["Vary"]
+        assert (gzip.decompress(body) if headers.get("Content-Encoding") == "gzip" else body) == plain, url
+        assert headers.get("Content-Encoding") == ("gzip" if len(plain) >= 1024 else None), url
+        if headers.get("Content-Encoding"):
+            compressed.add(url)
+    assert "/__browser/manifest.json" in compressed
 
 
 def test_compressed_files_are_cached_bounded_and_streamed(tmp_path):

@@ -97,14 +97,8 @@ class MeteorApp:
         if stripped == "/meteor_runtime_config.js":
             config = self._config(bundle, program, environ)
             body = f"__meteor_runtime_config__ = {js_json(config)};".encode()
-            return _respond(
-                start_response,
-                method,
-                "200 OK",
-                body,
-                "application/javascript; charset=UTF-8",
-                [("Cache-Control", "no-cache")],
-            )
+            return _respond_compressed(environ, start_response, method, body, _CONTENT_TYPES["js"],
+                                       [("Cache-Control", "no-cache")])
         if path is not None:
             found = self._lookup(bundle, program, path, stripped)
             if found is not None:
@@ -133,7 +127,8 @@ class MeteorApp:
             sri_mode=self.options.sri_mode,
             inline_scripts=self.options.inline_scripts,
         )
-        return _respond(start_response, method, "200 OK", html.encode(), "text/html; charset=utf-8", [])
+        html_type = "text/html; charset=utf-8"
+        return _respond_compressed(environ, start_response, method, html.encode(), html_type, [])
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -191,15 +186,9 @@ class MeteorApp:
                 "PUBLIC_SETTINGS": bundle.public_settings,
             }
         ).encode()
-        content_type = "application/json; charset=UTF-8"
-        headers = [("ETag", f'"{program.versions["version"]}"'), ("Cache-Control", "no-cache"),
-                   ("Vary", "Accept-Encoding")]
-        encoding = choose_encoding(environ) if method == "GET" and len(body) >= THRESHOLD else None
-        if encoding is not None:
-            compressor = CompressedFiles.compress_bytes(body, encoding)
-            headers.append(("Content-Encoding", encoding))
-            return _respond(start_response, method, "200 OK", compressor, content_type, headers)
-        return _respond(start_response, method, "200 OK", body, content_type, headers)
+        headers = [("ETag", f'"{program.versions["version"]}"'), ("Cache-Control", "no-cache")]
+        return _respond_compressed(environ, start_response, method, body, "application/json; charset=UTF-8",
+                                   headers)
 
     def _static(
         self, environ: dict[str, Any], start_response: StartResponse, method: str, program: ClientProgram,
@@ -363,6 +352,24 @@ def _method_not_allowed(start_response: StartResponse, method: str) -> list[byte
 def _not_found(start_response: StartResponse, method: str) -> list[bytes]:
     return _respond(start_response, method, "404 Not Found", b"Not found\n", "text/plain; charset=UTF-8",
                     [("Cache-Control", "no-cache")])
+
+
+def _respond_compressed(
+    environ: dict[str, Any],
+    start_response: StartResponse,
+    method: str,
+    body: bytes,
+    content_type: str,
+    headers: list[tuple[str, str]],
+) -> list[bytes]:
+    """A ``200`` of generated text (the app's HTML, the runtime config, a manifest),
+    compressed when the client accepts it (as webapp's ``compression`` middleware does)."""
+    headers = [*headers, ("Vary", "Accept-Encoding")]
+    encoding = choose_encoding(environ) if method == "GET" and len(body) >= THRESHOLD else None
+    if encoding is not None:
+        body = CompressedFiles.compress_bytes(body, encoding)
+        headers.append(("Content-Encoding", encoding))
+    return _respond(start_response, method, "200 OK", body, content_type, headers)
 
 
 def _respond(
