@@ -111,6 +111,11 @@ class ServeConfig:
     max_header_size: int = 16384  # a longer request head: 431
     max_headers: int = 100  # more header fields: 431
     max_chunked_body: int = 100 << 20  # a larger chunked request body (buffered whole): 413
+    # Trusted proxies (ddpctl.server.forwarded): the nearest N hops, and hops at these
+    # addresses/CIDRs, may report the client in X-Forwarded-For/-Proto/-Host, Forwarded.
+    forwarded_count: int = 0
+    trusted_proxies: list[str] = field(default_factory=list)
+    forwarded_header: str = "x-forwarded"  # or "forwarded" (RFC 7239): which family they write
 
     @property
     def scheme(self) -> str:

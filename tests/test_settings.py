@@ -14,7 +14,8 @@ from ddpctl.database import database_settings, parse_database_url
 
 # ddpctl.accounts comes with the bookstore's apps.
 INSTALLED_APPS = INSTALLED_APPS + ["django.contrib.postgres", "testapp"]  # noqa: F405
-INSTALLED_APPS += ["django.contrib.sessions"]  # Django sessions, for DDPCTL_SESSION_LOGIN tests
+if "django.contrib.sessions" not in INSTALLED_APPS:  # Django sessions, for DDPCTL_SESSION_LOGIN tests
+    INSTALLED_APPS += ["django.contrib.sessions"]
 ROOT_URLCONF = "testapp.urls"  # the bookstore's, plus test-only views
 # Fast hashes for the tests (the bookstore's PBKDF2 one stays accepted).
 PASSWORD_HASHERS = ["ddpctl.accounts.hashers.MeteorMD5PasswordHasher", *PASSWORD_HASHERS]  # noqa: F405

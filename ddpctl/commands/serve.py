@@ -73,6 +73,17 @@ def _websocket_compression(ctx: click.Context, param: click.Parameter, value: bo
                 or (type(value) in (int, float) and value == 0))
 
 
+def _trusted_proxies(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    from ..server.forwarded import ProxyPolicy
+
+    entries = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    try:
+        ProxyPolicy.parse(0, entries)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return entries
+
+
 def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
     if value is not None:
         # Before logging is configured: straight to stderr.
@@ -220,6 +231,20 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               help="Largest chunked HTTP request body (K, M, G suffixes); it is read whole, to memory "
                    "and then a temporary file, before the view runs; larger gets 413.  Minimum 64K.  "
                    "[env: DDPCTL_MAX_CHUNKED_BODY]")
+@click.option("--forwarded-count", type=click.IntRange(min=0), default=0, show_default=True,
+              envvar=["DDPCTL_FORWARDED_COUNT", "HTTP_FORWARDED_COUNT"], metavar="N",
+              help="Trust the N proxies nearest to the server to report the client's address and scheme "
+                   "(X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, Forwarded), like Meteor's "
+                   "HTTP_FORWARDED_COUNT: 1 behind one reverse proxy.  0: the headers are ignored.  "
+                   "[env: DDPCTL_FORWARDED_COUNT or HTTP_FORWARDED_COUNT]")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, envvar="DDPCTL_TRUSTED_PROXIES",
+              metavar="ADDR|CIDR", callback=_trusted_proxies,
+              help="A proxy address or network (repeatable: 10.0.0.0/8, 2001:db8::/32) trusted to report "
+                   "the client, at any distance.  [env: DDPCTL_TRUSTED_PROXIES, comma-separated]")
+@click.option("--forwarded-header", type=click.Choice(["x-forwarded", "forwarded"]), default="x-forwarded",
+              show_default=True, envvar="DDPCTL_FORWARDED_HEADER",
+              help="Which headers the trusted proxies write: X-Forwarded-For/-Proto/-Host (as Meteor reads) "
+                   "or RFC 7239 Forwarded.  The other family is ignored.  [env: DDPCTL_FORWARDED_HEADER]")
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -233,7 +258,9 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
           header_timeout: float, keepalive_timeout: float, body_timeout: float, max_request_line: int,
-          max_header_size: int, max_headers: int, max_chunked_body: int, legacy_server_id: bool) -> None:
+          max_header_size: int, max_headers: int, max_chunked_body: int,
+          forwarded_count: int, trusted_proxies: list[str], forwarded_header: str,
+          legacy_server_id: bool) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -261,7 +288,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         legacy_server_id=legacy_server_id, allowed_origins=allowed_origins,
         header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, body_timeout=body_timeout,
         max_request_line=max_request_line, max_header_size=max_header_size, max_headers=max_headers,
-        max_chunked_body=max_chunked_body)
+        max_chunked_body=max_chunked_body,
+        forwarded_count=forwarded_count, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context

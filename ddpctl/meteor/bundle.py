@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,7 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from .hashing import client_versions
 
-__all__ = ["Bundle", "BundleError", "ClientProgram", "StaticFile", "find_bundle_dir", "load_bundle"]
+__all__ = ["Bundle", "BundleError", "ClientProgram", "StaticFile", "contained", "find_bundle_dir",
+           "load_bundle"]
 
 logger = logging.getLogger(__name__)
 BROWSER_ARCHS = ("web.browser", "web.browser.legacy")
@@ -106,6 +108,13 @@ def _inside(directory: Path, relative: str, where: str) -> Path:
     return directory.joinpath(*pure.parts)
 
 
+def contained(directory: Path | str, path: Path | str) -> bool:
+    """Is ``path``'s real location (symlinks resolved) inside ``directory``'s?"""
+    root = os.path.realpath(directory)
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _url_path(url: str) -> str:
     return unquote(urlsplit(url).path)
 
@@ -132,6 +141,8 @@ def load_program(directory: Path, arch: str, control: Path, public_settings: dic
         kind = item["type"]
         if item.get("where") == "internal":
             if kind in ("head", "body"):
+                if not contained(directory, path):
+                    raise BundleError(f"{where}: {item['path']} is a link out of the program directory")
                 try:
                     text = path.read_text("utf-8")
                 except OSError as exc:
@@ -145,6 +156,10 @@ def load_program(directory: Path, arch: str, control: Path, public_settings: dic
             continue
         if not path.is_file():
             raise BundleError(f"{where}: {item['path']} is listed but missing")
+        if not contained(directory, path):
+            logger.warning("%s: %s is a link out of the program directory (to %s): not served",
+                           where, item["path"], os.path.realpath(path))
+            continue
         if kind == "css":
             css.append(item)
         elif kind == "js" and not item["path"].startswith("dynamic/"):
@@ -153,7 +168,11 @@ def load_program(directory: Path, arch: str, control: Path, public_settings: dic
         if item.get("sourceMap") and item.get("sourceMapUrl"):
             source_map = _inside(directory, item["sourceMap"], where)
             source_map_url = item["sourceMapUrl"]
-            source_maps[_url_path(source_map_url)] = source_map
+            if contained(directory, source_map):
+                source_maps[_url_path(source_map_url)] = source_map
+            else:
+                logger.warning("%s: source map %s is a link out of the program directory: not served",
+                               where, item["sourceMap"])
         url_path = _url_path(item["url"])
         files[url_path] = StaticFile(url_path, path, kind, bool(item.get("cacheable")), item.get("hash", ""),
                                      item.get("sri"), path.stat().st_size, source_map, source_map_url)

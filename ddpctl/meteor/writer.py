@@ -14,12 +14,14 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .bundle import BROWSER_ARCHS
 from .hashing import file_hash, sri
 
 __all__ = ["write_bundle"]
 
+_ENCODE_URI_SAFE = ";,/?:@&=+$-_.!~*'()#"  # what JavaScript's encodeURI leaves (Meteor's asset URLs)
 MAIN_JS = """
 process.argv.splice(2, 0, 'program.json');
 process.chdir(require('path').join(__dirname, 'programs', 'server'));
@@ -82,7 +84,7 @@ def _program(
                 "where": "client",
                 "type": "asset",
                 "cacheable": False,
-                "url": "/" + public_path.lstrip("/"),
+                "url": quote("/" + public_path.lstrip("/"), safe=_ENCODE_URI_SAFE),
                 "size": len(contents),
                 "hash": file_hash(None, hashlib.sha1(contents).hexdigest()),
                 "sri": None,

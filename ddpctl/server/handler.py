@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import sockjs
+from . import hosts, sockjs
 from .connection import DDPConnection, RawTransport, SockJSTransport
 from .deflate import DeflateParams, negotiate
 from .http import FileWrapper, HTTPConnection
@@ -21,6 +21,8 @@ from .websocket import WebSocket, accept_key
 if TYPE_CHECKING:
     from ..origins import OriginPolicy
     from .database_pool import DatabasePool
+    from .forwarded import ProxyPolicy
+    from .hosts import HostPolicy
     from .runner import DDPServer
 
 __all__ = ["DDPHandler", "Router", "upgrade_headers", "websocket_route"]
@@ -64,6 +66,9 @@ class DDPHandler(HTTPConnection):
             return super().handle_request(environ)
         ddp: DDPServer = self.server.ddp_server
         env = environ
+        ddp.proxies.apply(env)  # trusted proxies: REMOTE_ADDR, wsgi.url_scheme (forwarded.py)
+        if not ddp.hosts.allows(env):
+            return self._reply("400 Bad Request", hosts.REFUSED)
         if not ddp.origins.check(env):
             return self._reply("403 Forbidden", _ORIGIN_REFUSED)
         upgrade = env.get("HTTP_UPGRADE", "").lower() == "websocket"
@@ -103,14 +108,25 @@ class Router:
     """The WSGI application: SockJS's HTTP endpoints, then Django."""
 
     def __init__(self, django_app: Callable[..., Iterable[bytes]], database: DatabasePool,
-                 origins: OriginPolicy | None = None) -> None:
+                 origins: OriginPolicy | None = None, proxies: ProxyPolicy | None = None,
+                 hosts: HostPolicy | None = None) -> None:
         self.django_app = django_app
         self._database = database
         self._origins = origins
+        self._proxies = proxies
+        self._hosts = hosts
+        self.static: Callable[..., Iterable[bytes]] | None = None  # Django's static files (django_static.py)
+        self.static_prefix = ""
         self.app: Callable[..., Iterable[bytes]] = self.django  # a Meteor bundle's layer goes in front
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if self._proxies is not None:
+            self._proxies.apply(environ)  # trusted proxies: REMOTE_ADDR, wsgi.url_scheme (forwarded.py)
+        if self._hosts is not None and not self._hosts.allows(environ):
+            return _plain(start_response, "400 Bad Request", hosts.REFUSED)
+        if self.static is not None and path.startswith(self.static_prefix):
+            return self.static(environ, start_response)
         if path == "/sockjs" or path.startswith("/sockjs/"):
             return self._sockjs(environ, start_response, path)
         if websocket_route(path):  # only reached without an Upgrade header

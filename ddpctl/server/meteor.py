@@ -20,6 +20,8 @@ import gevent
 from ..meteor.app import MeteorApp, MeteorOptions
 from ..meteor.autoupdate import Autoupdate
 from ..meteor.bundle import Bundle, BundleError, load_bundle
+from .django_static import static_url_path
+from .hosts import HostPolicy
 
 __all__ = ["MeteorService", "django_resolves"]
 
@@ -27,10 +29,14 @@ logger = logging.getLogger(__name__)
 
 
 def django_resolves(path: str) -> bool:
-    """Does Django's URLconf route ``path`` (or, with APPEND_SLASH, ``path/``)?"""
+    """Does Django's URLconf route ``path`` (or, with APPEND_SLASH, ``path/``), or is it
+    under a local ``STATIC_URL`` (WhiteNoise's middleware serves those)?"""
     from django.conf import settings
     from django.urls import Resolver404, resolve
 
+    static = static_url_path()
+    if static is not None and path.startswith(static):
+        return True
     candidates = [path]
     if settings.APPEND_SLASH and not path.endswith("/"):
         candidates.append(path + "/")
@@ -45,12 +51,13 @@ def django_resolves(path: str) -> bool:
 
 class MeteorService:
     def __init__(self, bundle: Bundle, options: MeteorOptions, django_app: Any, watch: bool = True,
-                 autoupdate_version: str | None = None) -> None:
+                 autoupdate_version: str | None = None, hosts: HostPolicy | None = None) -> None:
         self.bundle = bundle
         self.options = options
         self.watch = watch
         self._autoupdate_version = autoupdate_version
-        self.app = MeteorApp(lambda: self.bundle, django_app, django_resolves, options)
+        root_url = None if hosts is None else (lambda environ: hosts.root_url(environ, options.root_url))
+        self.app = MeteorApp(lambda: self.bundle, django_app, django_resolves, options, root_url)
         self.autoupdate = Autoupdate(bundle, self.app.path_prefix)
         self._stop = threading.Event()
         self._greenlet: gevent.Greenlet | None = None

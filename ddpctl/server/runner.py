@@ -36,7 +36,10 @@ from ..origins import OriginPolicy
 from .database_pool import DatabasePool
 from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
+from .django_static import static_files_app
+from .forwarded import ProxyPolicy
 from .handler import DDPHandler, Router
+from .hosts import HostPolicy
 from .http import HTTPLimits, HTTPServer
 from .node import NodeAgent
 from .open_files import raise_open_file_limit
@@ -103,15 +106,24 @@ class DDPServer:
         self.node = NodeAgent(self, config.node_heartbeat)
         self.dispatcher = Dispatcher(params, self.system_db, REFRESH_CONCURRENCY, on_control=self.node.wake)
         self.origins = OriginPolicy.from_settings(config.allowed_origins)
-        app = Router(get_wsgi_application(), self.db, self.origins)
+        self.proxies = ProxyPolicy.parse(config.forwarded_count, config.trusted_proxies,
+                                         config.forwarded_header)
+        self.hosts = HostPolicy.from_settings()
+        app = Router(get_wsgi_application(), self.db, self.origins, self.proxies, self.hosts)
+        static = static_files_app()
+        if static is not None:
+            app.static, app.static_prefix = static
         self.meteor = None
         if config.meteor_bundle is not None:
             from .meteor import MeteorService
 
             self.meteor = MeteorService(config.meteor_bundle, config.meteor_options, app.django,
                                         watch=config.meteor_watch,
-                                        autoupdate_version=config.autoupdate_version)
+                                        autoupdate_version=config.autoupdate_version, hosts=self.hosts)
             app.app = self.meteor.app
+            if not config.meteor_options.root_url and self.hosts.wildcard:
+                logger.warning("ALLOWED_HOSTS allows any host: ROOT_URL comes from the server's own address, "
+                               "not from the request's Host; pass --root-url")
         limits = HTTPLimits(header_timeout=config.header_timeout, keepalive_timeout=config.keepalive_timeout,
                             body_timeout=config.body_timeout, send_timeout=config.send_timeout,
                             max_request_line=config.max_request_line,

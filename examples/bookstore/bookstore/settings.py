@@ -15,8 +15,12 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]").split()
 
 INSTALLED_APPS = [
+    "django.contrib.admin",  # /admin/: its CSS comes from django.contrib.staticfiles (below)
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",  # `ddpctl serve` serves STATIC_URL with it under DEBUG, as runserver
     "ddpctl",
     "ddpctl.accounts",  # Meteor logins on django.contrib.auth (login, resume tokens, users)
     "bookstore",
@@ -34,11 +38,27 @@ PASSWORD_HASHERS = [
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # password reset e-mails
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 ROOT_URLCONF = "bookstore.urls"
 WSGI_APPLICATION = "bookstore.wsgi.application"
-TEMPLATES = []
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+# Django's static files (the admin's CSS): served by `ddpctl serve` itself under DEBUG; in
+# production run `collectstatic` into STATIC_ROOT and serve it with WhiteNoise or a proxy.
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
 
 DATABASES = {"default": database_settings(embedded_dir=BASE_DIR / ".pgdata")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
