@@ -129,6 +129,16 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
 @click.option("--sockjs-heartbeat", type=Seconds(), default=45.0, show_default=True,
               envvar="DDPCTL_SOCKJS_HEARTBEAT", metavar="SECONDS",
               help="Interval of SockJS 'h' frames (0 disables).  [env: DDPCTL_SOCKJS_HEARTBEAT]")
+@click.option("--sockjs-disconnect-delay", type=Seconds(min=0.1), default=60.0, show_default=True,
+              envvar="DDPCTL_SOCKJS_DISCONNECT_DELAY", metavar="SECONDS",
+              help="A SockJS session over HTTP (xhr, eventsource, ... fallbacks) whose client has no "
+                   "request open this long ends, its subscriptions with it (Meteor: 60 s).  "
+                   "[env: DDPCTL_SOCKJS_DISCONNECT_DELAY]")
+@click.option("--sockjs-jsessionid/--no-sockjs-jsessionid", default=False,
+              envvar=["DDPCTL_SOCKJS_JSESSIONID", "USE_JSESSIONID"],
+              help="Set a JSESSIONID cookie on SockJS responses, for load balancers that keep "
+                   "sessions sticky by it (Meteor's USE_JSESSIONID).  [env: DDPCTL_SOCKJS_JSESSIONID "
+                   "or USE_JSESSIONID]")
 @click.option("--node-heartbeat", type=Seconds(min=0.1), default=5.0, show_default=True,
               envvar="DDPCTL_NODE_HEARTBEAT", metavar="SECONDS",
               help="How often this process updates its row and its connections in the node registry "
@@ -174,7 +184,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           max_frame_size: int, heartbeat_interval: float, heartbeat_timeout: float,
           db_connections: int | None, send_buffer_limit: int, send_timeout: float, receive_queue_size: int,
           receive_queue_bytes: int, max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float,
-          node_heartbeat: float,
+          node_heartbeat: float, sockjs_disconnect_delay: float, sockjs_jsessionid: bool,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
           legacy_server_id: bool) -> None:
@@ -201,7 +211,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         send_buffer_limit=send_buffer_limit, send_timeout=send_timeout, receive_queue_size=receive_queue_size,
         receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
         max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
-        legacy_server_id=legacy_server_id, allowed_origins=allowed_origins)
+        legacy_server_id=legacy_server_id, allowed_origins=allowed_origins,
+        sockjs_disconnect_delay=sockjs_disconnect_delay, sockjs_jsessionid=sockjs_jsessionid)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context

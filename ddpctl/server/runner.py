@@ -37,6 +37,7 @@ from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
 from .handler import DDPHandler, Router
 from .node import NodeAgent
+from .sockjs_http import SockJSApp
 
 if TYPE_CHECKING:
     from ..config import ServeConfig
@@ -100,6 +101,7 @@ class DDPServer:
         self.dispatcher = Dispatcher(params, self.system_db, REFRESH_CONCURRENCY, on_control=self.node.wake)
         self.origins = OriginPolicy.from_settings(config.allowed_origins)
         app = Router(get_wsgi_application(), self.db, self.origins)
+        app.sockjs = self.sockjs = SockJSApp(self)  # SockJS's HTTP transports and their sessions
         self.meteor = None
         if config.meteor_bundle is not None:
             from .meteor import MeteorService
