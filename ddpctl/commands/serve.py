@@ -130,10 +130,10 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               envvar="DDPCTL_SOCKJS_HEARTBEAT", metavar="SECONDS",
               help="Interval of SockJS 'h' frames (0 disables).  [env: DDPCTL_SOCKJS_HEARTBEAT]")
 @click.option("--sockjs-disconnect-delay", type=Seconds(min=0.1), default=60.0, show_default=True,
-              envvar="DDPCTL_SOCKJS_DISCONNECT_DELAY", metavar="SECONDS",
+              envvar="DDPCTL_SOCKJS_DISCONNECT", metavar="SECONDS",
               help="A SockJS session over HTTP (xhr, eventsource, ... fallbacks) whose client has no "
                    "request open this long ends, its subscriptions with it (Meteor: 60 s).  "
-                   "[env: DDPCTL_SOCKJS_DISCONNECT_DELAY]")
+                   "[env: DDPCTL_SOCKJS_DISCONNECT]")
 @click.option("--sockjs-jsessionid/--no-sockjs-jsessionid", default=False,
               envvar=["DDPCTL_SOCKJS_JSESSIONID", "USE_JSESSIONID"],
               help="Set a JSESSIONID cookie on SockJS responses, for load balancers that keep "
@@ -237,6 +237,10 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     if workers > 1:
         from ..server.supervisor import run_workers
 
+        logger.warning("--workers %d: SockJS's HTTP fallbacks (xhr, eventsource, ...) keep a session in "
+                       "one process, but the kernel hands each TCP connection to any worker: clients "
+                       "that cannot use WebSockets will fail to stay connected (README: 'SockJS "
+                       "fallbacks and load balancers')", workers)
         _banner(config, [s.getsockname()[:2] for s in sockets], workers)
         addresses = [s.getsockname()[:2] for s in sockets]  # with the real port if 0 was asked
         code = run_workers(workers, lambda: DDPServer(
