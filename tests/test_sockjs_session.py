@@ -169,7 +169,10 @@ def test_close_frame_goes_to_every_receiver_until_the_session_expires():
     session.close(3000, "Go away!")
     with pytest.raises(ConnectionClosed):
         session.receive()  # the connection's reader sees it closed
+    assert registry.closing() == 1  # shutdown waits for this one
     assert session.next_frame(stream) == 'c[3000,"Go away!"]'
+    session.frame_written(stream, 20)
+    assert registry.closing() == 0
     assert session.next_frame(stream) is None  # the response ends after it
     session.detach(stream, aborted=False)
     for _ in range(2):

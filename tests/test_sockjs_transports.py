@@ -451,6 +451,11 @@ def test_oversized_message_closes_the_session_with_1009(start_server):
     assert s.poll() == 'c[1009,"Message too big"]'
     assert s.poll() == 'c[1009,"Message too big"]'  # every receiver until the session expires
     assert s.request("POST", "xhr_send", '["x"]')[0] == 204  # accepted, ignored (sockjs-node)
+    # the limit is per message: a send of several messages under it is fine
+    t = Session(live.port)
+    t.connect()
+    t.send(*[{"msg": "method", "method": "echo", "params": ["z" * 3000], "id": str(i)} for i in range(3)])
+    assert results(t.messages(6)) == [["z" * 3000]] * 3
 
 
 def test_send_buffer_limit_applies_while_no_receiver_is_attached(start_server, sql):
@@ -490,4 +495,27 @@ def test_shutdown_closes_sessions_with_1001(start_server):
     assert ddp_messages(read_frame(stream))[0]["msg"] == "connected"
     live.process.send_signal(signal.SIGTERM)
     assert read_frame(stream) == 'c[1001,"Server shutting down"]'
+    assert live.process.wait(15) == 0
+
+
+def test_shutdown_refuses_new_sessions_and_hands_waiting_ones_their_messages_then_1001(start_server):
+    live = start_server()
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)  # kept alive
+
+    def post(path, body=b""):
+        conn.request("POST", path, body=body)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    s = Session(live.port)
+    assert post(f"{s.path}/xhr") == (200, b"o\n")
+    assert post(f"{s.path}/xhr_send", json.dumps([json.dumps(CONNECT)]))[0] == 204
+    time.sleep(0.3)  # "connected" waits for the next poll
+    live.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert post(f"/sockjs/000/{uuid.uuid4().hex}/xhr")[0] == 503  # no new session while draining
+    status, body = post(f"{s.path}/xhr")
+    assert status == 200 and ddp_messages(body[:-1].decode())[0]["msg"] == "connected"
+    assert post(f"{s.path}/xhr") == (200, b'c[1001,"Server shutting down"]\n')
+    conn.close()
     assert live.process.wait(15) == 0

@@ -189,7 +189,8 @@ class DDPServer:
             conn.close(1001, "Server shutting down")
         deadline = gevent.Timeout(self.config.shutdown_timeout, False)
         with deadline:
-            while self.connections:
+            # SockJS sessions over HTTP: also until the next poll took the close frame.
+            while self.connections or self.sockjs.sessions.closing():
                 gevent.sleep(0.02)
         for server in self._servers:
             server.stop(timeout=0.5)

@@ -86,6 +86,11 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def closing(self) -> int:
+        """Sessions whose close frame no receiver has taken yet (shutdown waits for them, up
+        to its timeout, as it waits for WebSocket close frames to be written)."""
+        return sum(1 for session in self._sessions.values() if session.close_pending)
+
     def __iter__(self) -> Iterator[SockJSSession]:
         return iter(list(self._sessions.values()))
 
@@ -111,6 +116,7 @@ class SockJSSession:
         self._state = _State.OPEN
         self._open_pending = True  # the first receiver writes ``o``
         self._close_frame: str | None = None
+        self._close_delivered = False
         self._close_code, self._close_reason = 1006, "session closed"
         self._receiver: Receiver | None = None
         self._outgoing: str | None = None  # the frame send() hands to a receiver
@@ -142,6 +148,11 @@ class SockJSSession:
         finally:
             if self._state is _State.OPEN:  # the connection ended without closing us
                 self._expire()
+
+    @property
+    def close_pending(self) -> bool:
+        """Closing, and the close frame not yet written to a receiver."""
+        return self._state is _State.CLOSING and not self._close_delivered
 
     @property
     def state(self) -> str:
@@ -231,6 +242,8 @@ class SockJSSession:
         """The frame ``next_frame`` gave went out (``size`` bytes with its wrapping)."""
         self.sent_at = time.monotonic()
         receiver.written += size
+        if receiver.finished:
+            self._close_delivered = True
         if receiver._pending_send:
             receiver._pending_send = False
             self._outgoing_written = True
