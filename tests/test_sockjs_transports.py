@@ -398,12 +398,12 @@ def test_session_timeout_ends_the_connection_and_its_subscriptions(start_server,
     def listed():
         conns = json.loads(ddpctl("conns", "ls", "--json").stdout)
         subs = json.loads(ddpctl("subs", "ls", "--json").stdout)
-        return ([c["transport"] for c in conns if c["id"] == session],
+        return ([(c["transport"], c["remote_address"]) for c in conns if c["id"] == session],
                 [x["publication"] for x in subs if x["connection"] == session])
 
     try:
         time.sleep(1.5)  # longer than the disconnect delay, but the client polls
-        eventually(lambda: listed() == (["sockjs/xhr-polling"], ["AllGenres"]))
+        eventually(lambda: listed() == ([("sockjs/xhr-polling", "127.0.0.1")], ["AllGenres"]))
     finally:
         polling.clear()
         poller.join()
