@@ -7,7 +7,7 @@ import urllib.parse
 
 import gevent
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddpctl.server import sockjs
@@ -215,3 +215,46 @@ def test_abort_ends_an_open_session_and_wakes_a_waiting_writer():
     session.abort()
     writer.join(1)
     assert isinstance(writer.exception, ConnectionClosed) and registry.get("s1") is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(count=st.integers(0, 12), heartbeats=st.sets(st.integers(0, 12)),
+       episodes=st.lists(st.tuples(st.sampled_from(["poll", "stream"]), st.integers(1, 4)), max_size=20))
+def test_any_churn_of_receivers_delivers_every_message_once_in_order(count, heartbeats, episodes):
+    """Whatever receivers come and go (polls, streams cut after a few frames, gaps with
+    none attached), the client reads ``o`` first, then every message once, in order."""
+    registry, session = new_session()
+
+    def writer():
+        for i in range(count):
+            if i in heartbeats:
+                session.send_heartbeat()
+            session.send([str(i)])
+
+    writing = gevent.spawn(writer)
+    frames = []
+
+    def episode(kind, frames_wanted):
+        receiver = Receiver(1 if kind == "poll" else 1 << 20)
+        assert session.attach(receiver)
+        try:
+            for _ in range(1 if kind == "poll" else frames_wanted):
+                frame = gevent.with_timeout(0.005, session.next_frame, receiver, timeout_value=None)
+                if frame is None:
+                    break
+                frames.append(frame)
+                session.frame_written(receiver, len(frame))
+        finally:
+            session.detach(receiver, aborted=False)
+        gevent.sleep(0)
+
+    for kind, wanted in episodes:
+        episode(kind, wanted)
+    for _ in range(4 * count + 2):  # then a client that keeps polling gets the rest
+        episode("poll", 1)
+    writing.join(1)
+    assert writing.successful()
+    assert frames[0] == "o"
+    data = [json.loads(frame[1:]) for frame in frames[1:] if frame != "h"]
+    assert data == [[str(i)] for i in range(count)]
+    assert set(frames[1:]) - {"h"} == {f'a["{i}"]' for i in range(count)}
