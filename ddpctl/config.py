@@ -96,6 +96,9 @@ class ServeConfig:
     legacy_server_id: bool = False
     node_heartbeat: float = 5.0  # registry heartbeat; a node is gone after 3 missed
     sockjs_heartbeat: float = 45.0  # SockJS ``h`` frame interval (Meteor's heartbeat_delay)
+    # A SockJS session over HTTP with no receiver for this long ends (Meteor's disconnect_delay).
+    sockjs_disconnect_delay: float = 60.0
+    sockjs_jsessionid: bool = False  # set the JSESSIONID cookie (Meteor's USE_JSESSIONID)
     meteor_bundle: Any = None  # a loaded ddpctl.meteor.bundle.Bundle
     meteor_options: Any = None  # ddpctl.meteor.app.MeteorOptions
     meteor_watch: bool = True

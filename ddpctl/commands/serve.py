@@ -165,6 +165,16 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
 @click.option("--sockjs-heartbeat", type=Seconds(), default=45.0, show_default=True,
               envvar="DDPCTL_SOCKJS_HEARTBEAT", metavar="SECONDS",
               help="Interval of SockJS 'h' frames (0 disables).  [env: DDPCTL_SOCKJS_HEARTBEAT]")
+@click.option("--sockjs-disconnect-delay", type=Seconds(min=0.1), default=60.0, show_default=True,
+              envvar="DDPCTL_SOCKJS_DISCONNECT", metavar="SECONDS",
+              help="A SockJS session over HTTP (xhr, eventsource, ... fallbacks) whose client has no "
+                   "request open this long ends, its subscriptions with it (Meteor: 60 s).  "
+                   "[env: DDPCTL_SOCKJS_DISCONNECT]")
+@click.option("--sockjs-jsessionid/--no-sockjs-jsessionid", default=False,
+              envvar=["DDPCTL_SOCKJS_JSESSIONID", "USE_JSESSIONID"],
+              help="Set a JSESSIONID cookie on SockJS responses, for load balancers that keep "
+                   "sessions sticky by it (Meteor's USE_JSESSIONID).  [env: DDPCTL_SOCKJS_JSESSIONID "
+                   "or USE_JSESSIONID]")
 @click.option("--node-heartbeat", type=Seconds(min=0.1), default=5.0, show_default=True,
               envvar="DDPCTL_NODE_HEARTBEAT", metavar="SECONDS",
               help="How often this process updates its row and its connections in the node registry "
@@ -254,7 +264,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           heartbeat_timeout: float,
           db_connections: int | None, send_buffer_limit: int, send_timeout: float, receive_queue_size: int,
           receive_queue_bytes: int, max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float,
-          node_heartbeat: float,
+          node_heartbeat: float, sockjs_disconnect_delay: float, sockjs_jsessionid: bool,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
           header_timeout: float, keepalive_timeout: float, body_timeout: float, max_request_line: int,
@@ -289,7 +299,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, body_timeout=body_timeout,
         max_request_line=max_request_line, max_header_size=max_header_size, max_headers=max_headers,
         max_chunked_body=max_chunked_body,
-        forwarded_count=forwarded_count, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header)
+        forwarded_count=forwarded_count, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header,
+        sockjs_disconnect_delay=sockjs_disconnect_delay, sockjs_jsessionid=sockjs_jsessionid)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context
@@ -314,6 +325,10 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     if workers > 1:
         from ..server.supervisor import run_workers
 
+        logger.warning("--workers %d: SockJS's HTTP fallbacks (xhr, eventsource, ...) keep a session in "
+                       "one process, but the kernel hands each TCP connection to any worker: clients "
+                       "that cannot use WebSockets will fail to stay connected (README: 'SockJS "
+                       "fallbacks and load balancers')", workers)
         _banner(config, [s.getsockname()[:2] for s in sockets], workers)
         addresses = [s.getsockname()[:2] for s in sockets]  # with the real port if 0 was asked
         code = run_workers(workers, lambda: DDPServer(

@@ -86,6 +86,12 @@ _YIELD_EVERY = 64  # messages of one SockJS frame handled before the reader yiel
 
 
 class Transport(Protocol):
+    """What a DDP connection runs over: a WebSocket here, or a SockJS session of HTTP
+    requests (:class:`.sockjs_session.SockJSSession`)."""
+
+    kind: str  # as ``ddpctl conns ls`` shows it: websocket, sockjs, sockjs/xhr-streaming, ...
+    heartbeats: bool  # send_heartbeat sends something (SockJS ``h`` every --sockjs-heartbeat)
+
     def open(self) -> None: ...
     def receive(self) -> list[str | bytes]: ...
     def send(self, texts: list[str]) -> None: ...
@@ -100,6 +106,9 @@ class Transport(Protocol):
 
 class RawTransport:
     """DDP messages as plain WebSocket text messages (``/websocket``)."""
+
+    kind = "websocket"
+    heartbeats = False
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
@@ -138,6 +147,9 @@ class SockJSTransport(RawTransport):
     ``max_message_size`` bounds each DDP message once unescaped (the WebSocket itself is
     given :func:`sockjs.frame_limit` of it); a bigger one closes with 1009.
     """
+
+    kind = "sockjs"
+    heartbeats = True
 
     def __init__(self, ws: WebSocket, max_message_size: int | None = None) -> None:
         super().__init__(ws)
@@ -556,7 +568,7 @@ class DDPConnection:
         utc = datetime.UTC
         entry = ConnectionEntry(
             self.handle.id, self.handle.client_address, None if self.user_id is None else str(self.user_id),
-            "sockjs" if isinstance(self.transport, SockJSTransport) else "websocket",
+            self.transport.kind,
             datetime.datetime.fromtimestamp(self.opened_at, utc))
         subs = []
         for sub_id, sub in list(self._subs.items()):
@@ -768,7 +780,7 @@ class DDPConnection:
             return
         if self._closing:
             return
-        if (self.config.sockjs_heartbeat > 0 and isinstance(self.transport, SockJSTransport)
+        if (self.config.sockjs_heartbeat > 0 and self.transport.heartbeats
                 and now - self._last_transport_beat >= self.config.sockjs_heartbeat):
             # SockJS ``h`` frames keep proxies from closing a quiet connection.
             self._last_transport_beat = now

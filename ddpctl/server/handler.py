@@ -1,9 +1,9 @@
 """Routing: DDP WebSockets and SockJS endpoints here, every other request to Django.
 
 Raw DDP: ``/websocket``, ``/websocket/``, ``/sockjs/websocket``.  SockJS:
-``/sockjs/info``, ``/sockjs`` (welcome) and ``/sockjs/<server>/<session>/websocket``.
-Each of them first passes the server's Origin check (:mod:`ddpctl.origins`): a refused
-origin gets ``403 Forbidden`` before any upgrade.
+``/sockjs/<server>/<session>/websocket`` here, every other ``/sockjs`` path (info, the HTTP
+transports) in :mod:`.sockjs_http`.  Each of them first passes the server's Origin check
+(:mod:`ddpctl.origins`): a refused origin gets ``403 Forbidden`` before any upgrade.
 """
 from __future__ import annotations
 
@@ -118,6 +118,7 @@ class Router:
         self.static: Callable[..., Iterable[bytes]] | None = None  # Django's static files (django_static.py)
         self.static_prefix = ""
         self.app: Callable[..., Iterable[bytes]] = self.django  # a Meteor bundle's layer goes in front
+        self.sockjs: Callable[..., Iterable[bytes]] | None = None  # sockjs_http.SockJSApp
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -136,24 +137,9 @@ class Router:
     def _sockjs(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
         if self._origins is not None and not self._origins.check(environ):
             return _plain(start_response, "403 Forbidden", _ORIGIN_REFUSED)
-        method = environ.get("REQUEST_METHOD")
-        if path in ("/sockjs", "/sockjs/") and method in ("GET", "HEAD"):
-            return _plain(start_response, "200 OK", sockjs.WELCOME, "text/plain; charset=UTF-8")
-        if path == "/sockjs/info":
-            origin = environ.get("HTTP_ORIGIN") or "*"
-            cors = [("Access-Control-Allow-Origin", origin),
-                    ("Access-Control-Allow-Credentials", "true"), _NO_CACHE]
-            if method == "OPTIONS":
-                start_response("204 No Content", cors + [
-                    ("Access-Control-Allow-Methods", "OPTIONS, GET"),
-                    ("Access-Control-Max-Age", "31536000")])
-                return [b""]
-            if method in ("GET", "HEAD"):
-                body = sockjs.info_body()
-                start_response("200 OK", cors + [("Content-Type", "application/json; charset=UTF-8"),
-                                                 ("Content-Length", str(len(body)))])
-                return [body]
-        return _plain(start_response, "404 Not Found", b"Not found\n")
+        if self.sockjs is None:
+            return _plain(start_response, "404 Not Found", b"Not found\n")
+        return self.sockjs(environ, start_response)
 
     def django(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Django's answer, streamed.

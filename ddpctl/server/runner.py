@@ -43,6 +43,7 @@ from .hosts import HostPolicy
 from .http import HTTPLimits, HTTPServer
 from .node import NodeAgent
 from .open_files import raise_open_file_limit
+from .sockjs_http import SockJSApp
 
 if TYPE_CHECKING:
     from ..config import ServeConfig
@@ -113,6 +114,7 @@ class DDPServer:
         static = static_files_app()
         if static is not None:
             app.static, app.static_prefix = static
+        app.sockjs = self.sockjs = SockJSApp(self)  # SockJS's HTTP transports and their sessions
         self.meteor = None
         if config.meteor_bundle is not None:
             from .meteor import MeteorService
@@ -205,8 +207,11 @@ class DDPServer:
         for conn in conns:
             conn.close(1001, "Server shutting down")
         deadline = gevent.Timeout(self.config.shutdown_timeout, False)
-        with deadline:  # DDP connections, and HTTP requests being answered, finish
-            while self.connections or any(server.busy for server in self._servers):
+        with deadline:
+            # DDP connections, HTTP requests being answered, and SockJS sessions over HTTP
+            # until the next poll took the close frame, finish.
+            while (self.connections or self.sockjs.sessions.closing()
+                   or any(server.busy for server in self._servers)):
                 gevent.sleep(0.02)
         for server in self._servers:
             server.stop(timeout=0.5)
