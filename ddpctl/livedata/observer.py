@@ -249,11 +249,11 @@ class Cursor:
 
     def fetch_all(self) -> Docs:
         # .all(): a fresh clone, never the QuerySet's result cache from the last run
-        return dict(self.collection.serialize(obj) for obj in self.queryset.all())
+        return self.collection.documents(self.queryset.all())
 
     def fetch(self, doc_ids: Iterable[str]) -> Docs:
         keys = [self.collection.pk_from_id(doc_id) for doc_id in doc_ids]
-        return dict(self.collection.serialize(obj) for obj in self.queryset.filter(pk__in=keys))
+        return self.collection.documents(self.queryset.filter(pk__in=keys))
 
     def plan(self, changes: ChangeSet) -> tuple[bool, frozenset[str]]:
         """``(refetch everything?, document ids to refetch)`` for a batch."""
