@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "EJSONError", "RegExp", "ObjectID", "JSDate", "JS_DATE_LIMIT", "MAX_DEPTH", "add_type", "has_type",
-    "to_json_value", "from_json_value", "equals",
+    "EJSONError", "RegExp", "ObjectID", "JSDate", "JS_DATE_LIMIT", "MAX_DEPTH", "CustomValue", "add_type",
+    "has_type", "to_json_value", "from_json_value", "equals",
 ]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -99,6 +99,14 @@ def has_type(cls: type) -> bool:
 add_type("oid", ObjectID, lambda oid: oid.hex, ObjectID)
 
 
+class CustomValue(dict):
+    """The wire form of a custom type, ``{"$type": name, "$value": ...}``: a plain dict but
+    for its class, which tells encoders that ``$value`` is what the type's ``to_json``
+    returned, unchecked (see :func:`ddpctl.ddp.messages.stringify`)."""
+
+    __slots__ = ()
+
+
 def _date_ms(value: datetime.datetime) -> int:
     if value.tzinfo is None:  # naive datetimes are taken as UTC, like Django with USE_TZ=False
         value = value.replace(tzinfo=datetime.UTC)
@@ -163,7 +171,7 @@ def to_json_value(value: Any) -> Any:
     name = _names_by_class.get(type(value))
     if name is not None:
         try:
-            return {"$type": name, "$value": _types_by_name[name].to_json(value)}
+            return CustomValue({"$type": name, "$value": _types_by_name[name].to_json(value)})
         except Exception as exc:
             raise TypeError(f"EJSON type {name!r} could not encode {value!r}: {exc!r}") from exc
     raise TypeError(f"{type(value).__name__} is not EJSON serializable")
