@@ -51,7 +51,7 @@ from ..ddp.ejson import equals
 from ..ddp.errors import MeteorError, internal_server_error
 from .capture import ensure_captured
 from .collection import Collection
-from .publish import PreparedMessage, Subscription
+from .publish import AddedTexts, PreparedMessage, SharedDocuments, Subscription
 from .reads import depends_on_other_rows, relation_scans
 from .rounds import first_queries
 from .shape import NotMultiplexable, Shape, cohort_key, shapes
@@ -227,6 +227,7 @@ class Cursor:
             self.rows_depend = depends_on_other_rows(queryset, scans)
         self.docs: Docs = {}
         self._shared = False
+        self.texts = AddedTexts(collection.name)  # the documents' ``added`` texts, for welcomes
 
     def snapshot(self) -> Docs:
         """The current documents, to read later: the next change copies them first (copy on write)."""
@@ -345,7 +346,10 @@ class Observer:
         # The subscriber's connection sends the documents (and ready) on its own greenlet, as
         # fast as its client reads; changes from now on follow them.  Nothing waits here.
         self.subscribers.append(sub)
-        sub.welcome([(cursor.collection.name, cursor.snapshot()) for cursor in self.cursors])
+        for cursor in self.cursors:
+            cursor.texts.prune(cursor.docs)
+        sub.welcome([SharedDocuments(cursor.collection.name, cursor.snapshot(), cursor.texts)
+                     for cursor in self.cursors])
 
     # -- queries ------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from gevent.event import Event
 
 from ..config import REFRESH_CONCURRENCY, SYSTEM_CONNECTIONS
 from ..origins import OriginPolicy
+from . import collector
 from .database_pool import DatabasePool
 from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
@@ -150,6 +151,7 @@ class DDPServer:
             gevent.wait([self.dispatcher.ready, self._stop], count=1)
             if self._stop.is_set():
                 return
+            collector.tune()  # start-up objects frozen, fewer young collections (collector.py)
             for sock in self._sockets:
                 sock.listen(self.backlog)
             for server in self._servers:
