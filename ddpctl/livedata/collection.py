@@ -116,17 +116,20 @@ class Collection:
         this collection's model, :meth:`prepare`d), in its order: :meth:`serialize` of each row, exactly.
 
         Unless ``serialize`` is overridden (or the model or a field needs its instances:
-        :attr:`row_reader`), the rows are read as tuples (``values_list``) rather than model
-        instances, and each many-to-many field with one more statement for all of them (the
+        :attr:`row_reader`), the rows of the statement that would give model instances are
+        read as they are, not as instances, and each many-to-many field with one more
+        statement for all of them (the
         statement ``prefetch_related`` runs, through the related model's default manager, in
         its order), not a related manager per row: the same documents at a fraction of the
         cost (README.rst, "Performance: where the time goes").  Database errors and
         ``TypeError`` for a value with no DDP mapping propagate."""
         reader = self.row_reader
-        if (reader is None or queryset._iterable_class is not ModelIterable or queryset.query.combinator
-                or post_init.has_listeners(self.model)):
-            return dict(self.serialize(obj) for obj in queryset)
-        return reader(queryset)
+        if (reader is not None and queryset._iterable_class is ModelIterable
+                and not queryset.query.combinator and not post_init.has_listeners(self.model)):
+            docs = reader(queryset)
+            if docs is not None:
+                return docs
+        return dict(self.serialize(obj) for obj in queryset)
 
     @cached_property
     def row_reader(self) -> Callable[[QuerySet], dict[str, dict[str, Any]]] | None:
@@ -219,17 +222,17 @@ class _RowReader:
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        self.columns = ["pk"]
-        # (field name, index in the row, label, file field?), in serialize()'s order
-        self.plain: list[tuple[str, int, str, bool]] = []
-        self.foreign: list[tuple[str, int]] = []
+        self.attnames = [collection.model._meta.pk.attname]  # the columns it reads, the key first
+        # (field name, attname, label, file field?), in serialize()'s order
+        self.plain: list[tuple[str, str, str, bool]] = []
+        self.foreign: list[tuple[str, str]] = []
         for field in collection.plain:
-            self.plain.append((field.name, len(self.columns), collection._labels[field.name],
+            self.plain.append((field.name, field.attname, collection._labels[field.name],
                                isinstance(field, models.FileField)))
-            self.columns.append(field.attname)
+            self.attnames.append(field.attname)
         for field in collection.foreign:
-            self.foreign.append((field.attname, len(self.columns)))
-            self.columns.append(field.attname)
+            self.foreign.append((field.attname, field.attname))
+            self.attnames.append(field.attname)
         # many-to-many: (document field, related model, lookup to this model, join table's
         # key of this model, this model's field it holds), as Django's forward manager has them
         self.many = []
@@ -238,12 +241,29 @@ class _RowReader:
             self.many.append((f"{field.name}_ids", field.remote_field.model, field.related_query_name(),
                               source, source.foreign_related_fields[0]))
 
-    def __call__(self, queryset: QuerySet) -> dict[str, dict[str, Any]]:
+    def __call__(self, queryset: QuerySet) -> dict[str, dict[str, Any]] | None:
+        """The documents of ``queryset``'s rows; None (nothing run) if its select list lacks
+        a column of theirs (``only()``/``defer()``: instances load those one by one).
+
+        The statement is the one the instances would come from (Django's ``ModelIterable``:
+        same select list, annotations and joins included, so the same rows and errors); its
+        rows are read as Django converts them, without instances."""
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        compiler.setup_query()
+        select, klass_info = compiler.select, compiler.klass_info
+        if klass_info is None:
+            return None
+        first, last = klass_info["select_fields"][0], klass_info["select_fields"][-1]
+        at = {column[0].target.attname: first + i for i, column in enumerate(select[first:last + 1])}
+        if any(attname not in at for attname in self.attnames):
+            return None
+        key = at[self.attnames[0]]
+        plain = [(name, at[attname], label, is_file) for name, attname, label, is_file in self.plain]
+        foreign = [(name, at[attname]) for name, attname in self.foreign]
         doc_id = self.collection.doc_id
-        plain, foreign = self.plain, self.foreign
         docs: dict[str, dict[str, Any]] = {}
         keyed: list[tuple[Any, dict[str, Any]]] = []  # (primary key, fields) per row
-        for row in queryset.prefetch_related(None).values_list(*self.columns):
+        for row in compiler.results_iter(compiler.execute_sql()):
             fields: dict[str, Any] = {}
             for name, i, label, is_file in plain:
                 value = row[i]
@@ -254,8 +274,8 @@ class _RowReader:
             for name, i in foreign:
                 value = row[i]
                 fields[name] = None if value is None else str(value)
-            docs[doc_id(row[0])] = fields
-            keyed.append((row[0], fields))
+            docs[doc_id(row[key])] = fields
+            keyed.append((row[key], fields))
         if self.many and keyed:
             self._add_many(keyed, queryset.db)
         return docs
@@ -265,7 +285,9 @@ class _RowReader:
         statement per field for all the rows, the one ``prefetch_related`` runs (Django's
         forward many-to-many manager, ``get_prefetch_querysets``): the related model's
         default manager, filtered on the join, in its order, with the join table's key of
-        this model selected; matched on both sides' ``get_db_prep_value`` as there."""
+        this model selected; matched on both sides' ``get_db_prep_value`` as there.  When
+        the related model has no order of its own (the prefetch's order is then whatever the
+        plan gives), the ids come in the join table's key order, the order they were added."""
         connection = connections[using]
         quote = connection.ops.quote_name
         keys = [key for key, _ in keyed]
@@ -277,8 +299,13 @@ class _RowReader:
             column = f"_ddpctl_source_{source.attname}"
             queryset = related._default_manager.db_manager(using).get_queryset()
             queryset = queryset.filter(**{f"{lookup}__in": keys_in(keys, matched, key_field, connection)})
-            queryset = queryset.extra(
-                select={column: f"{quote(source.model._meta.db_table)}.{quote(source.column)}"})
+            table = quote(source.model._meta.db_table)
+            selected = {column: f"{table}.{quote(source.column)}"}
+            if not queryset.ordered:  # unspecified: take the order they were added in, every time
+                selected["_ddpctl_join_key"] = f"{table}.{quote(source.model._meta.pk.column)}"
+                queryset = queryset.extra(select=selected, order_by=["_ddpctl_join_key"])
+            else:
+                queryset = queryset.extra(select=selected)
             found: dict[Any, list[str]] = {}
             for source_key, related_pk in queryset.values_list(column, "pk"):
                 found.setdefault(source.get_db_prep_value(source_key, connection), []).append(str(related_pk))
