@@ -227,7 +227,16 @@ class Cursor:
             self.rows_depend = depends_on_other_rows(queryset, scans)
         self.docs: Docs = {}
         self._shared = False
-        self.texts = AddedTexts(collection.name)  # the documents' ``added`` texts, for welcomes
+
+    _texts: AddedTexts | None = None
+
+    @property
+    def texts(self) -> AddedTexts:
+        """The ``added`` texts of its documents, shared by the subscribers it welcomes
+        (made at the first welcome)."""
+        if self._texts is None:
+            self._texts = AddedTexts(self.collection.name)
+        return self._texts
 
     def snapshot(self) -> Docs:
         """The current documents, to read later: the next change copies them first (copy on write)."""

@@ -11,7 +11,7 @@ session's mergebox.  Sampled under ``bench/ddpbench.py --only initial`` it took 
 an initial subscription (issue 14); a native profile still showed 22% with threshold0 at
 50,000, in middle-generation collections of 500,000 objects (200 ms each).
 
-:func:`tune` (called once, when the server starts listening) moves everything allocated at
+:func:`tune` (called once, when the server has started listening) moves everything allocated at
 start (Django, the project's modules, URL patterns) to the permanent generation
 (``gc.freeze()``: never walked again; never freed, which it would not be anyway) and sets
 ``threshold0`` to :data:`YOUNG_THRESHOLD`.  Measured on 10,000-document sessions that come

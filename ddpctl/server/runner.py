@@ -151,11 +151,11 @@ class DDPServer:
             gevent.wait([self.dispatcher.ready, self._stop], count=1)
             if self._stop.is_set():
                 return
-            collector.tune()  # start-up objects frozen, fewer young collections (collector.py)
             for sock in self._sockets:
                 sock.listen(self.backlog)
             for server in self._servers:
                 server.start()
+            collector.tune()  # start-up objects frozen, fewer young collections (collector.py)
             self.node.start([self._url(host, port) for host, port in self.addresses])
             self._stop.wait()
         finally:
