@@ -13,12 +13,12 @@ import math
 import uuid
 
 import pytest
+from ejson_strategies import texts, values
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ddpctl.ddp.ejson import add_type
 from ddpctl.ddp.messages import EncodeError, _json_text, _wire_form, parse, stringify
-from ejson_strategies import texts, values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +43,17 @@ EJSON = st.recursive(st.one_of(values, FLOATS, st.builds(Boxed, st.one_of(ODD, t
                                                 st.dictionaries(texts, children, max_size=3)),
                      max_leaves=12)
 ENVELOPE_KEYS = st.one_of(texts, st.integers(), st.booleans(), st.none(), FLOATS)
-ENVELOPE = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
+ENVELOPE = st.recursive(st.one_of(st.none(), st.booleans(),
+                                  st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
                                   FLOATS, texts, st.lists(texts, max_size=3)),
                         lambda children: st.one_of(st.lists(children, max_size=3),
                                                    st.dictionaries(ENVELOPE_KEYS, children, max_size=3)),
                         max_leaves=8)
 MESSAGES = st.fixed_dictionaries(
     {"msg": st.sampled_from(["added", "changed", "removed", "result", "ready", "nosub", "error", "updated"])},
-    optional={"collection": texts, "id": st.one_of(texts, st.integers(), st.uuids()), "fields": st.dictionaries(
-        texts, EJSON, max_size=4), "cleared": st.lists(texts, max_size=3), "result": EJSON,
+    optional={"collection": texts, "id": st.one_of(texts, st.integers(), st.uuids()),
+              "fields": st.dictionaries(texts, EJSON, max_size=4), "cleared": st.lists(texts, max_size=3),
+              "result": EJSON,
         "subs": st.lists(texts, max_size=3), "error": ENVELOPE, "reason": ENVELOPE,
         "offendingMessage": st.dictionaries(texts, EJSON, max_size=2)})
 
@@ -106,9 +108,37 @@ def test_deep_nesting_falls_back_and_stays_an_encode_error():
     deep = []
     for _ in range(300):  # orjson stops at 255 levels; the json module's limit is recursion
         deep = [deep]
-    text = stringify({"msg": "added", "collection": "c", "id": "1", "fields": {"d": deep}})
-    assert parsed(text) == parsed(reference({"msg": "added", "collection": "c", "id": "1", "fields": {"d": deep}}))
+    msg = {"msg": "added", "collection": "c", "id": "1", "fields": {"d": deep}}
+    assert parsed(stringify(msg)) == parsed(reference(msg))
     for _ in range(100_000):
         deep = [deep]
     with pytest.raises(EncodeError):
         stringify({"msg": "added", "collection": "c", "id": "1", "fields": {"d": deep}})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(texts, st.dictionaries(texts, EJSON, max_size=3), max_size=5))
+def test_added_texts_are_stringify_s_and_shared_while_a_document_is_unchanged(docs):
+    """What a welcome sends: the text of the ``added`` message, encoded once per document
+    and observer, the same for every later subscriber until the document changes."""
+    from ddpctl.livedata.publish import AddedTexts
+
+    texts = AddedTexts("c")
+    for doc_id, fields in docs.items():
+        msg = {"msg": "added", "collection": "c", "id": doc_id, **({"fields": fields} if fields else {})}
+        try:
+            expected = stringify(msg)
+        except EncodeError:
+            with pytest.raises(EncodeError):
+                texts.text(doc_id, fields)
+            continue
+        first = texts.text(doc_id, fields)
+        assert first == expected
+        assert texts.text(doc_id, fields) is first  # a later subscriber: no new encoding
+        changed = {**fields, "x": 1}  # observers replace a changed document's fields
+        assert parsed(texts.text(doc_id, changed)) == parsed(stringify({**msg, "fields": changed}))
+    current = {doc_id: {} for doc_id in list(docs)[:1]}
+    for i in range(100):
+        texts.text(f"gone{i}", {})
+    texts.prune(current)  # what is no longer held is forgotten
+    assert set(texts._texts) <= set(current)
