@@ -4,6 +4,7 @@
     python bench/ddpbench.py --quick    # smaller sizes, for a smoke run
     python bench/ddpbench.py --quick --only open-transaction   # one scenario
     python bench/ddpbench.py --only distinct   # N clients with subscriptions of their own (bench/distinct.py)
+    python bench/ddpbench.py --only initial --repeat 3   # initial subscription of 10,000 docs, 3 times
 
 Server (``ddpctl serve``, one process), PostgreSQL, writer (this process, Django ORM
 ``save()``) and load generator (``bench/loadgen.py``, gevent clients) all run on this
@@ -204,6 +205,47 @@ def slow_consumer(server, seconds: float) -> tuple[str, str]:
             + (f"; closed after {closed_after:.1f} s: {how}" if closed_after is not None else f"; {how}"))
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def initial_subscription(server, author, docs: int, repeat: int = 1) -> list[tuple[str, str, str]]:
+    """One client subscribes to ``AllBooks`` holding ``docs`` books (created as needed),
+    ``repeat`` times one after the other (each a new observer: the last subscriber's left):
+    docs/s from the ``sub`` to its ``ready`` (connect included), each run and the median,
+    and the server's CPU time per document (less sensitive to other load on the machine)."""
+    from bookstore.models import Book
+
+    missing = docs - Book.objects.count()
+    if missing > 0:
+        Book.objects.bulk_create([Book(title=f"doc {i}", author=author) for i in range(missing)])
+    pid = server.process.pid
+    print(f"[{time.strftime('%H:%M:%S')}] initial subscription: server pid {pid}, "
+          f"{Book.objects.count():,} books", file=sys.stderr, flush=True)
+    rates, costs, client_costs = [], [], []
+    for _ in range(max(1, repeat)):
+        cpu = cpu_seconds(pid)
+        gen = LoadGen(server.port, 1, "AllBooks")
+        ready = gen.ready_seconds
+        cpu = cpu_seconds(pid) - cpu
+        client_costs.append(cpu_seconds(gen.proc.pid) / docs * 1e6)  # start-up included
+        gen.stop(None)
+        rates.append(docs / ready)
+        costs.append(cpu / docs * 1e6)
+        print(f"[{time.strftime('%H:%M:%S')}] initial subscription: {docs / ready:,.0f} docs/s "
+              f"(ready after {ready * 1000:.0f} ms; server CPU {cpu * 1000:.0f} ms)", file=sys.stderr, flush=True)
+    median = sorted(rates)[len(rates) // 2]
+    cost = sorted(costs)[len(costs) // 2]
+    runs = f"; runs {', '.join(f'{r:,.0f}' for r in rates)}" if len(rates) > 1 else ""
+    return [(f"initial subscription, {docs:,} docs", f"{median:,.0f} docs/s",
+             f"median of {len(rates)}, ready after {docs / median * 1000:.0f} ms (connect included){runs}"),
+            ("server CPU per document, initial subscription", f"{cost:.1f} us",
+             f"median of {len(costs)} (user + system, connect included: {1e6 / cost:,.0f} docs per CPU-second); "
+             f"load generator {sorted(client_costs)[len(client_costs) // 2]:.1f} us (its start-up included)")]
+
+
 def distinct_subscriptions(args: argparse.Namespace, base_url: str | None) -> str:
     """Run the "distinct subscriptions" scenario; returns its table.  ``base_url``: the
     server the other scenarios used (``DATABASE_URL`` before they replaced it)."""
@@ -230,7 +272,12 @@ def distinct_subscriptions(args: argparse.Namespace, base_url: str | None) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs")
-    parser.add_argument("--only", choices=["open-transaction", "distinct"], help="run only this scenario")
+    parser.add_argument("--only", choices=["open-transaction", "distinct", "initial"], help="run only this scenario")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="initial: subscribe N times (one client at a time, a new observer each), "
+                             "print each and the median")
+    parser.add_argument("--initial-docs", type=int, default=0, metavar="N",
+                        help="initial: documents in the subscription (default 10,000; --quick: 2,000)")
     parser.add_argument("--shared-database", action="store_true",
                         help="distinct: use the benchmark's PostgreSQL server, not a private cluster")
     parser.add_argument("--top-statements", type=int, default=0, metavar="N",
@@ -266,6 +313,9 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
 
     with LiveServer(SERVER_ARGS) as server:
+        if args.only == "initial":
+            rows.extend(initial_subscription(server, author, args.initial_docs or docs, args.repeat))
+            return report(rows, args.quick)
         if args.only == "open-transaction":
             rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
             return report(rows, args.quick)
@@ -313,12 +363,7 @@ def main() -> None:
         rows.append(("slow consumer: server RSS growth, 20 KiB docs", peak, note))
 
         # 4. initial subscription
-        Book.objects.bulk_create([Book(title=f"doc {i}", author=author) for i in range(docs - 1 - len(others))])
-        gen = LoadGen(server.port, 1, "AllBooks")
-        ready = gen.ready_seconds
-        gen.stop(None)
-        rows.append((f"initial subscription, {docs:,} docs", f"{docs / ready:,.0f} docs/s",
-                     f"ready after {ready * 1000:.0f} ms (connect included)"))
+        rows.extend(initial_subscription(server, author, docs, args.repeat))
 
         # 5. memory per idle connection
         before = rss_kib(server.process.pid)

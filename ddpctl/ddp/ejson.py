@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "EJSONError", "RegExp", "ObjectID", "JSDate", "JS_DATE_LIMIT", "MAX_DEPTH", "add_type", "has_type",
-    "to_json_value", "from_json_value", "equals",
+    "EJSONError", "RegExp", "ObjectID", "JSDate", "JS_DATE_LIMIT", "MAX_DEPTH", "CustomValue", "add_type",
+    "has_type", "to_json_value", "from_json_value", "equals",
 ]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -99,6 +99,14 @@ def has_type(cls: type) -> bool:
 add_type("oid", ObjectID, lambda oid: oid.hex, ObjectID)
 
 
+class CustomValue(dict):
+    """The wire form of a custom type, ``{"$type": name, "$value": ...}``: a plain dict but
+    for its class, which tells encoders that ``$value`` is what the type's ``to_json``
+    returned, unchecked (see :func:`ddpctl.ddp.messages.stringify`)."""
+
+    __slots__ = ()
+
+
 def _date_ms(value: datetime.datetime) -> int:
     if value.tzinfo is None:  # naive datetimes are taken as UTC, like Django with USE_TZ=False
         value = value.replace(tzinfo=datetime.UTC)
@@ -132,8 +140,31 @@ def _matches_builtin(obj: dict) -> bool:
     return False
 
 
+_AS_IS = frozenset({str, int, bool, type(None)})  # exact types to_json_value returns unchanged
+
+
+def _is_wire_form(value: dict) -> bool:
+    """True if ``value``'s keys are strings and its values str, int, bool, None or lists of
+    those: it is its own wire form (once escaped if it looks like an EJSON type)."""
+    for key, item in value.items():
+        if type(key) is not str:
+            return False
+        kind = type(item)
+        if kind in _AS_IS:
+            continue
+        if kind is not list:
+            return False
+        for element in item:
+            if type(element) not in _AS_IS:
+                return False
+    return True
+
+
 def to_json_value(value: Any) -> Any:
-    """Convert a Python value to its EJSON wire form (a JSON-compatible value)."""
+    """Convert a Python value to its EJSON wire form (a JSON-compatible value).
+
+    The result may be ``value`` itself, or share parts with it (a dict or list already in
+    its wire form): treat it as read-only."""
     if value is None or value is True or value is False or isinstance(value, (str, int)):
         return value
     if isinstance(value, float):
@@ -142,11 +173,15 @@ def to_json_value(value: Any) -> Any:
         if math.isinf(value):
             return {"$InfNaN": 1 if value > 0 else -1}
         return value
+    if type(value) is dict and _is_wire_form(value):  # a document of strings and numbers, typically
+        return {"$escape": value} if _matches_builtin(value) else value
     if isinstance(value, dict):
-        converted = {str(k): to_json_value(v) for k, v in value.items()}
+        # values that are their own wire form are taken as they are, without a call each
+        converted = {k if type(k) is str else str(k): v if type(v) in _AS_IS else to_json_value(v)
+                     for k, v in value.items()}
         return {"$escape": converted} if _matches_builtin(value) else converted
     if isinstance(value, (list, tuple)):
-        return [to_json_value(v) for v in value]
+        return [v if type(v) in _AS_IS else to_json_value(v) for v in value]
     if isinstance(value, datetime.datetime):
         return {"$date": _date_ms(value)}
     if isinstance(value, datetime.date):
@@ -163,7 +198,7 @@ def to_json_value(value: Any) -> Any:
     name = _names_by_class.get(type(value))
     if name is not None:
         try:
-            return {"$type": name, "$value": _types_by_name[name].to_json(value)}
+            return CustomValue({"$type": name, "$value": _types_by_name[name].to_json(value)})
         except Exception as exc:
             raise TypeError(f"EJSON type {name!r} could not encode {value!r}: {exc!r}") from exc
     raise TypeError(f"{type(value).__name__} is not EJSON serializable")

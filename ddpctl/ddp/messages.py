@@ -15,6 +15,8 @@ import re
 import sys
 from typing import Any
 
+import orjson
+
 from .ejson import MAX_DEPTH, EJSONError, from_json_value, to_json_value
 
 __all__ = ["ParseError", "EncodeError", "parse", "stringify", "encoded_size", "EJSON_FIELDS"]
@@ -108,6 +110,26 @@ def _json_stringify_form(value: Any) -> Any:
     return value
 
 
+# orjson: the value's types checked, not converted -- str, int, dict and list subclasses
+# (e.g. a custom type's CustomValue), datetimes and dataclasses go to ``default``, which
+# has none: they, and anything else orjson refuses, fall back to the json module.
+_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+                   | orjson.OPT_PASSTHROUGH_DATACLASS)
+_SIMPLE = frozenset({str, int, bool, type(None)})
+
+
+def _simple_envelope(msg: dict[str, Any]) -> bool:
+    """True if every value of ``msg`` outside its EJSON fields is a str, int, bool, None or a
+    list of str (the envelope of data, ``ready``, ``updated``, ``result`` messages)."""
+    for key, value in msg.items():
+        kind = type(value)
+        if kind in _SIMPLE or key in EJSON_FIELDS:
+            continue
+        if kind is not list or any(type(item) is not str for item in value):
+            return False
+    return True
+
+
 def stringify(msg: dict[str, Any]) -> str:
     """Serialize one outgoing DDP message; ``fields``/``params``/``result`` go through EJSON,
     and so do those of an ``offendingMessage``.
@@ -115,18 +137,36 @@ def stringify(msg: dict[str, Any]) -> str:
     Outside EJSON fields a non-finite float becomes ``null`` (``JSON.stringify``).  Lone
     surrogates are sent as ``\\udXXX`` escapes, so the text always encodes to UTF-8.
     Raises ``EncodeError`` for anything else that cannot be serialized.
+
+    The text is orjson's (about 3x faster than the json module) when the message's envelope
+    is plain (:func:`_simple_envelope`; the EJSON fields' wire form holds only JSON types,
+    but for the ``$value`` of custom types, which the json module encodes) and orjson takes
+    it; else, and for what orjson refuses (integers beyond 64 bits, lone surrogates, nesting
+    deeper than 254), the json module's.  Both parse to the same JSON
+    (``tests/test_ddp_encoding.py``); the texts differ only in a float's exponent (``1e-7``
+    for ``1e-07``).
     """
     try:
         out = _wire_form(msg)
-        try:
-            text = _encode(out)
-        except ValueError:  # a non-finite float where JSON has no EJSON to carry it
-            out = _json_stringify_form(out)
-            text = _encode(out)
-        if not text.isascii() and _SURROGATE.search(text):
-            text = _encode_ascii(out)
+        if _simple_envelope(msg):
+            try:
+                return orjson.dumps(out, option=_ORJSON_OPTIONS).decode()
+            except TypeError:  # orjson.JSONEncodeError: the json module decides
+                pass
+        return _json_text(out)
     except (TypeError, ValueError, RecursionError) as exc:
         raise EncodeError(f"cannot encode a {msg.get('msg')!r} message: {exc}") from exc
+
+
+def _json_text(out: dict[str, Any]) -> str:
+    """The json module's text of a message's wire form (:func:`stringify`)."""
+    try:
+        text = _encode(out)
+    except ValueError:  # a non-finite float where JSON has no EJSON to carry it
+        out = _json_stringify_form(out)
+        text = _encode(out)
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _encode_ascii(out)
     return text
 
 

@@ -51,7 +51,7 @@ from ..ddp.ejson import equals
 from ..ddp.errors import MeteorError, internal_server_error
 from .capture import ensure_captured
 from .collection import Collection
-from .publish import PreparedMessage, Subscription
+from .publish import AddedTexts, PreparedMessage, SharedDocuments, Subscription
 from .reads import depends_on_other_rows, relation_scans
 from .rounds import first_queries
 from .shape import NotMultiplexable, Shape, cohort_key, shapes
@@ -228,6 +228,16 @@ class Cursor:
         self.docs: Docs = {}
         self._shared = False
 
+    _texts: AddedTexts | None = None
+
+    @property
+    def texts(self) -> AddedTexts:
+        """The ``added`` texts of its documents, shared by the subscribers it welcomes
+        (made at the first welcome)."""
+        if self._texts is None:
+            self._texts = AddedTexts(self.collection.name)
+        return self._texts
+
     def snapshot(self) -> Docs:
         """The current documents, to read later: the next change copies them first (copy on write)."""
         self._shared = True
@@ -249,11 +259,11 @@ class Cursor:
 
     def fetch_all(self) -> Docs:
         # .all(): a fresh clone, never the QuerySet's result cache from the last run
-        return dict(self.collection.serialize(obj) for obj in self.queryset.all())
+        return self.collection.documents(self.queryset.all())
 
     def fetch(self, doc_ids: Iterable[str]) -> Docs:
         keys = [self.collection.pk_from_id(doc_id) for doc_id in doc_ids]
-        return dict(self.collection.serialize(obj) for obj in self.queryset.filter(pk__in=keys))
+        return self.collection.documents(self.queryset.filter(pk__in=keys))
 
     def plan(self, changes: ChangeSet) -> tuple[bool, frozenset[str]]:
         """``(refetch everything?, document ids to refetch)`` for a batch."""
@@ -345,7 +355,10 @@ class Observer:
         # The subscriber's connection sends the documents (and ready) on its own greenlet, as
         # fast as its client reads; changes from now on follow them.  Nothing waits here.
         self.subscribers.append(sub)
-        sub.welcome([(cursor.collection.name, cursor.snapshot()) for cursor in self.cursors])
+        for cursor in self.cursors:
+            cursor.texts.prune(cursor.docs)
+        sub.welcome([SharedDocuments(cursor.collection.name, cursor.snapshot(), cursor.texts)
+                     for cursor in self.cursors])
 
     # -- queries ------------------------------------------------------------------------
 

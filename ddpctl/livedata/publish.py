@@ -23,7 +23,7 @@ from ..invocation import ConnectionHandle, call_user_code
 from ..values import to_ddp_value
 
 __all__ = ["Subscription", "SubscriptionSink", "PreparedMessage", "PublicationRegistry", "publications",
-           "publish", "Documents", "utf8_size"]
+           "publish", "Documents", "SharedDocuments", "AddedTexts", "utf8_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,57 @@ def utf8_size(text: str) -> int:
 
 
 Documents = list[tuple[str, Mapping[str, Mapping[str, Any]]]]
-"""An observer's documents for a new subscriber: ``[(collection name, {id: fields})]``."""
+"""An observer's documents for a new subscriber: ``[(collection name, {id: fields})]``
+(each item may be a :class:`SharedDocuments`)."""
+
+
+class AddedTexts:
+    """The text of each document's ``added`` message in one collection, encoded once and
+    shared by the subscribers an observer welcomes (issue 14: the first subscriber's work
+    is reused by later ones).  A text stays valid while the document's fields are the very
+    same object (observers replace, never change, a document's fields dict); it costs about
+    the size of the text per document, freed with the observer."""
+
+    __slots__ = ("collection", "_texts")
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self._texts: dict[str, tuple[Mapping[str, Any], str]] = {}
+
+    def text(self, doc_id: str, fields: Mapping[str, Any]) -> str:
+        """``{"msg":"added","collection":...,"id":doc_id,"fields":fields}`` (no ``fields`` when
+        empty), as :func:`~ddpctl.ddp.messages.stringify` writes it; ``EncodeError`` if it
+        cannot be encoded (not kept)."""
+        entry = self._texts.get(doc_id)
+        if entry is not None and entry[0] is fields:
+            return entry[1]
+        from ..ddp.messages import stringify
+
+        msg: dict[str, Any] = {"msg": "added", "collection": self.collection, "id": doc_id}
+        if fields:
+            msg["fields"] = fields
+        text = stringify(msg)
+        self._texts[doc_id] = (fields, text)
+        return text
+
+    def prune(self, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Forget the texts of documents no longer in ``docs`` or changed since, once they
+        are as many as the documents (so what is kept stays within twice ``docs``)."""
+        if len(self._texts) > 2 * len(docs) + 64:
+            self._texts = {doc_id: entry for doc_id, entry in self._texts.items()
+                           if docs.get(doc_id) is entry[0]}
+
+
+class SharedDocuments(tuple):
+    """``(collection name, {id: fields})``, an item of :data:`Documents`, with ``texts``:
+    the :class:`AddedTexts` its subscribers share."""
+
+    texts: AddedTexts
+
+    def __new__(cls, name: str, docs: Mapping[str, Mapping[str, Any]], texts: AddedTexts) -> SharedDocuments:
+        self = super().__new__(cls, (name, docs))
+        self.texts = texts
+        return self
 
 
 class SubscriptionSink(Protocol):

@@ -59,7 +59,7 @@ from ..ddp.session import (
     SubscriptionStop,
 )
 from ..invocation import ConnectionHandle, MethodInvocation
-from ..livedata.publish import Documents, PreparedMessage, Subscription, publications, utf8_size
+from ..livedata.publish import AddedTexts, Documents, PreparedMessage, Subscription, publications, utf8_size
 from ..methods import methods
 from ..ratelimit import Event as RateLimitEvent
 from ..ratelimit import rate_limit
@@ -83,6 +83,7 @@ _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
 _WRITER_LINGER = 5.0  # seconds an idle writer greenlet waits for more before it ends
 _PAUSE_CHECK = 1.0  # seconds between checks that a paused reader's connection still lives
 _YIELD_EVERY = 64  # messages of one SockJS frame handled before the reader yields
+_WELCOME_BATCH_BYTES = 64 << 10  # a welcome's documents are queued in items of about this size
 
 
 class Transport(Protocol):
@@ -200,6 +201,15 @@ class _CloseRequest:
         self.size = 4 + utf8_size(reason)  # counted: a close frame stuck in send is a stall too
 
 
+class _TextBatch:
+    """Messages queued as one item (a welcome's documents), ``size`` bytes in UTF-8."""
+
+    __slots__ = ("texts", "size")
+
+    def __init__(self, texts: list[str], size: int) -> None:
+        self.texts, self.size = texts, size
+
+
 class _Welcome:
     """A new subscriber's documents still to send, and the changes that arrived meanwhile."""
 
@@ -239,6 +249,8 @@ class DDPConnection:
         self._writable.set()
         self._high_water = min(_HIGH_WATER, self.config.send_buffer_limit // 4)
         self._low_water = self._high_water // 2
+        # within the high-water mark, so a batch never crowds out live changes' room
+        self._welcome_batch = max(1, min(_WELCOME_BATCH_BYTES, self._high_water // 4))
         self._tasks: deque[Callable[[], None]] = deque()  # own work, run before the next message
         self._welcoming: dict[str, _Welcome] = {}
         self._inbox: deque[tuple[dict[str, Any], int]] = deque()  # (message, frame bytes)
@@ -495,11 +507,10 @@ class DDPConnection:
         """On the processor: the documents, ``ready``, then the changes since, with backpressure."""
         sub = welcome.sub
         try:
-            for name, docs in welcome.documents:
-                for doc_id, fields in docs.items():
-                    if not sub.active or self._close_queued:
-                        return
-                    self.sub_added(sub.id, name, doc_id, fields)
+            for entry in welcome.documents:
+                name, docs = entry
+                if not self._send_documents(sub, name, docs, getattr(entry, "texts", None)):
+                    return
             if sub.active:
                 self.sub_ready(sub.id)
             changes = welcome.changes
@@ -513,6 +524,45 @@ class DDPConnection:
             for message in welcome.changes:  # left over if it ended early
                 self._held -= message.size
             welcome.changes.clear()
+
+    def _send_documents(self, sub: Subscription, name: str, docs: Mapping[str, Mapping[str, Any]],
+                        texts: AddedTexts | None) -> bool:
+        """A welcome's documents of one collection through the mergebox, queued in batches of
+        about :data:`_WELCOME_BATCH_BYTES` (one queue operation each, not one per document;
+        a quarter of the high-water mark at most);
+        an ``added`` the mergebox lets through whole takes its text from ``texts``, encoded
+        once for every subscriber of the observer.  False if the subscription or the
+        connection ended meanwhile."""
+        if not sub.active or self._close_queued:
+            return False
+        added = self.session.subscription_added
+        limit = self._welcome_batch
+        batch: list[str] = []
+        size = 0
+        for doc_id, fields in docs.items():
+            for msg in added(sub.id, name, doc_id, fields):
+                if self._mute_data:
+                    continue  # a user change is re-running subscriptions; the diff follows
+                text = None
+                if texts is not None and msg["msg"] == "added" and len(msg.get("fields", ())) == len(fields):
+                    try:  # the whole document, as the observer holds it
+                        text = texts.text(doc_id, fields)
+                    except EncodeError:
+                        pass  # _encode says why and drops it
+                if text is None:
+                    text = self._encode(msg)
+                    if text is None:
+                        continue
+                batch.append(text)
+                size += utf8_size(text)
+            if size >= limit:
+                self._queue_texts(batch, size)
+                batch, size = [], 0
+                if not sub.active or self._close_queued:
+                    return False
+        if batch:
+            self._queue_texts(batch, size)
+        return sub.active and not self._close_queued
 
     def sub_prepared(self, sub_id: str, message: PreparedMessage) -> None:
         if self._close_queued:
@@ -653,6 +703,14 @@ class DDPConnection:
             return
         self._push(text, size)
 
+    def _queue_texts(self, texts: list[str], size: int) -> None:
+        """Queue ``texts`` (``size`` bytes in UTF-8) as one item: a welcome's batch."""
+        if gevent.getcurrent() is self._processor:
+            self._wait_writable()
+        elif not self._reserve(size):
+            return
+        self._push(_TextBatch(texts, size), size)
+
     def _reserve(self, size: int) -> bool:
         """Room for ``size`` more bytes from a producer that must not wait; else drop the client."""
         if self._buffered + self._held + size <= self.config.send_buffer_limit:
@@ -742,6 +800,9 @@ class DDPConnection:
                 if isinstance(item, str):
                     texts.append(item)
                     continue
+                if isinstance(item, _TextBatch):
+                    texts.extend(item.texts)
+                    continue
                 if texts:
                     self.transport.send(texts)
                     texts = []
@@ -808,6 +869,6 @@ class DDPConnection:
 def _size_of(item: Any) -> int:
     if isinstance(item, str):
         return utf8_size(item)
-    if isinstance(item, _CloseRequest):
+    if isinstance(item, (_CloseRequest, _TextBatch)):
         return item.size
     return 0

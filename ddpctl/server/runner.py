@@ -33,6 +33,7 @@ from gevent.event import Event
 
 from ..config import REFRESH_CONCURRENCY, SYSTEM_CONNECTIONS
 from ..origins import OriginPolicy
+from . import collector
 from .database_pool import DatabasePool
 from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
@@ -174,6 +175,7 @@ class DDPServer:
                 sock.listen(self.backlog)
             for server in self._servers:
                 server.start()
+            collector.tune()  # start-up objects frozen, fewer young collections (collector.py)
             self.node.start([self._url(host, port) for host, port in self.addresses])
             self._stop.wait()
         finally:
