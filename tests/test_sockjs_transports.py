@@ -498,24 +498,25 @@ def test_shutdown_closes_sessions_with_1001(start_server):
     assert live.process.wait(15) == 0
 
 
-def test_shutdown_refuses_new_sessions_and_hands_waiting_ones_their_messages_then_1001(start_server):
+def test_shutdown_hands_a_waiting_poll_1001_and_refuses_new_connections(start_server):
+    """At SIGTERM a poll waiting for data gets ``c[1001,...]`` at once; the listening socket
+    is closed (a new poll is refused: the client reconnects elsewhere) and the process ends."""
     live = start_server()
-    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)  # kept alive
-
-    def post(path, body=b""):
-        conn.request("POST", path, body=body)
-        response = conn.getresponse()
-        return response.status, response.read()
-
     s = Session(live.port)
-    assert post(f"{s.path}/xhr") == (200, b"o\n")
-    assert post(f"{s.path}/xhr_send", json.dumps([json.dumps(CONNECT)]))[0] == 204
-    time.sleep(0.3)  # "connected" waits for the next poll
+    assert s.poll() == "o"
+    s.send(CONNECT)
+    assert ddp_messages(s.poll())[0]["msg"] == "connected"
+    waiting = {}
+
+    def wait_poll():
+        waiting["frame"] = s.poll()
+
+    poller = threading.Thread(target=wait_poll)
+    poller.start()
+    time.sleep(0.5)  # the poll is attached to the session, waiting
     live.process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    assert post(f"/sockjs/000/{uuid.uuid4().hex}/xhr")[0] == 503  # no new session while draining
-    status, body = post(f"{s.path}/xhr")
-    assert status == 200 and ddp_messages(body[:-1].decode())[0]["msg"] == "connected"
-    assert post(f"{s.path}/xhr") == (200, b'c[1001,"Server shutting down"]\n')
-    conn.close()
+    poller.join(15)
+    assert waiting["frame"] == 'c[1001,"Server shutting down"]'
     assert live.process.wait(15) == 0
+    with pytest.raises(OSError):
+        Session(live.port).poll()
