@@ -62,6 +62,16 @@ def test_an_array_element_reads_as_the_literal_would(pg, cast, values):
     check()
 
 
+@pytest.mark.parametrize("cast", ["double precision", "real", "numeric"])
+def test_negative_zero_reads_as_the_literal_would(pg, cast):
+    """psycopg2's literal of -0.0 is `` -0.0``, a unary minus on a numeric zero: +0."""
+    with pg.cursor() as cur:
+        cur.execute(f"SELECT (%s::{cast}[])::text[], ARRAY[(%s)::{cast}]::text[]",
+                    ["{" + _array_element(-0.0) + "}", -0.0])
+        from_array, from_literal = cur.fetchone()
+    assert from_array == from_literal
+
+
 def test_values_without_a_text_form_are_refused():
     for value in ([1, 2], {"a": 1}, object(), "nul\x00inside"):
         with pytest.raises(TypeError):

@@ -127,8 +127,9 @@ def _array_element(value: Any) -> str:
     elif isinstance(value, (int, Decimal, uuid.UUID)):
         text = str(value)
     elif isinstance(value, float):
-        text = repr(value) if math.isfinite(value) else {"nan": "NaN", "inf": "Infinity",
-                                                          "-inf": "-Infinity"}[repr(value)]
+        # psycopg2 writes -0.0 as `` -0.0``: unary minus on a numeric zero, read as +0.
+        text = ("0.0" if value == 0 else repr(value)) if math.isfinite(value) else {
+            "nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[repr(value)]
     elif isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         text = value.isoformat()
     elif isinstance(value, datetime.timedelta):
