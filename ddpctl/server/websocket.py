@@ -3,8 +3,9 @@
 The HTTP upgrade is answered by the HTTP layer (``switch_protocols`` in
 :mod:`ddpctl.server.http`, called from :mod:`ddpctl.server.handler`); this module then
 owns the socket.  A message larger than ``max_message_size`` bytes closes the connection
-with 1009 ("message too big", RFC 6455 7.4.1) before the payload is even buffered whole.  A binary message is handed on as bytes
-(DDP is text; the session decodes it as UTF-8 and answers ``Bad request`` if it is not).
+with 1009 ("message too big", RFC 6455 7.4.1) before the payload is even buffered whole.
+A binary message is handed on as bytes (DDP is text; the session decodes it as UTF-8 and
+answers ``Bad request`` if it is not).
 With permessage-deflate agreed (``deflate``, see :mod:`ddpctl.server.deflate`) the limit
 applies to the inflated message, and text frames are compressed through a shared cache.
 """
