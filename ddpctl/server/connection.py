@@ -519,14 +519,14 @@ class DDPConnection:
         self._deliver_prepared(sub_id, message)
 
     def _deliver_prepared(self, sub_id: str, message: PreparedMessage) -> None:
-        if message.op == "changed":
-            out = self.session.subscription_changed(sub_id, message.collection, message.id,
-                                                    message.fields, message.cleared or ())
-        elif message.op == "added":
-            out = self.session.subscription_added(sub_id, message.collection, message.id,
-                                                  message.fields or {})
-        else:
-            out = self.session.subscription_removed(sub_id, message.collection, message.id)
+        # The observer diffed it already: a document only this subscription holds takes it
+        # as it is, with its shared text (no field compared again in the mergebox).
+        out = self.session.subscription_diffed(sub_id, message.op, message.collection, message.id,
+                                               message.fields, message.cleared)
+        if out is None:
+            if not self._mute_data:
+                self._queue_text(message.text, message.size)
+            return
         for msg in out:
             if self._mute_data:
                 continue
