@@ -57,7 +57,8 @@ def _apply(client, messages):
 
 
 def _flat(view):
-    return {(name, doc_id): fields for name, docs in view.snapshot().items() for doc_id, fields in docs.items()}
+    return {(name, doc_id): fields
+            for name, docs in view.snapshot().items() for doc_id, fields in docs.items()}
 
 
 def _same(a, b):
