@@ -311,7 +311,7 @@ class DDPConnection:
                     logger.exception("connection %s: internal error handling a frame", self.handle.id)
                 if self.session.connected and not self.handle.id:
                     self.handle.id = self.session.id or ""
-                    if publications.universal_names():  # before any later message is processed
+                    if publications.universal_names(self.user_id is not None):  # before any later message
                         self._tasks.append(self._start_universal)
                         self._start_processor()
                     if self.session.heartbeats:
@@ -409,8 +409,8 @@ class DDPConnection:
                                  "stays logged out", self.handle.id)
             else:
                 if user_id is not None:
-                    if self._subs:
-                        self._change_user(user_id)
+                    if self._subs or publications.universal_names() != publications.universal_names(False):
+                        self._change_user(user_id)  # user-only universal publications start too
                     else:
                         self.user_id = user_id
                     for listener in session_login_listeners:
@@ -443,20 +443,32 @@ class DDPConnection:
         before = self.session.view.snapshot()
         self._mute_data = True
         try:
+            running = set()
             for sub_id, sub in list(self._subs.items()):
                 self.server.db.run(sub.deactivate)
+                if user_id is None and sub_id in self.session.universal and publications.user_only(sub.name):
+                    del self._subs[sub_id]  # logged out: it would publish nothing
+                    self.session.subscription_stopped(sub_id)  # its documents go in the diff below
+                    continue
+                running.add(sub.name)
                 self.session.forget_documents(sub_id)
                 replacement = Subscription(self, sub_id, sub.name, sub.params, self.handle, user_id)
                 self._subs[sub_id] = replacement
                 self.server.db.run(publications.start, replacement)
                 self._run_tasks()  # the new documents, into the mergebox only
+            if user_id is not None and self.handle.id:
+                for name in publications.universal_names():
+                    if publications.user_only(name) and name not in running:
+                        self._start_subscription(self.session.start_universal(name))
+                        self._run_tasks()
         finally:
             self._mute_data = False
         self._send_all(self.session.view.diff(before))
 
     def _start_universal(self) -> None:
-        """Meteor's ``Meteor.publish(null, ...)``: every universal publication, at connect."""
-        for name in publications.universal_names():
+        """Meteor's ``Meteor.publish(null, ...)``: every universal publication, at connect
+        (the ``user_only`` ones only if the connection already has a user)."""
+        for name in publications.universal_names(self.user_id is not None):
             self._start_subscription(self.session.start_universal(name))
 
     def _start_subscription(self, start: SubscriptionStart) -> None:
