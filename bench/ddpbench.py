@@ -4,6 +4,9 @@
     python bench/ddpbench.py --quick    # smaller sizes, for a smoke run
     python bench/ddpbench.py --quick --only open-transaction   # one scenario
     python bench/ddpbench.py --only distinct   # N clients with subscriptions of their own (bench/distinct.py)
+    python bench/ddpbench.py --only latency --profile /tmp/prof   # 20 and 100 writes/s, py-spy per cell
+    python bench/ddpbench.py --only fan-out --clients 500         # saturated fan-out, 500 clients
+    python bench/ddpbench.py --only idle-memory                   # 10,000 idle connections held
 
 Server (``ddpctl serve``, one process), PostgreSQL, writer (this process, Django ORM
 ``save()``) and load generator (``bench/loadgen.py``, gevent clients) all run on this
