@@ -49,9 +49,12 @@ def _write(sql, rng, authors):
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_single_and_overlapping_subscriptions_converge_to_a_new_subscribers_view(server, sql, clean, seed):
+def test_single_and_overlapping_subscriptions_converge_to_a_new_subscribers_view(server, sql, seed):
+    # No TRUNCATE between runs (``clean``): it can deadlock with the server still reading the
+    # last run's changes.  The truth is a new subscriber's view, whatever else is there.
     rng = random.Random(seed)
-    authors = [sql("INSERT INTO bookstore_author (name, email) VALUES (%s, %s) RETURNING id",
+    authors = [sql("INSERT INTO bookstore_author (name, email) VALUES (%s, %s) "
+                   "ON CONFLICT (email) DO UPDATE SET name = EXCLUDED.name RETURNING id",
                    [name, email], fetch=True)[0][0]
                for name, email in (("Ada", EMAIL), ("Bob", "bob@example.com"))]
     for _ in range(6):
