@@ -242,16 +242,17 @@ def latency_cells(server, book, others, clients: int, seconds: float,
         gen = LoadGen(server.port, clients, "AllBooks")
         pid = server.process.pid
         spy = Profile(profile, pid, f"latency-{clients}-{rate}")
-        cpu = cpu_seconds(pid)
+        cpu, client_cpu = cpu_seconds(pid), cpu_seconds(gen.proc.pid)
         saves, final = writer(book, seconds, rate=rate, others=others)
-        cpu = cpu_seconds(pid) - cpu
+        cpu, client_cpu = cpu_seconds(pid) - cpu, cpu_seconds(gen.proc.pid) - client_cpu
         spy.stop()
         result = gen.stop(final)
         lat = result["latencies"]
         rows.append((f"delivered msgs/s, {clients} clients, {rate} writes/s",
                      f"{result['messages'] / seconds:,.0f}",
                      f"complete {result['complete']}/{result['clients']}; server CPU "
-                     f"{cpu * 1e6 / max(1, result['messages']):.1f} us per message"))
+                     f"{cpu * 1e6 / max(1, result['messages']):.1f} us per message; load generator "
+                     f"{client_cpu / seconds:.0%} of a core"))
         rows.append((f"commit-to-client p50 / p99, {clients} clients, {rate} writes/s",
                      f"{percentile(lat, 0.5) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} ms",
                      f"{len(lat):,} samples; {result['inversions']:,} order inversions across documents"))
