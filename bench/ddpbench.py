@@ -5,6 +5,9 @@
     python bench/ddpbench.py --quick --only open-transaction   # one scenario
     python bench/ddpbench.py --only distinct   # N clients with subscriptions of their own (bench/distinct.py)
     python bench/ddpbench.py --only initial --repeat 3   # initial subscription of 10,000 docs, 3 times
+    python bench/ddpbench.py --only latency --profile /tmp/prof   # 20 and 100 writes/s, py-spy per cell
+    python bench/ddpbench.py --only fan-out --clients 500         # saturated fan-out, 500 clients
+    python bench/ddpbench.py --only idle-memory                   # 10,000 idle connections held
 
 Server (``ddpctl serve``, one process), PostgreSQL, writer (this process, Django ORM
 ``save()``) and load generator (``bench/loadgen.py``, gevent clients) all run on this
@@ -206,7 +209,7 @@ def slow_consumer(server, seconds: float) -> tuple[str, str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) the process ``pid`` has used so far."""
+    """User + system CPU time of process ``pid`` so far (``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -246,6 +249,79 @@ def initial_subscription(server, author, docs: int, repeat: int = 1) -> list[tup
              f"load generator {sorted(client_costs)[len(client_costs) // 2]:.1f} us (its start-up included)")]
 
 
+class Profile:
+    """``py-spy record`` of the server while a cell runs (``--profile DIR``), else nothing."""
+
+    def __init__(self, directory: str | None, pid: int, name: str) -> None:
+        self.proc = None
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            out = Path(directory) / f"{name}.txt"
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+                 "--rate", "200", "--nonblocking", "--output", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+
+
+def latency_cells(server, book, others, clients: int, seconds: float,
+                  profile: str | None) -> list[tuple[str, str, str]]:
+    """Delivery, commit-to-client latency and order across documents at 20 and 100 writes/s
+    (one writer thread, round robin over ``book`` and ``others``: commit order is title
+    order), and the server's CPU time per delivered message."""
+    rows = []
+    for rate in (20, 100):
+        gen = LoadGen(server.port, clients, "AllBooks")
+        pid = server.process.pid
+        spy = Profile(profile, pid, f"latency-{clients}-{rate}")
+        cpu, client_cpu = cpu_seconds(pid), cpu_seconds(gen.proc.pid)
+        saves, final = writer(book, seconds, rate=rate, others=others)
+        cpu, client_cpu = cpu_seconds(pid) - cpu, cpu_seconds(gen.proc.pid) - client_cpu
+        spy.stop()
+        result = gen.stop(final)
+        lat = result["latencies"]
+        rows.append((f"delivered msgs/s, {clients} clients, {rate} writes/s",
+                     f"{result['messages'] / seconds:,.0f}",
+                     f"complete {result['complete']}/{result['clients']}; server CPU "
+                     f"{cpu * 1e6 / max(1, result['messages']):.1f} us per message; load generator "
+                     f"{client_cpu / seconds:.0%} of a core"))
+        rows.append((f"commit-to-client p50 / p99, {clients} clients, {rate} writes/s",
+                     f"{percentile(lat, 0.5) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} ms",
+                     f"{len(lat):,} samples; {result['inversions']:,} order inversions across documents"))
+    return rows
+
+
+def saturated_cell(server, book, clients: int, seconds: float, profile: str | None) -> tuple[str, str, str]:
+    """Fan-out from one server process while two writer threads save as fast as they can."""
+    gen = LoadGen(server.port, clients, "AllBooks")
+    pid = server.process.pid
+    spy = Profile(profile, pid, f"saturated-{clients}")
+    cpu = cpu_seconds(pid)
+    saves, final = writer(book, seconds, threads=2)
+    result = gen.stop(final)
+    cpu = cpu_seconds(pid) - cpu
+    spy.stop()
+    elapsed = seconds + result["drain_seconds"]
+    return (f"saturated fan-out msgs/s, {clients} clients", f"{result['messages'] / elapsed:,.0f}",
+            f"{saves / seconds:,.0f} saves/s; complete {result['complete']}/{result['clients']}; "
+            f"server CPU {cpu * 1e6 / max(1, result['messages']):.1f} us per message")
+
+
+def idle_memory_cell(server, idle: int) -> tuple[str, str, str]:
+    """Server RSS growth per connection, ``idle`` DDP connections held (connected, no sub)."""
+    before = rss_kib(server.process.pid)
+    gen = LoadGen(server.port, idle, None)
+    time.sleep(1)
+    after = rss_kib(server.process.pid)
+    gen.stop(None)
+    return (f"memory per idle connection ({idle:,} held)", f"{(after - before) / idle:.1f} KiB",
+            f"server RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB")
+
+
 def distinct_subscriptions(args: argparse.Namespace, base_url: str | None) -> str:
     """Run the "distinct subscriptions" scenario; returns its table.  ``base_url``: the
     server the other scenarios used (``DATABASE_URL`` before they replaced it)."""
@@ -272,12 +348,19 @@ def distinct_subscriptions(args: argparse.Namespace, base_url: str | None) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs")
-    parser.add_argument("--only", choices=["open-transaction", "distinct", "initial"], help="run only this scenario")
+    parser.add_argument("--only", choices=["open-transaction", "latency", "fan-out", "idle-memory", "initial",
+                                           "distinct"],
+                        help="run only this scenario (latency: 20 and 100 writes/s; fan-out: saturated; "
+                             "initial: the initial subscription)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="initial: subscribe N times (one client at a time, a new observer each), "
                              "print each and the median")
     parser.add_argument("--initial-docs", type=int, default=0, metavar="N",
                         help="initial: documents in the subscription (default 10,000; --quick: 2,000)")
+    parser.add_argument("--clients", type=int, metavar="N",
+                        help="latency, fan-out: N clients (default 1,000; --quick 200); idle-memory: N held")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="latency, fan-out: record a py-spy profile of the server per cell into DIR")
     parser.add_argument("--shared-database", action="store_true",
                         help="distinct: use the benchmark's PostgreSQL server, not a private cluster")
     parser.add_argument("--top-statements", type=int, default=0, metavar="N",
@@ -294,6 +377,8 @@ def main() -> None:
         return
     big_subs, fan_clients, idle, docs, seconds, import_rows = (
         (500, 200, 1000, 2000, 3, 20_000) if args.quick else (5000, 1000, 10000, 10000, 10, 200_000))
+    if args.clients:
+        fan_clients = idle = args.clients
 
     url = database_url()
     os.environ["DATABASE_URL"] = url
@@ -319,6 +404,15 @@ def main() -> None:
         if args.only == "open-transaction":
             rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
             return report(rows, args.quick)
+        if args.only in ("latency", "fan-out", "idle-memory"):
+            others = [Book.objects.create(title="other", author=author) for _ in range(9)]
+            if args.only == "latency":
+                rows.extend(latency_cells(server, book, others, fan_clients, seconds, args.profile))
+            elif args.only == "fan-out":
+                rows.append(saturated_cell(server, book, fan_clients, seconds, args.profile))
+            else:
+                rows.append(idle_memory_cell(server, idle))
+            return report(rows, args.quick)
         # 1. saves/s and SQL statements per save with 0, 50 and many subscribers
         for subs in (0, 50, big_subs):
             gen = LoadGen(server.port, subs, "AllBooks") if subs else None
@@ -333,29 +427,13 @@ def main() -> None:
         # 2. delivery, commit-to-client latency and order across documents, 20 and 100 writes/s
         #    (one writer thread, round robin over 10 books: commit order is title order)
         others = [Book.objects.create(title="other", author=author) for _ in range(9)]
-        for rate in (20, 100):
-            gen = LoadGen(server.port, fan_clients, "AllBooks")
-            saves, final = writer(book, seconds, rate=rate, others=others)
-            result = gen.stop(final)
-            lat = result["latencies"]
-            rows.append((f"delivered msgs/s, {fan_clients} clients, {rate} writes/s",
-                         f"{result['messages'] / seconds:,.0f}",
-                         f"complete {result['complete']}/{result['clients']}"))
-            rows.append((f"commit-to-client p50 / p99, {fan_clients} clients, {rate} writes/s",
-                         f"{percentile(lat, 0.5) * 1000:.1f} / {percentile(lat, 0.99) * 1000:.1f} ms",
-                         f"{len(lat):,} samples; {result['inversions']:,} order inversions across documents"))
-
+        rows.extend(latency_cells(server, book, others, fan_clients, seconds, args.profile))
         # 6. latency behind an idle transaction and a rolled-back bulk import (before 4 adds
         #    its documents: every client here subscribes to every book)
         rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
 
         # 3. saturated fan-out from one server process
-        gen = LoadGen(server.port, fan_clients, "AllBooks")
-        saves, final = writer(book, seconds, threads=2)
-        result = gen.stop(final)
-        elapsed = seconds + result["drain_seconds"]
-        rows.append((f"saturated fan-out msgs/s, {fan_clients} clients", f"{result['messages'] / elapsed:,.0f}",
-                     f"{saves / seconds:,.0f} saves/s; complete {result['complete']}/{result['clients']}"))
+        rows.append(saturated_cell(server, book, fan_clients, seconds, args.profile))
 
         # 7. a client that never reads, sent 20 KiB documents (default --send-buffer-limit 64M);
         #    before 4 and 5, whose memory the server may still be giving back later
@@ -366,13 +444,7 @@ def main() -> None:
         rows.extend(initial_subscription(server, author, docs, args.repeat))
 
         # 5. memory per idle connection
-        before = rss_kib(server.process.pid)
-        gen = LoadGen(server.port, idle, None)
-        time.sleep(1)
-        after = rss_kib(server.process.pid)
-        gen.stop(None)
-        rows.append((f"memory per idle connection ({idle:,} held)", f"{(after - before) / idle:.1f} KiB",
-                     f"server RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"))
+        rows.append(idle_memory_cell(server, idle))
 
     report(rows, args.quick)
     print(distinct_subscriptions(args, base_url))

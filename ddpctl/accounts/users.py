@@ -71,10 +71,12 @@ def users_collection() -> UsersCollection:
 
 
 class CurrentUser(Publication):
-    """Universal: the connection's own user, in ``users`` (nothing when logged out)."""
+    """Universal: the connection's own user, in ``users`` (nothing when logged out, so it
+    runs only while the connection is logged in: ``user_only``)."""
 
     name = "ddpctl.accounts.current_user"
     universal = True
+    user_only = True
 
     def get_queries(self) -> list[Any]:
         user_id = self.user_id

@@ -5,6 +5,18 @@ Several subscriptions of one session may publish the same document.  The client 
 merged document: for each field, the value of the subscription that published it first
 (a precedence list).  Every operation returns only the DDP messages that change what the
 client sees.
+
+Most documents of a session are published by one subscription only.  Such a document is
+kept as a :class:`_SoleDocument` -- its owner and a plain dict of fields -- instead of a
+precedence list per field, and a message that an observer already diffed against what that
+subscription published (:meth:`SessionView.apply_diffed`) is let through as it is, not
+compared again field by field: Meteor's ``NO_MERGE`` publication strategy forwards
+messages without merging, but only for publications that never overlap; here the choice is
+per document and per message, so the view stays exactly Meteor's ``SERVER_MERGE``
+(livedata_server.js ``SessionCollectionView``).  A second subscription publishing the
+document turns it into a :class:`_DocumentView` with precedence lists, and back once only one
+subscription holds it again.  ``SessionView(sole=False)`` keeps precedence lists for every
+document: the reference the tests hold the sole-owner path to.
 """
 from __future__ import annotations
 
@@ -25,6 +37,23 @@ class MergeboxError(RuntimeError):
 _equals = equals  # Meteor compares field values with EJSON.equals
 
 
+class _SoleDocument:
+    """A document one subscription alone publishes: what the client sees is its ``fields``
+    (no ``_id``).  ``mine``: the dict is this view's own; else it is shared (an observer's
+    document, handed over with ``owned``) and copied before its first change."""
+
+    __slots__ = ("handle", "fields", "mine")
+
+    def __init__(self, handle: str, fields: dict[str, Any], mine: bool) -> None:
+        self.handle, self.fields, self.mine = handle, fields, mine
+
+    def writable(self) -> dict[str, Any]:
+        if not self.mine:
+            self.fields = dict(self.fields)
+            self.mine = True
+        return self.fields
+
+
 class _DocumentView:
     __slots__ = ("exists_in", "data_by_key")
 
@@ -32,6 +61,26 @@ class _DocumentView:
         self.exists_in: set[str] = set()
         # field -> precedence list of [subscription handle, value]; the head is visible.
         self.data_by_key: dict[str, list[list[Any]]] = {}
+
+    @classmethod
+    def of(cls, sole: _SoleDocument) -> _DocumentView:
+        """The same document with a precedence list per field (a second subscription comes)."""
+        view = cls()
+        view.exists_in.add(sole.handle)
+        view.data_by_key = {key: [[sole.handle, value]] for key, value in sole.fields.items()}
+        return view
+
+    def sole(self) -> _SoleDocument | None:
+        """This document as a :class:`_SoleDocument` if one subscription alone holds it (and
+        once only: a re-added document keeps its lists), else None."""
+        if len(self.exists_in) != 1:
+            return None
+        fields = {}
+        for key, plist in self.data_by_key.items():
+            if len(plist) != 1:
+                return None
+            fields[key] = plist[0][1]
+        return _SoleDocument(next(iter(self.exists_in)), fields, True)
 
     def fields(self) -> dict[str, Any]:
         return {key: plist[0][1] for key, plist in self.data_by_key.items()}
@@ -87,28 +136,66 @@ def _changed(collection: str, doc_id: str, changes: dict[str, Any], cleared: lis
     return [msg]
 
 
-class SessionView:
-    """All collections as one session's client sees them, plus which subscription holds what."""
+_FORWARD = None  # apply_diffed: the message goes to the client exactly as given
 
-    def __init__(self) -> None:
-        self._collections: dict[str, dict[str, _DocumentView]] = {}
+
+class SessionView:
+    """All collections as one session's client sees them, plus which subscription holds what.
+
+    ``sole``: keep a document published by one subscription as a plain dict (see the module
+    docstring); False keeps Meteor's precedence lists for every document.
+    """
+
+    def __init__(self, sole: bool = True) -> None:
+        self._collections: dict[str, dict[str, _DocumentView | _SoleDocument]] = {}
         self._held: dict[str, dict[str, set[str]]] = {}  # handle -> collection -> ids
+        self._sole = sole
+
+    def _hold(self, handle: str, collection: str, doc_id: str) -> None:
+        held = self._held.get(handle)
+        if held is None:
+            held = self._held[handle] = {}
+        ids = held.get(collection)
+        if ids is None:
+            ids = held[collection] = set()
+        ids.add(doc_id)
+
+    def _merged(self, docs: dict[str, _DocumentView | _SoleDocument], doc_id: str) -> _DocumentView | None:
+        """The document with precedence lists (turned into that form if it was sole)."""
+        view = docs.get(doc_id)
+        if isinstance(view, _SoleDocument):
+            view = docs[doc_id] = _DocumentView.of(view)
+        return view
 
     def added(self, handle: str, collection: str, doc_id: str,
-              fields: Mapping[str, Any]) -> list[Message]:
-        docs = self._collections.setdefault(collection, {})
-        view = docs.get(doc_id)
+              fields: Mapping[str, Any], *, owned: bool = False) -> list[Message]:
+        """``owned``: ``fields`` is a dict that nobody changes any more; the view may keep it
+        (shared, copied before its first change) rather than copy it."""
+        docs = self._collections.get(collection)
+        if docs is None:
+            docs = self._collections[collection] = {}
+        if self._sole and doc_id not in docs:
+            self._hold(handle, collection, doc_id)
+            if "_id" in fields:
+                fields, owned = {k: v for k, v in fields.items() if k != "_id"}, True
+            kept = fields if owned and type(fields) is dict else dict(fields)
+            docs[doc_id] = _SoleDocument(handle, kept, kept is not fields)
+            msg: Message = {"msg": "added", "collection": collection, "id": doc_id}
+            if kept:
+                msg["fields"] = dict(kept)
+            return [msg]
+        view = self._merged(docs, doc_id)
         is_new = view is None
         if view is None:
             view = docs[doc_id] = _DocumentView()
         view.exists_in.add(handle)
-        self._held.setdefault(handle, {}).setdefault(collection, set()).add(doc_id)
+        self._hold(handle, collection, doc_id)
         changes: dict[str, Any] = {}
         cleared: list[str] = []
         for key, value in fields.items():
             view.change_field(handle, key, value, changes, cleared, True)
         if is_new:
-            msg: Message = {"msg": "added", "collection": collection, "id": doc_id}
+            msg = {"msg": "added", "collection": collection, "id": doc_id}
             if changes:
                 msg["fields"] = changes
             return [msg]
@@ -116,16 +203,88 @@ class SessionView:
 
     def changed(self, handle: str, collection: str, doc_id: str,
                 fields: Mapping[str, Any] | None = None, cleared: Iterable[str] = ()) -> list[Message]:
-        view = self._collections.get(collection, {}).get(doc_id)
+        docs = self._collections.get(collection, {})
+        view = docs.get(doc_id)
         if view is None:
             raise MergeboxError(f"Could not find element with id {doc_id} to change")
         changes: dict[str, Any] = {}
         cleared_out: list[str] = []
+        if isinstance(view, _SoleDocument) and view.handle == handle:
+            # One precedence entry per field: change_field/clear_field reduced to that.
+            doc = view.fields
+            for key in cleared:
+                if key in doc:
+                    del view.writable()[key]
+                    changes.pop(key, None)
+                    cleared_out.append(key)
+            for key, value in (fields or {}).items():
+                if key == "_id":
+                    continue
+                if key not in doc:
+                    view.writable()[key] = value
+                    changes[key] = value
+                    if key in cleared_out:
+                        cleared_out.remove(key)
+                elif not _equals(value, doc[key]):
+                    view.writable()[key] = value
+                    changes[key] = value
+                elif value is not doc[key]:
+                    view.writable()[key] = value  # equal, not identical (1 and 1.0): kept, unsent
+            return _changed(collection, doc_id, changes, cleared_out)
+        view = self._merged(docs, doc_id)
+        assert view is not None
         for key in cleared:
             view.clear_field(handle, key, changes, cleared_out)
         for key, value in (fields or {}).items():
             view.change_field(handle, key, value, changes, cleared_out, False)
         return _changed(collection, doc_id, changes, cleared_out)
+
+    def apply_diffed(self, handle: str, op: str, collection: str, doc_id: str,
+                     fields: Mapping[str, Any] | None = None, cleared: list[str] | None = None,
+                     ) -> list[Message] | None:
+        """``added``/``changed``/``removed`` (``op``) that an observer computed by diffing
+        what it sent this subscription before: ``changed`` holds only fields whose values
+        differ and ``cleared`` only fields it had sent.  ``fields`` of an ``added`` is kept
+        as is (it must not change any more).
+
+        Returns ``None`` when the client must get exactly that message -- the document is
+        (or becomes, or was) this subscription's alone -- without comparing a field; else
+        the messages, as :meth:`added`/:meth:`changed`/:meth:`removed` return them.
+        """
+        docs = self._collections.get(collection)
+        view = docs.get(doc_id) if docs is not None else None
+        if self._sole:
+            if op == "changed":
+                if (isinstance(view, _SoleDocument) and view.handle == handle and (fields or cleared)
+                        and (not fields or "_id" not in fields)):
+                    doc = view.fields
+                    if not cleared or all(key in doc for key in cleared):
+                        doc = view.writable()
+                        if cleared:
+                            for key in cleared:
+                                del doc[key]
+                        if fields:
+                            doc.update(fields)
+                        return _FORWARD
+            elif op == "added":
+                if view is None and (not fields or "_id" not in fields):
+                    if docs is None:
+                        docs = self._collections[collection] = {}
+                    self._hold(handle, collection, doc_id)
+                    kept = fields if type(fields) is dict else dict(fields or {})
+                    docs[doc_id] = _SoleDocument(handle, kept, False)
+                    return _FORWARD
+            elif isinstance(view, _SoleDocument) and view.handle == handle:
+                del docs[doc_id]  # type: ignore[union-attr]
+                held = self._held.get(handle, {}).get(collection)
+                if held is not None:
+                    held.discard(doc_id)
+                return _FORWARD
+        if op == "changed":
+            return self.changed(handle, collection, doc_id, fields, cleared or ())
+        if op == "added":
+            return self.added(handle, collection, doc_id, fields or {}, owned=True)
+        return self.removed(handle, collection, doc_id)
 
     def removed(self, handle: str, collection: str, doc_id: str) -> list[Message]:
         held = self._held.get(handle, {}).get(collection)
@@ -144,6 +303,11 @@ class SessionView:
     def _remove(self, handle: str, collection: str, doc_id: str) -> list[Message]:
         docs = self._collections.get(collection, {})
         view = docs.get(doc_id)
+        if isinstance(view, _SoleDocument):
+            if view.handle != handle:
+                raise MergeboxError(f"Removed nonexistent document {doc_id}")
+            del docs[doc_id]
+            return [{"msg": "removed", "collection": collection, "id": doc_id}]
         if view is None or handle not in view.exists_in:
             raise MergeboxError(f"Removed nonexistent document {doc_id}")
         view.exists_in.discard(handle)
@@ -154,11 +318,15 @@ class SessionView:
         cleared: list[str] = []
         for key in list(view.data_by_key):
             view.clear_field(handle, key, changes, cleared)
+        if self._sole:
+            sole = view.sole()
+            if sole is not None:
+                docs[doc_id] = sole
         return _changed(collection, doc_id, changes, cleared)
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         """What the client sees: collection -> id -> fields."""
-        return {name: {doc_id: view.fields() for doc_id, view in docs.items()}
+        return {name: {doc_id: _fields(view) for doc_id, view in docs.items()}
                 for name, docs in self._collections.items()}
 
     def diff(self, before: dict[str, dict[str, dict[str, Any]]]) -> list[Message]:
@@ -189,4 +357,8 @@ class SessionView:
     def document(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         """The merged fields the client currently has for a document (None if absent)."""
         view = self._collections.get(collection, {}).get(doc_id)
-        return None if view is None else view.fields()
+        return None if view is None else _fields(view)
+
+
+def _fields(view: _DocumentView | _SoleDocument) -> dict[str, Any]:
+    return dict(view.fields) if isinstance(view, _SoleDocument) else view.fields()

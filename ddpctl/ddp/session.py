@@ -325,6 +325,16 @@ class Session:
             return []
         return self.view.changed(_sub_handle(sub_id), collection, doc_id, fields, cleared)
 
+    def subscription_diffed(self, sub_id: str, op: str, collection: str, doc_id: str,
+                            fields: Mapping[str, Any] | None = None,
+                            cleared: list[str] | None = None) -> list[Message] | None:
+        """A message an observer diffed against what it sent this subscription (see
+        :meth:`SessionView.apply_diffed`): ``None`` if the client gets it as it is, else the
+        messages to send instead (none for a subscription that is gone)."""
+        if sub_id not in self.subscriptions:
+            return []
+        return self.view.apply_diffed(_sub_handle(sub_id), op, collection, doc_id, fields, cleared)
+
     def subscription_removed(self, sub_id: str, collection: str, doc_id: str) -> list[Message]:
         if sub_id not in self.subscriptions:
             return []

@@ -502,8 +502,8 @@ def _import_snapshot(snapshot: str) -> None:
     PostgreSQL no longer has it.  Connection errors propagate as they are."""
     with connection.cursor() as cursor:
         try:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+                           "SET TRANSACTION SNAPSHOT %s", [snapshot])  # one round trip
         except DatabaseError as exc:
             if is_connection_error(exc):
                 raise

@@ -54,6 +54,10 @@ class Publication:
     """True: Meteor's ``Meteor.publish(null, ...)``, started for every connection without a
     ``sub`` message and re-run when its user changes (at login and logout); ``get_queries``
     then takes no params, and clients cannot subscribe to it by name."""
+    user_only: ClassVar[bool] = False
+    """For a universal publication whose ``get_queries`` returns nothing without a user:
+    run it only while the connection is logged in (no client can tell the difference; an
+    idle logged-out connection then holds no subscription for it)."""
     PRIVATE: ClassVar[Any] = PRIVATE
     """Return it from :meth:`sharing_key` to give each subscription an observer of its own."""
 
@@ -62,7 +66,8 @@ class Publication:
         if not cls.name or cls.name == getattr(cls.__mro__[1], "name", ""):
             cls.name = cls.__name__
         if register:
-            publications.register(cls.name, _handler_for(cls), universal=cls.universal)
+            publications.register(cls.name, _handler_for(cls), universal=cls.universal,
+                                  user_only=cls.universal and cls.user_only)
             _classes[cls.name] = cls
 
     def __init__(self, subscription: Subscription | TrackedSubscription) -> None:

@@ -241,17 +241,21 @@ Handler = Callable[..., Any]
 class PublicationRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
-        self._universal: dict[str, None] = {}  # names, in registration order
+        self._universal: dict[str, bool] = {}  # names, in registration order -> user_only
 
-    def register(self, name: str, handler: Handler, universal: bool = False) -> None:
+    def register(self, name: str, handler: Handler, universal: bool = False, user_only: bool = False) -> None:
         """``universal``: Meteor's ``Meteor.publish(null, ...)``, started for every connection
-        without a ``sub`` message (and re-run at login); clients cannot subscribe to it by name."""
+        without a ``sub`` message (and re-run at login); clients cannot subscribe to it by name.
+        ``user_only``: a universal publication that publishes nothing to a logged-out
+        connection: it runs only while the connection has a user (started at login, stopped
+        at logout), which no client can tell apart, and an idle logged-out connection holds
+        no subscription for it."""
         existing = self._handlers.get(name)
         if existing is not None and existing is not handler:
             raise ValueError(f"A publication named {name!r} is already registered ({existing!r})")
         self._handlers[name] = handler
         if universal:
-            self._universal[name] = None
+            self._universal[name] = user_only
         else:
             self._universal.pop(name, None)
 
@@ -266,9 +270,16 @@ class PublicationRegistry:
     def names(self) -> list[str]:
         return sorted(n for n in self._handlers if n not in self._universal)
 
-    def universal_names(self) -> list[str]:
-        """The universal publications, in registration order."""
-        return list(self._universal)
+    def universal_names(self, logged_in: bool = True) -> list[str]:
+        """The universal publications, in registration order (``logged_in=False``: those a
+        logged-out connection runs, the ``user_only`` ones left out)."""
+        if logged_in:
+            return list(self._universal)
+        return [name for name, user_only in self._universal.items() if not user_only]
+
+    def user_only(self, name: str) -> bool:
+        """Whether ``name`` is a universal publication that runs only for a logged-in user."""
+        return self._universal.get(name, False)
 
     def start(self, sub: Subscription) -> None:
         """Run the publication for ``sub``; errors end it with ``nosub`` and an error."""

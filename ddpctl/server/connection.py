@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 from gevent.event import Event
-from gevent.queue import Empty, Queue
+from gevent.hub import Waiter, get_hub
 
 from ..connection_hooks import connection_hooks
 from ..ddp.ejson import to_json_value
@@ -80,7 +80,8 @@ _BATCH_BYTES = 256 << 10  # ... and bytes: bounds what a close waits for and a w
 _HIGH_WATER = 1 << 20  # bytes buffered above which own work waits (or a quarter of the limit)
 _TRIM_AFTER = 4 << 20  # dropping this many buffered bytes gives the freed memory back to the OS
 _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
-_WRITER_LINGER = 5.0  # seconds an idle writer greenlet waits for more before it ends
+_WRITER_LINGER = 1.0  # seconds an idle writer greenlet stays parked before tick() ends it
+_RETIRE = object()  # wakes a parked writer to end it (unless something was queued meanwhile)
 _PAUSE_CHECK = 1.0  # seconds between checks that a paused reader's connection still lives
 _YIELD_EVERY = 64  # messages of one SockJS frame handled before the reader yields
 _WELCOME_BATCH_BYTES = 64 << 10  # a welcome's documents are queued in items of about this size
@@ -238,8 +239,10 @@ class DDPConnection:
         self.user_id: Any = None
         self.opened_at = time.time()
         self._opened_mono = time.monotonic()
-        self._outbox: Queue = Queue()
+        self._outbox: deque[Any] = deque()  # texts, _CloseRequest, _TRANSPORT_HEARTBEAT
         self._writer: gevent.Greenlet | None = None
+        self._parked: Waiter | None = None  # the writer's, while it waits for more (no timer)
+        self._parked_at = 0.0
         self._buffered = 0  # bytes queued for the writer or being written
         self._held = 0  # bytes of changes held back until a welcome's documents are sent
         self._in_flight = 0  # bytes of the batch the writer is writing
@@ -280,6 +283,7 @@ class DDPConnection:
             self._closing = True
             writer = self._writer
             if writer is not None and not self.transport.closed:
+                self._retire_writer(float("inf"))  # parked: nothing more comes, it ends now
                 writer.join(timeout=self.config.shutdown_timeout)  # flush, then the close frame
             if self._writer is not None:
                 self._writer.kill(block=False)
@@ -331,7 +335,7 @@ class DDPConnection:
                     logger.exception("connection %s: internal error handling a frame", self.handle.id)
                 if self.session.connected and not self.handle.id:
                     self.handle.id = self.session.id or ""
-                    if publications.universal_names():  # before any later message is processed
+                    if publications.universal_names(self.user_id is not None):  # before any later message
                         self._tasks.append(self._start_universal)
                         self._start_processor()
                     if self.session.heartbeats:
@@ -429,8 +433,8 @@ class DDPConnection:
                                  "stays logged out", self.handle.id)
             else:
                 if user_id is not None:
-                    if self._subs:
-                        self._change_user(user_id)
+                    if self._subs or publications.universal_names() != publications.universal_names(False):
+                        self._change_user(user_id)  # user-only universal publications start too
                     else:
                         self.user_id = user_id
                     for listener in session_login_listeners:
@@ -463,20 +467,32 @@ class DDPConnection:
         before = self.session.view.snapshot()
         self._mute_data = True
         try:
+            running = set()
             for sub_id, sub in list(self._subs.items()):
                 self.server.db.run(sub.deactivate)
+                if user_id is None and sub_id in self.session.universal and publications.user_only(sub.name):
+                    del self._subs[sub_id]  # logged out: it would publish nothing
+                    self.session.subscription_stopped(sub_id)  # its documents go in the diff below
+                    continue
+                running.add(sub.name)
                 self.session.forget_documents(sub_id)
                 replacement = Subscription(self, sub_id, sub.name, sub.params, self.handle, user_id)
                 self._subs[sub_id] = replacement
                 self.server.db.run(publications.start, replacement)
                 self._run_tasks()  # the new documents, into the mergebox only
+            if user_id is not None and self.handle.id:
+                for name in publications.universal_names():
+                    if publications.user_only(name) and name not in running:
+                        self._start_subscription(self.session.start_universal(name))
+                        self._run_tasks()
         finally:
             self._mute_data = False
         self._send_all(self.session.view.diff(before))
 
     def _start_universal(self) -> None:
-        """Meteor's ``Meteor.publish(null, ...)``: every universal publication, at connect."""
-        for name in publications.universal_names():
+        """Meteor's ``Meteor.publish(null, ...)``: every universal publication, at connect
+        (the ``user_only`` ones only if the connection already has a user)."""
+        for name in publications.universal_names(self.user_id is not None):
             self._start_subscription(self.session.start_universal(name))
 
     def _start_subscription(self, start: SubscriptionStart) -> None:
@@ -581,14 +597,14 @@ class DDPConnection:
         self._deliver_prepared(sub_id, message)
 
     def _deliver_prepared(self, sub_id: str, message: PreparedMessage) -> None:
-        if message.op == "changed":
-            out = self.session.subscription_changed(sub_id, message.collection, message.id,
-                                                    message.fields, message.cleared or ())
-        elif message.op == "added":
-            out = self.session.subscription_added(sub_id, message.collection, message.id,
-                                                  message.fields or {})
-        else:
-            out = self.session.subscription_removed(sub_id, message.collection, message.id)
+        # The observer diffed it already: a document only this subscription holds takes it
+        # as it is, with its shared text (no field compared again in the mergebox).
+        out = self.session.subscription_diffed(sub_id, message.op, message.collection, message.id,
+                                               message.fields, message.cleared)
+        if out is None:
+            if not self._mute_data:
+                self._queue_text(message.text, message.size)
+            return
         for msg in out:
             if self._mute_data:
                 continue
@@ -731,9 +747,13 @@ class DDPConnection:
         if not self._buffered:
             self._pending_since = time.monotonic()
         self._buffered += size
-        self._outbox.put_nowait(item)
+        self._outbox.append(item)
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
+        elif self._parked is not None:
+            # One wake-up per burst: what else is queued before the writer runs goes with it.
+            waiter, self._parked = self._parked, None
+            get_hub().loop.run_callback(waiter.switch, None)
 
     def _push_close(self, code: int, reason: str) -> None:
         request = _CloseRequest(code, reason)
@@ -753,7 +773,7 @@ class DDPConnection:
 
     def _drop_buffers(self) -> None:
         dropped = self._buffered + self._held - self._in_flight
-        self._outbox.queue.clear()
+        self._outbox.clear()
         self._tasks.clear()
         for welcome in self._welcoming.values():
             welcome.changes.clear()
@@ -766,15 +786,19 @@ class DDPConnection:
             release_free_memory()
 
     def _write_loop(self) -> None:
-        # The writer lingers a while after the queue empties: busy connections keep theirs
-        # (no spawn per message), idle ones drop it (less memory per idle connection).
+        # Busy connections keep their writer (no spawn per message); an idle one parks it
+        # without a timer, and tick() ends it after _WRITER_LINGER (less memory per idle
+        # connection).  A wake-up is a callback on the hub, one per burst of messages.
+        outbox = self._outbox
         try:
             while True:
-                try:
-                    first = self._outbox.get(timeout=_WRITER_LINGER)
-                except Empty:
-                    return
-                if self._write_batch(first):
+                if not outbox:
+                    waiter = Waiter()
+                    self._parked, self._parked_at = waiter, time.monotonic()
+                    if waiter.get() is _RETIRE and not outbox:
+                        return
+                    continue
+                if self._write_batch(outbox.popleft()):
                     return
         except ConnectionClosed:
             # The peer is gone (or the socket was cut): the reader sees it too and cleans up.
@@ -782,6 +806,14 @@ class DDPConnection:
             self._writable.set()
         finally:
             self._writer = None
+            self._parked = None
+
+    def _retire_writer(self, now: float) -> None:
+        """End a writer parked for ``_WRITER_LINGER`` seconds or more (from tick())."""
+        waiter = self._parked
+        if waiter is not None and now - self._parked_at >= _WRITER_LINGER:
+            self._parked = None
+            get_hub().loop.run_callback(waiter.switch, _RETIRE)
 
     def _write_batch(self, first: Any) -> bool:
         """Send ``first`` and what else is queued (up to ``_BATCH`` frames or about
@@ -789,8 +821,8 @@ class DDPConnection:
         outbox = self._outbox
         batch = [first]
         size = _size_of(first)
-        while len(batch) < _BATCH and size < _BATCH_BYTES and outbox.qsize():
-            item = outbox.get_nowait()
+        while outbox and len(batch) < _BATCH and size < _BATCH_BYTES:
+            item = outbox.popleft()
             batch.append(item)
             size += _size_of(item)
         self._in_flight = size
@@ -807,7 +839,7 @@ class DDPConnection:
                     self.transport.send(texts)
                     texts = []
                 if isinstance(item, _CloseRequest):
-                    self._outbox.queue.clear()
+                    self._outbox.clear()
                     self.transport.close(item.code, item.reason)
                     return True
                 self.transport.send_heartbeat()
@@ -828,7 +860,9 @@ class DDPConnection:
     # -- heartbeats ---------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Called about every second by the server: send timeout, handshake timeout and heartbeats."""
+        """Called about every second by the server: send timeout, handshake timeout, heartbeats,
+        and the end of a writer idle for a while."""
+        self._retire_writer(now)
         if self._stalled(now):
             if self._close_queued:  # not even the close frame moves: cut the socket
                 logger.warning("connection %s (%s): the close frame could not be sent in %.0f s; "

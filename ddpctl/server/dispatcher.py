@@ -187,9 +187,9 @@ class Dispatcher:
             with conn.cursor() as cur:
                 # The batch is read in a snapshot that stays exported while observers apply
                 # it: they read its rows as of that snapshot (see ChangeSet.snapshot).
-                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # One round trip for both (the NOTIFY-to-client path pays each one per batch).
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()")
                 try:
-                    cur.execute("SELECT pg_export_snapshot()")
                     snapshot = cur.fetchone()[0]
                     rows = self.reader.read(cur)
                     if rows:
