@@ -18,6 +18,8 @@ class RecordingTransport:
     """A client that reads everything; records the batches written."""
 
     closed = False
+    kind = "websocket"  # what ``conns ls`` shows
+    heartbeats = False  # no transport heartbeat frames (raw WebSocket)
 
     def __init__(self):
         self.batches = []
