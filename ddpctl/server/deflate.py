@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
+from .header_lists import split_outside_quotes
+
 __all__ = ["DeflateParams", "negotiate", "FrameCompressor", "frame_compressor", "InboundDeflate",
            "COMPRESSION_THRESHOLD", "EXTENSION"]
 
@@ -135,22 +137,8 @@ def _value(text: str) -> str | None:
 
 
 def _split(text: str, separator: str) -> list[str]:
-    """``text`` split on ``separator`` outside quoted strings (with backslash escapes)."""
-    parts, current, quoted, escaped = [], [], False, False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == separator and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return [part for part in (p.strip() for p in parts) if part]
+    """``text``'s non-empty parts between ``separator``s outside quoted strings, stripped."""
+    return [part for part in (p.strip() for p in split_outside_quotes(text, separator)) if part]
 
 
 class FrameCompressor:

@@ -46,6 +46,8 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from .header_lists import split_outside_quotes
+
 __all__ = ["HEADERS", "PEER_ADDRESS", "Forwarded", "ProxyPolicy", "parse_address", "parse_forwarded",
            "split_list"]
 
@@ -108,22 +110,9 @@ def _is_port(text: str) -> bool:
 
 def split_list(value: str) -> list[str]:
     """A comma-separated header value split at the commas outside quoted strings (RFC 9110
-    5.6.1); an unterminated quote runs to the end (one malformed element)."""
-    parts, current, quoted, escaped = [], [], False, False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current).strip())
-    return parts
+    5.6.1), each element stripped; an unterminated quote runs to the end (one malformed
+    element)."""
+    return [part.strip() for part in split_outside_quotes(value, ",")]
 
 
 def _plain_list(value: Any) -> list[str]:
@@ -134,7 +123,7 @@ def _element(text: str) -> dict[str, str] | None:
     """One ``Forwarded`` element (``for=...;proto=...``) as lower-cased parameter names to
     values; ``None`` if malformed (RFC 7239 4: ``forwarded-pair *( ";" forwarded-pair )``)."""
     pairs: dict[str, str] = {}
-    for pair in _split_pairs(text):
+    for pair in split_outside_quotes(text, ";"):
         name, sep, value = pair.partition("=")
         name = name.strip().lower()
         value = value.strip()
@@ -161,24 +150,6 @@ def _element(text: str) -> dict[str, str] | None:
             return None
         pairs[name] = value
     return pairs or None
-
-
-def _split_pairs(text: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == ";" and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 def parse_forwarded(value: str) -> list[dict[str, str] | None]:
