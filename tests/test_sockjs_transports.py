@@ -10,6 +10,7 @@ import http.client
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -520,3 +521,29 @@ def test_shutdown_hands_a_waiting_poll_1001_and_refuses_new_connections(start_se
     assert live.process.wait(15) == 0
     with pytest.raises(OSError):
         Session(live.port).poll()
+
+
+@pytest.mark.parametrize("method,transport,query", [("POST", "xhr", ""), ("POST", "xhr_streaming", ""),
+                                                    ("GET", "eventsource", ""), ("GET", "jsonp", "c=cb"),
+                                                    ("GET", "htmlfile", "c=cb")])
+def test_client_gone_from_a_waiting_receiver_ends_the_session_before_any_write(start_server, method,
+                                                                             transport, query):
+    # A receiver waiting for frames (nothing to write, the next heartbeat 45 s away) whose
+    # client closes its connection: the session ends at once (sockjs-node's didAbort on the
+    # request's 'close'), so the client's next receiver opens a new session instead of
+    # getting c[2010] from the dead one until a write to it fails.  No heartbeats: no write.
+    server = start_server("--heartbeat-interval", "0", "--sockjs-heartbeat", "0")
+    s = Session(server.port)
+    s.connect()
+    waiting = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+    target = f"{s.path}/{transport}" + (f"?{query}" if query else "")
+    waiting.sendall(f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n".encode())
+    if transport == "xhr" or transport == "jsonp":
+        # a poll answers (headers and all) with its frame: nothing to read before that
+        eventually(lambda: s.request("POST", "xhr", headers={"Content-Length": "0"})[2]
+                   == b'c[2010,"Another connection still open"]\n', timeout=10)
+    else:
+        assert waiting.recv(1)  # the response started: the receiver is attached
+    waiting.close()
+    eventually(lambda: s.request("POST", "xhr_send", '["x"]')[0] == 404, timeout=10)
+    assert s.poll() == "o"  # a new session under that id

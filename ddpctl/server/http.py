@@ -54,6 +54,7 @@ failed write ends the iteration).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import ssl
@@ -66,8 +67,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import gevent
 import h11
 from gevent.server import StreamServer
+from gevent.socket import wait_read
 
 __all__ = ["FileWrapper", "HTTPConnection", "HTTPLimits", "HTTPServer", "RequestRefused"]
 
@@ -253,6 +256,7 @@ class HTTPConnection:
         self._request_line = ""
         self._started = 0.0
         self._refused: RequestRefused | None = None  # the request body could not be read
+        self._watcher: gevent.Greenlet | None = None  # watch_disconnect's, for this response
         self.server_accepted = time.monotonic()
 
     # -- the loop -----------------------------------------------------------------------
@@ -469,6 +473,7 @@ class HTTPConnection:
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
+            "ddpctl.watch_disconnect": self.watch_disconnect,
         }
         for raw_name, raw_value in request.headers:
             if b"_" in raw_name:
@@ -512,6 +517,43 @@ class HTTPConnection:
                 self._refused = RequestRefused(408, "request body not received in time")
                 raise self._refused from None
 
+    def watch_disconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once, on another greenlet) if the client closes or resets its
+        connection while this response is in progress, before anything is written to it.
+
+        For a long-lived response that waits between writes (a SockJS receiver): a write is
+        what tells a gone client otherwise, and a poll may have none to do for a long while.
+        As Node's request ``'close'`` event that sockjs-node listens to.  Seen by peeking at
+        the socket: end of stream or an error.  Bytes from the client (a pipelined request,
+        a TLS record) end the watch without a call: they cannot be told from a live client.
+        In the environ as ``ddpctl.watch_disconnect``; the watch ends with the response.
+        """
+        if self._watcher is None:
+            self._watcher = gevent.spawn(self._watch, callback)
+
+    def _watch(self, callback: Callable[[], None]) -> None:
+        try:
+            fd = self.socket.fileno()
+            if fd < 0:
+                return
+            wait_read(fd)
+            peek = socket.socket(fileno=os.dup(fd))
+            try:
+                peek.setblocking(False)
+                gone = peek.recv(1, socket.MSG_PEEK) == b""
+            except (BlockingIOError, TimeoutError):  # a spurious wake-up: nothing to read
+                gone = False
+            except OSError:  # reset by the client
+                gone = True
+            finally:
+                peek.close()
+        except OSError as exc:  # the socket was closed here meanwhile
+            logger.debug("watching %s: %s", self._client(), exc)
+            return
+        if gone:
+            logger.debug("client %s went away mid-response", self._client())
+            callback()
+
     def handle_request(self, environ: dict[str, Any]) -> None:
         """Answer one request: the WSGI application, or a subclass's own handling."""
         self.run_application(self.server.application, environ)
@@ -530,6 +572,9 @@ class HTTPConnection:
                 result = app(environ, self._start_response)
                 self._send_result(result)
             finally:
+                if self._watcher is not None:
+                    self._watcher.kill(block=False)
+                    self._watcher = None
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
