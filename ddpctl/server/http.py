@@ -54,7 +54,6 @@ failed write ends the iteration).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
 import ssl
@@ -70,7 +69,6 @@ from urllib.parse import unquote_to_bytes
 import gevent
 import h11
 from gevent.server import StreamServer
-from gevent.socket import wait_read
 
 __all__ = ["FileWrapper", "HTTPConnection", "HTTPLimits", "HTTPServer", "RequestRefused"]
 
@@ -523,36 +521,31 @@ class HTTPConnection:
 
         For a long-lived response that waits between writes (a SockJS receiver): a write is
         what tells a gone client otherwise, and a poll may have none to do for a long while.
-        As Node's request ``'close'`` event that sockjs-node listens to.  Seen by peeking at
-        the socket: end of stream or an error.  Bytes from the client (a pipelined request,
-        a TLS record) end the watch without a call: they cannot be told from a live client.
-        In the environ as ``ddpctl.watch_disconnect``; the watch ends with the response.
+        As Node's request ``'close'`` event that sockjs-node listens to.  The watch reads
+        the socket (through TLS, whose close_notify also ends the stream): the end of the
+        stream or an error is the client gone; bytes that come meanwhile (a pipelined
+        request) are handed to h11 for after this response, up to ``max_header_size``, then
+        the watch stops reading.  The application must not read ``wsgi.input`` once it
+        asked for this.  In the environ as ``ddpctl.watch_disconnect``; the watch ends with
+        the response.
         """
         if self._watcher is None:
             self._watcher = gevent.spawn(self._watch, callback)
 
     def _watch(self, callback: Callable[[], None]) -> None:
-        try:
-            fd = self.socket.fileno()
-            if fd < 0:
-                return
-            wait_read(fd)
-            peek = socket.socket(fileno=os.dup(fd))
+        while len(self.h11.trailing_data[0]) <= self.limits.max_header_size:
             try:
-                peek.setblocking(False)
-                gone = peek.recv(1, socket.MSG_PEEK) == b""
-            except (BlockingIOError, TimeoutError):  # a spurious wake-up: nothing to read
-                gone = False
-            except OSError:  # reset by the client
-                gone = True
-            finally:
-                peek.close()
-        except OSError as exc:  # the socket was closed here meanwhile
-            logger.debug("watching %s: %s", self._client(), exc)
-            return
-        if gone:
-            logger.debug("client %s went away mid-response", self._client())
-            callback()
+                data = self.socket.recv(_READ_SIZE)
+            except TimeoutError:  # the socket's timeout is the writer's send timeout
+                continue
+            except OSError as exc:  # reset by the client
+                logger.debug("client %s went away mid-response: %s", self._client(), exc)
+                data = b""
+            if not data:
+                logger.debug("client %s closed its connection mid-response", self._client())
+                callback()
+                return
+            self.h11.receive_data(data)
 
     def handle_request(self, environ: dict[str, Any]) -> None:
         """Answer one request: the WSGI application, or a subclass's own handling."""
