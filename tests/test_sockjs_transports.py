@@ -607,5 +607,13 @@ def test_a_request_pipelined_behind_a_waiting_receiver_is_answered_after_it(serv
             chunk = sock.recv(65536)
             assert chunk, data
             data += chunk
-    assert b"nosub" in data and b'"websocket":true' in data
-    assert data.index(b"nosub") < data.index(b'"websocket":true')
+        assert b"nosub" in data and b'"websocket":true' in data
+        assert data.index(b"nosub") < data.index(b'"websocket":true')
+        # and the connection is still good for a request sent after those answers
+        sock.sendall(b"GET /sockjs/info HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        more = b""
+        while not more.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, more
+            more += chunk
+        assert more.startswith(b"HTTP/1.1 200")

@@ -566,7 +566,8 @@ class HTTPConnection:
                 self._send_result(result)
             finally:
                 if self._watcher is not None:
-                    self._watcher.kill(block=False)
+                    # Dead before this greenlet reads the socket again (one reader at a time).
+                    self._watcher.kill()
                     self._watcher = None
                 close = getattr(result, "close", None)
                 if close is not None:
