@@ -6,10 +6,13 @@ and the protocol's details -- open, heartbeat and close frames, ``2010``, sessio
 CORS and preflights, response limits, flow control -- are checked over raw HTTP, in the
 shapes of the sockjs-protocol test suite.
 """
+import contextlib
 import http.client
 import json
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -520,3 +523,97 @@ def test_shutdown_hands_a_waiting_poll_1001_and_refuses_new_connections(start_se
     assert live.process.wait(15) == 0
     with pytest.raises(OSError):
         Session(live.port).poll()
+
+
+@pytest.mark.parametrize("method,transport,query", [("POST", "xhr", ""), ("POST", "xhr_streaming", ""),
+                                                    ("GET", "eventsource", ""), ("GET", "jsonp", "c=cb"),
+                                                    ("GET", "htmlfile", "c=cb")])
+def test_client_gone_from_a_waiting_receiver_ends_the_session_before_any_write(start_server, method,
+                                                                             transport, query):
+    # A receiver waiting for frames (nothing to write, the next heartbeat 45 s away) whose
+    # client closes its connection: the session ends at once (sockjs-node's didAbort on the
+    # request's 'close'), so the client's next receiver opens a new session instead of
+    # getting c[2010] from the dead one until a write to it fails.  No heartbeats: no write.
+    server = start_server("--heartbeat-interval", "0", "--sockjs-heartbeat", "0")
+    s = Session(server.port)
+    s.connect()
+    waiting = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+    target = f"{s.path}/{transport}" + (f"?{query}" if query else "")
+    waiting.sendall(f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n".encode())
+    if transport == "xhr" or transport == "jsonp":
+        # a poll answers (headers and all) with its frame: nothing to read before that
+        eventually(lambda: s.request("POST", "xhr", headers={"Content-Length": "0"})[2]
+                   == b'c[2010,"Another connection still open"]\n', timeout=10)
+    else:
+        assert waiting.recv(1)  # the response started: the receiver is attached
+    waiting.close()
+    eventually(lambda: s.request("POST", "xhr_send", '["x"]')[0] == 404, timeout=10)
+    assert s.poll() == "o"  # a new session under that id
+
+
+def _poll_request(path):
+    return f"POST {path}/xhr HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+def test_client_gone_from_a_waiting_poll_over_tls_ends_the_session(start_server, tmp_path):
+    # Through TLS too: the client's close (with or without close_notify) is seen while the
+    # poll waits.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = start_server("--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
+                          "--heartbeat-interval", "0", "--sockjs-heartbeat", "0")
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+
+    def tls_poll(path, wait=True):
+        sock = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=15),
+                                   server_hostname="127.0.0.1")
+        sock.sendall(_poll_request(path))
+        if not wait:
+            return sock
+        data = b""
+        while not data.endswith(b"\r\n0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        sock.close()
+        return data.split(b"\r\n\r\n", 1)[1]
+
+    for close_notify in (False, True):
+        path = f"/sockjs/000/{uuid.uuid4().hex}"
+        assert b"\r\no\n\r\n" in tls_poll(path)
+        waiting = tls_poll(path, wait=False)
+        eventually(lambda path=path: b"2010" in tls_poll(path), timeout=10)  # the waiting poll is attached
+        if close_notify:
+            waiting.settimeout(2)
+            with contextlib.suppress(OSError):
+                waiting.unwrap()  # sends close_notify (the server does not answer it)
+        waiting.close()
+        eventually(lambda path=path: b"\r\no\n\r\n" in tls_poll(path), timeout=10)  # a new session
+
+
+def test_a_request_pipelined_behind_a_waiting_receiver_is_answered_after_it(server):
+    s = Session(server.port)
+    s.connect()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(_poll_request(s.path) + b"GET /sockjs/info HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        time.sleep(0.5)  # the poll waits, the next request is in the server's hands
+        s.send({"msg": "sub", "id": "x", "name": "no-such-publication"})
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"\r\n0\r\n\r\n") \
+                and not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b"nosub" in data and b'"websocket":true' in data
+        assert data.index(b"nosub") < data.index(b'"websocket":true')
+        # and the connection is still good for a request sent after those answers
+        sock.sendall(b"GET /sockjs/info HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        more = b""
+        while not more.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, more
+            more += chunk
+        assert more.startswith(b"HTTP/1.1 200")

@@ -66,6 +66,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import gevent
 import h11
 from gevent.server import StreamServer
 
@@ -253,6 +254,7 @@ class HTTPConnection:
         self._request_line = ""
         self._started = 0.0
         self._refused: RequestRefused | None = None  # the request body could not be read
+        self._watcher: gevent.Greenlet | None = None  # watch_disconnect's, for this response
         self.server_accepted = time.monotonic()
 
     # -- the loop -----------------------------------------------------------------------
@@ -469,6 +471,7 @@ class HTTPConnection:
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
+            "ddpctl.watch_disconnect": self.watch_disconnect,
         }
         for raw_name, raw_value in request.headers:
             if b"_" in raw_name:
@@ -512,6 +515,38 @@ class HTTPConnection:
                 self._refused = RequestRefused(408, "request body not received in time")
                 raise self._refused from None
 
+    def watch_disconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once, on another greenlet) if the client closes or resets its
+        connection while this response is in progress, before anything is written to it.
+
+        For a long-lived response that waits between writes (a SockJS receiver): a write is
+        what tells a gone client otherwise, and a poll may have none to do for a long while.
+        As Node's request ``'close'`` event that sockjs-node listens to.  The watch reads
+        the socket (through TLS, whose close_notify also ends the stream): the end of the
+        stream or an error is the client gone; bytes that come meanwhile (a pipelined
+        request) are handed to h11 for after this response, up to ``max_header_size``, then
+        the watch stops reading.  The application must not read ``wsgi.input`` once it
+        asked for this.  In the environ as ``ddpctl.watch_disconnect``; the watch ends with
+        the response.
+        """
+        if self._watcher is None:
+            self._watcher = gevent.spawn(self._watch, callback)
+
+    def _watch(self, callback: Callable[[], None]) -> None:
+        while len(self.h11.trailing_data[0]) <= self.limits.max_header_size:
+            try:
+                data = self.socket.recv(_READ_SIZE)
+            except TimeoutError:  # the socket's timeout is the writer's send timeout
+                continue
+            except OSError as exc:  # reset by the client
+                logger.debug("client %s went away mid-response: %s", self._client(), exc)
+                data = b""
+            if not data:
+                logger.debug("client %s closed its connection mid-response", self._client())
+                callback()
+                return
+            self.h11.receive_data(data)
+
     def handle_request(self, environ: dict[str, Any]) -> None:
         """Answer one request: the WSGI application, or a subclass's own handling."""
         self.run_application(self.server.application, environ)
@@ -530,6 +565,10 @@ class HTTPConnection:
                 result = app(environ, self._start_response)
                 self._send_result(result)
             finally:
+                if self._watcher is not None:
+                    # Dead before this greenlet reads the socket again (one reader at a time).
+                    self._watcher.kill()
+                    self._watcher = None
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()

@@ -29,7 +29,9 @@ never gets here.  ``JSESSIONID`` is set only with ``--sockjs-jsessionid`` (Meteo
 Receivers are WSGI responses whose iterable is a generator that blocks (on gevent) between
 chunks; each chunk must reach the client when yielded (the server writes it before asking
 for the next).  A client that goes away is seen when the server closes the generator
-mid-response (``GeneratorExit``): its session then ends, as in sockjs-node.
+mid-response (``GeneratorExit``), or earlier, while the receiver waits, by the server's
+``ddpctl.watch_disconnect`` (:meth:`.http.HTTPConnection.watch_disconnect`): its session
+then ends, as in sockjs-node.
 """
 from __future__ import annotations
 
@@ -220,7 +222,11 @@ class SockJSApp:
                 return _reply(start_response, "503 Service Unavailable", b"Server shutting down\n")
             session = self._open_session(session_id, protocol, environ)
         start_response("200 OK", self._sid(environ) + [_NO_CACHE] + headers)
-        return _receive(session, Receiver(limit), prelude, wrap)
+        receiver = Receiver(limit)
+        watch = environ.get("ddpctl.watch_disconnect")
+        if watch is not None:  # a client gone while its receiver waits ends the session now
+            watch(lambda: session.receiver_gone(receiver))
+        return _receive(session, receiver, prelude, wrap)
 
     def _open_session(self, session_id: str, protocol: str, environ: Environ) -> SockJSSession:
         config = self._config
@@ -301,7 +307,7 @@ def _receive(session: SockJSSession, receiver: Receiver, prelude: bytes,
                 chunk = wrap(frame)
                 yield chunk
                 session.frame_written(receiver, len(chunk))
-        aborted = False
+        aborted = receiver.gone
     finally:
         if attached:
             session.detach(receiver, aborted)

@@ -58,12 +58,13 @@ class Receiver:
     for streaming, 1 for polling: one frame per response).
     """
 
-    __slots__ = ("limit", "written", "finished", "_pending_send")
+    __slots__ = ("limit", "written", "finished", "gone", "_pending_send")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.written = 0
         self.finished = False  # the close frame went out: end the response
+        self.gone = False  # its client closed the connection (SockJSSession.receiver_gone)
         self._pending_send = False  # the frame being written came from SockJSSession.send
 
 
@@ -218,10 +219,17 @@ class SockJSSession:
         elif self._state is not _State.CLOSED:
             self._start_timer()
 
+    def receiver_gone(self, receiver: Receiver) -> None:
+        """The client of ``receiver`` closed its connection while it waited: it ends, and
+        the session with it (``detach`` with ``aborted``), as sockjs-node's ``didAbort``."""
+        receiver.gone = True
+        if self._receiver is receiver:
+            self._receiver_wake.set()
+
     def next_frame(self, receiver: Receiver) -> str | None:
         """Block until the receiver has a frame to write; ``None``: end its response."""
         while True:
-            if self._receiver is not receiver or receiver.finished:
+            if self._receiver is not receiver or receiver.finished or receiver.gone:
                 return None
             if self._open_pending:
                 self._open_pending = False
