@@ -98,6 +98,7 @@ class ServeConfig:
     sockjs_heartbeat: float = 45.0  # SockJS ``h`` frame interval (Meteor's heartbeat_delay)
     # A SockJS session over HTTP with no receiver for this long ends (Meteor's disconnect_delay).
     sockjs_disconnect_delay: float = 60.0
+    max_sockjs_sessions: int = 10_000  # SockJS sessions over HTTP at once; more: 503
     sockjs_jsessionid: bool = False  # set the JSESSIONID cookie (Meteor's USE_JSESSIONID)
     meteor_bundle: Any = None  # a loaded ddpctl.meteor.bundle.Bundle
     meteor_options: Any = None  # ddpctl.meteor.app.MeteorOptions

@@ -617,3 +617,17 @@ def test_a_request_pipelined_behind_a_waiting_receiver_is_answered_after_it(serv
             assert chunk, more
             more += chunk
         assert more.startswith(b"HTTP/1.1 200")
+
+
+def test_sessions_beyond_the_limit_get_503_until_one_ends(start_server):
+    """``--max-sockjs-sessions`` bounds the sessions over HTTP (a flood of session ids cannot
+    grow the process without bound); WebSocket clients are not counted."""
+    live = start_server("--max-sockjs-sessions", "3", "--sockjs-disconnect-delay", "1")
+    sessions = [Session(live.port) for _ in range(3)]
+    for s in sessions:
+        assert s.poll() == "o"
+    status, _, body = Session(live.port).request("POST", "xhr")
+    assert (status, body) == (503, b"Too many SockJS sessions\n")
+    assert sessions[0].request("POST", "xhr_send", json.dumps([json.dumps(CONNECT)]))[0] == 204  # open ones go on
+    # sessions whose client stopped polling end after the disconnect delay; new ones are served again
+    eventually(lambda: Session(live.port).request("POST", "xhr")[0] == 200, timeout=15)

@@ -170,6 +170,12 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               help="A SockJS session over HTTP (xhr, eventsource, ... fallbacks) whose client has no "
                    "request open this long ends, its subscriptions with it (Meteor: 60 s).  "
                    "[env: DDPCTL_SOCKJS_DISCONNECT]")
+@click.option("--max-sockjs-sessions", type=click.IntRange(min=1), default=10_000, show_default=True,
+              envvar="DDPCTL_MAX_SOCKJS_SESSIONS", metavar="N",
+              help="Most SockJS sessions over HTTP (the xhr, eventsource, ... fallbacks) open at once "
+                   "in this process; a new one beyond it gets 503 (WebSocket clients are bounded by "
+                   "open files instead).  A session that never sends DDP's connect ends after 45 s.  "
+                   "[env: DDPCTL_MAX_SOCKJS_SESSIONS]")
 @click.option("--sockjs-jsessionid/--no-sockjs-jsessionid", default=False,
               envvar=["DDPCTL_SOCKJS_JSESSIONID", "USE_JSESSIONID"],
               help="Set a JSESSIONID cookie on SockJS responses, for load balancers that keep "
@@ -264,7 +270,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           heartbeat_timeout: float,
           db_connections: int | None, send_buffer_limit: int, send_timeout: float, receive_queue_size: int,
           receive_queue_bytes: int, max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float,
-          node_heartbeat: float, sockjs_disconnect_delay: float, sockjs_jsessionid: bool,
+          node_heartbeat: float, sockjs_disconnect_delay: float, max_sockjs_sessions: int,
+          sockjs_jsessionid: bool,
           meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
           meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
           header_timeout: float, keepalive_timeout: float, body_timeout: float, max_request_line: int,
@@ -300,7 +307,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         max_request_line=max_request_line, max_header_size=max_header_size, max_headers=max_headers,
         max_chunked_body=max_chunked_body,
         forwarded_count=forwarded_count, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header,
-        sockjs_disconnect_delay=sockjs_disconnect_delay, sockjs_jsessionid=sockjs_jsessionid)
+        sockjs_disconnect_delay=sockjs_disconnect_delay, max_sockjs_sessions=max_sockjs_sessions,
+        sockjs_jsessionid=sockjs_jsessionid)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context

@@ -88,6 +88,7 @@ class SockJSApp:
         self._config = server.config
         self.response_limit = response_limit
         self.sessions = SessionRegistry()
+        self._refused_logged_at = 0.0  # the last "too many sessions" warning (one a minute)
         self._iframe_page, self._iframe_etag = sockjs.iframe_page()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -220,6 +221,9 @@ class SockJSApp:
         if session is None:
             if self._server.draining:
                 return _reply(start_response, "503 Service Unavailable", b"Server shutting down\n")
+            if len(self.sessions) >= self._config.max_sockjs_sessions:
+                self._log_refusal()
+                return _reply(start_response, "503 Service Unavailable", b"Too many SockJS sessions\n")
             session = self._open_session(session_id, protocol, environ)
         start_response("200 OK", self._sid(environ) + [_NO_CACHE] + headers)
         receiver = Receiver(limit)
@@ -227,6 +231,13 @@ class SockJSApp:
         if watch is not None:  # a client gone while its receiver waits ends the session now
             watch(lambda: session.receiver_gone(receiver))
         return _receive(session, receiver, prelude, wrap)
+
+    def _log_refusal(self) -> None:
+        now = time.monotonic()
+        if now - self._refused_logged_at >= 60:
+            self._refused_logged_at = now
+            logger.warning("refusing new SockJS sessions over HTTP: %d open (--max-sockjs-sessions); "
+                           "WebSocket clients are not affected", len(self.sessions))
 
     def _open_session(self, session_id: str, protocol: str, environ: Environ) -> SockJSSession:
         config = self._config
