@@ -628,6 +628,7 @@ def test_sessions_beyond_the_limit_get_503_until_one_ends(start_server):
         assert s.poll() == "o"
     status, _, body = Session(live.port).request("POST", "xhr")
     assert (status, body) == (503, b"Too many SockJS sessions\n")
-    assert sessions[0].request("POST", "xhr_send", json.dumps([json.dumps(CONNECT)]))[0] == 204  # open ones go on
+    # the open ones go on
+    assert sessions[0].request("POST", "xhr_send", json.dumps([json.dumps(CONNECT)]))[0] == 204
     # sessions whose client stopped polling end after the disconnect delay; new ones are served again
     eventually(lambda: Session(live.port).request("POST", "xhr")[0] == 200, timeout=15)

@@ -101,6 +101,14 @@ class HTTPLimits:
     max_chunked_body: int = 100 << 20  # a chunked request body is buffered; larger: 413
 
 
+_BYTES_REPR = re.compile(r"bytearray\((b'(?:[^'\\]|\\.)*')\)")
+
+
+def _h11_reason(exc: h11.RemoteProtocolError) -> str:
+    """h11's message, its ``bytearray(b'...')`` shown as ``b'...'``."""
+    return _BYTES_REPR.sub(r"\1", str(exc))
+
+
 class RequestRefused(Exception):
     """A request that is answered with ``status`` and then the connection closed."""
 
@@ -322,7 +330,7 @@ class HTTPConnection:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise RequestRefused(exc.error_status_hint, str(exc)) from None
+                raise RequestRefused(exc.error_status_hint, _h11_reason(exc)) from None
             if isinstance(event, h11.Request):
                 break
             if isinstance(event, h11.ConnectionClosed):
@@ -502,7 +510,7 @@ class HTTPConnection:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 self.close_connection = True
-                self._refused = RequestRefused(exc.error_status_hint, str(exc))
+                self._refused = RequestRefused(exc.error_status_hint, _h11_reason(exc))
                 raise self._refused from None
             if isinstance(event, h11.Data):
                 return bytes(event.data)
