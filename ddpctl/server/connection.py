@@ -1,14 +1,17 @@
 """One DDP client connection: transport, session, send buffer with flow control, heartbeats.
 
-The reader (the HTTP connection's own greenlet) answers pings at once and queues
+The reader answers pings at once and queues
 ``sub``/``unsub``/``method``; a processor greenlet handles those in arrival order and runs
 their user code itself, leasing a database connection from the server's user lane
 (:mod:`.database_pool`) only while that code uses one.  A slow method therefore delays
 this connection's later messages (Meteor's in-order semantics) and nothing else; the
 system lane (change delivery, registry heartbeat, operator commands) has connections of
 its own.  A writer greenlet drains the send queue, batching frames.  Processor and writer
-exist only while they have work, so an idle connection costs one greenlet; the server's
-heartbeat loop calls :meth:`DDPConnection.tick`.
+exist only while they have work; so does the reader of a WebSocket without TLS
+(:meth:`DDPConnection.serve_watched`: an io watcher on the socket spawns it when bytes
+arrive), so an idle connection has no greenlet at all.  Over TLS the HTTP connection's
+greenlet stays the reader (an SSL socket may hold decrypted bytes while its file descriptor
+is not readable).  The server's heartbeat loop calls :meth:`DDPConnection.tick`.
 
 Input is bounded: once ``receive_queue_size`` messages or ``receive_queue_bytes`` bytes of
 frames wait for the processor, the reader stops reading the socket until it catches up, so
