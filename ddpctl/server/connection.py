@@ -84,6 +84,7 @@ _HIGH_WATER = 1 << 20  # bytes buffered above which own work waits (or a quarter
 _TRIM_AFTER = 4 << 20  # dropping this many buffered bytes gives the freed memory back to the OS
 _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
 _WRITER_LINGER = 1.0  # seconds an idle writer greenlet stays parked before tick() ends it
+_READER_LINGER = 1.0  # ... and an idle watched reader (serve_watched)
 _RETIRE = object()  # wakes a parked writer to end it (unless something was queued meanwhile)
 _PAUSE_CHECK = 1.0  # seconds between checks that a paused reader's connection still lives
 _YIELD_EVERY = 64  # messages of one SockJS frame handled before the reader yields
@@ -283,6 +284,8 @@ class DDPConnection:
         self._watcher: Any = None  # serve_watched: the socket's io watcher, until the end
         self._reader: gevent.Greenlet | None = None  # ... and the greenlet reading, if any
         self._on_end: Callable[[], None] | None = None
+        self._reader_parked: Waiter | None = None  # the reader's, while it waits for bytes
+        self._reader_parked_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -300,10 +303,11 @@ class DDPConnection:
 
     def serve_watched(self, fileno: int, on_end: Callable[[], None]) -> None:
         """Serve a WebSocket transport without a greenlet of its own while the client is
-        quiet: what the socket has is read now, then a gevent io watcher on ``fileno``
-        spawns a reader greenlet each time the socket becomes readable; that greenlet reads
-        until the socket has nothing more (``receive_ready``), hands each message on as
-        :meth:`run` does, re-arms the watcher and ends.  While the inbox is full the watcher
+        quiet: a reader greenlet reads what the socket has (``receive_ready``, never
+        blocking in ``recv``), hands each message on as :meth:`run` does, then waits on a
+        gevent io watcher on ``fileno``; once it has waited ``_READER_LINGER`` seconds,
+        :meth:`tick` ends it and the watcher's callback spawns the next reader when bytes
+        arrive (a busy client keeps its reader: no spawn per message).  While the inbox is full the watcher
         stays stopped (TCP pushes back on the client) until the processor makes room.
         Returns once the reading is armed (or the connection ended); ``on_end`` runs after
         the cleanup (it closes the socket)."""
@@ -388,6 +392,7 @@ class DDPConnection:
         then re-arm the watcher, or pause on a full inbox, or clean up once the client left."""
         self._reader = gevent.getcurrent()
         ended = True
+        retiring = False
         try:
             receive_ready = self.transport.receive_ready  # type: ignore[attr-defined]
             while not self._closing:
@@ -398,10 +403,24 @@ class DDPConnection:
                 self._input_paused = False
                 texts = receive_ready()
                 if texts is None:
-                    ended = False
-                    if self._watcher is not None:
-                        self._watcher.start(self._on_readable)
-                    return
+                    watcher = self._watcher
+                    if retiring or watcher is None:
+                        ended = watcher is None
+                        if watcher is not None:
+                            watcher.start(self._on_readable)
+                        return
+                    # A busy client keeps its reader (no spawn per message): it waits on the
+                    # watcher, and tick() ends it once idle for _READER_LINGER.
+                    waiter = Waiter()
+                    self._reader_parked, self._reader_parked_at = waiter, time.monotonic()
+                    watcher.start(waiter.switch, None)
+                    try:
+                        retiring = waiter.get() is _RETIRE
+                    finally:
+                        self._reader_parked = None
+                        watcher.stop()
+                    continue
+                retiring = False
                 self._handle_texts(texts)
         except ConnectionClosed:
             pass  # the client left; cleanup below is all there is to do
@@ -912,6 +931,14 @@ class DDPConnection:
             self._parked = None
             get_hub().loop.run_callback(waiter.switch, _RETIRE)
 
+    def _retire_reader(self, now: float) -> None:
+        """End a watched reader parked for ``_READER_LINGER`` seconds or more (from tick());
+        it reads once more, then leaves the socket to the watcher's callback."""
+        waiter = self._reader_parked
+        if waiter is not None and now - self._reader_parked_at >= _READER_LINGER:
+            self._reader_parked = None
+            get_hub().loop.run_callback(waiter.switch, _RETIRE)
+
     def _write_batch(self, first: Any) -> bool:
         """Send ``first`` and what else is queued (up to ``_BATCH`` frames or about
         ``_BATCH_BYTES``); True once closed."""
@@ -960,6 +987,7 @@ class DDPConnection:
         """Called about every second by the server: send timeout, handshake timeout, heartbeats,
         and the end of a writer idle for a while."""
         self._retire_writer(now)
+        self._retire_reader(now)
         if self._input_paused and self.transport.closed:
             self._resume_reading()  # watched and paused: it sees the end and cleans up
         if self._stalled(now):
