@@ -286,6 +286,7 @@ class DDPConnection:
         self._on_end: Callable[[], None] | None = None
         self._reader_parked: Waiter | None = None  # the reader's, while it waits for bytes
         self._reader_parked_at = 0.0
+        self._read_dry_at = -_READER_LINGER  # when the reader last found the socket empty
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -304,11 +305,12 @@ class DDPConnection:
     def serve_watched(self, fileno: int, on_end: Callable[[], None]) -> None:
         """Serve a WebSocket transport without a greenlet of its own while the client is
         quiet: a reader greenlet reads what the socket has (``receive_ready``, never
-        blocking in ``recv``), hands each message on as :meth:`run` does, then waits on a
-        gevent io watcher on ``fileno``; once it has waited ``_READER_LINGER`` seconds,
-        :meth:`tick` ends it and the watcher's callback spawns the next reader when bytes
-        arrive (a busy client keeps its reader: no spawn per message).  While the inbox is full the watcher
-        stays stopped (TCP pushes back on the client) until the processor makes room.
+        blocking in ``recv``), hands each message on as :meth:`run` does, and ends; a gevent
+        io watcher on ``fileno`` spawns the next one when bytes arrive.  A busy client (bytes
+        again within ``_READER_LINGER`` seconds) keeps its reader, waiting on the watcher
+        (no spawn per message), until :meth:`tick` ends it after that long idle.  While the
+        inbox is full nothing reads (TCP pushes back on the client) until the processor
+        makes room.
         Returns once the reading is armed (or the connection ended); ``on_end`` runs after
         the cleanup (it closes the socket)."""
         self.server.connections.add(self)
@@ -404,13 +406,16 @@ class DDPConnection:
                 texts = receive_ready()
                 if texts is None:
                     watcher = self._watcher
-                    if retiring or watcher is None:
+                    now = time.monotonic()
+                    # A busy client (its bytes came within _READER_LINGER of the last time
+                    # the socket ran dry) keeps its reader, waiting on the watcher: no spawn
+                    # per message; tick() ends it once idle that long.  A quiet one's ends now.
+                    busy, self._read_dry_at = now - self._read_dry_at < _READER_LINGER, now
+                    if retiring or not busy or watcher is None:
                         ended = watcher is None
                         if watcher is not None:
                             watcher.start(self._on_readable)
                         return
-                    # A busy client keeps its reader (no spawn per message): it waits on the
-                    # watcher, and tick() ends it once idle for _READER_LINGER.
                     waiter = Waiter()
                     self._reader_parked, self._reader_parked_at = waiter, time.monotonic()
                     watcher.start(waiter.switch, None)
