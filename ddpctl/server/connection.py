@@ -1,14 +1,17 @@
 """One DDP client connection: transport, session, send buffer with flow control, heartbeats.
 
-The reader (the HTTP connection's own greenlet) answers pings at once and queues
+The reader answers pings at once and queues
 ``sub``/``unsub``/``method``; a processor greenlet handles those in arrival order and runs
 their user code itself, leasing a database connection from the server's user lane
 (:mod:`.database_pool`) only while that code uses one.  A slow method therefore delays
 this connection's later messages (Meteor's in-order semantics) and nothing else; the
 system lane (change delivery, registry heartbeat, operator commands) has connections of
 its own.  A writer greenlet drains the send queue, batching frames.  Processor and writer
-exist only while they have work, so an idle connection costs one greenlet; the server's
-heartbeat loop calls :meth:`DDPConnection.tick`.
+exist only while they have work; so does the reader of a WebSocket without TLS
+(:meth:`DDPConnection.serve_watched`: an io watcher on the socket spawns it when bytes
+arrive), so an idle connection has no greenlet at all.  Over TLS the HTTP connection's
+greenlet stays the reader (an SSL socket may hold decrypted bytes while its file descriptor
+is not readable).  The server's heartbeat loop calls :meth:`DDPConnection.tick`.
 
 Input is bounded: once ``receive_queue_size`` messages or ``receive_queue_bytes`` bytes of
 frames wait for the processor, the reader stops reading the socket until it catches up, so
@@ -81,6 +84,7 @@ _HIGH_WATER = 1 << 20  # bytes buffered above which own work waits (or a quarter
 _TRIM_AFTER = 4 << 20  # dropping this many buffered bytes gives the freed memory back to the OS
 _DATA_MESSAGES = frozenset(("added", "changed", "removed"))
 _WRITER_LINGER = 1.0  # seconds an idle writer greenlet stays parked before tick() ends it
+_READER_LINGER = 1.0  # ... and an idle watched reader (serve_watched)
 _RETIRE = object()  # wakes a parked writer to end it (unless something was queued meanwhile)
 _PAUSE_CHECK = 1.0  # seconds between checks that a paused reader's connection still lives
 _YIELD_EVERY = 64  # messages of one SockJS frame handled before the reader yields
@@ -120,6 +124,11 @@ class RawTransport:
 
     def receive(self) -> list[str | bytes]:
         return [self.ws.receive()]
+
+    def receive_ready(self) -> list[str | bytes] | None:
+        """The next message if what the socket has holds one, without waiting; else ``None``."""
+        message = self.ws.receive_ready()
+        return None if message is None else [message]
 
     def send(self, texts: list[str]) -> None:
         self.ws.send_many(texts)
@@ -161,7 +170,13 @@ class SockJSTransport(RawTransport):
         self.ws.send(sockjs.OPEN)
 
     def receive(self) -> list[str | bytes]:
-        frame = self.ws.receive()
+        return self._decode(self.ws.receive())
+
+    def receive_ready(self) -> list[str | bytes] | None:
+        frame = self.ws.receive_ready()
+        return None if frame is None else self._decode(frame)
+
+    def _decode(self, frame: str | bytes) -> list[str | bytes]:
         try:
             return list(sockjs.decode_client_frame(frame, self.max_message_size))
         except sockjs.MessageTooBig as exc:
@@ -266,21 +281,59 @@ class DDPConnection:
         self._last_transport_beat = self._opened_mono
         self._closing = False
         self._mute_data = False
+        self._watcher: Any = None  # serve_watched: the socket's io watcher, until the end
+        self._reader: gevent.Greenlet | None = None  # ... and the greenlet reading, if any
+        self._on_end: Callable[[], None] | None = None
+        self._reader_parked: Waiter | None = None  # the reader's, while it waits for bytes
+        self._reader_parked_at = 0.0
+        self._read_dry_at = -_READER_LINGER  # when the reader last found the socket empty
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Serve the client until it goes away or the connection is closed."""
+        """Serve the client until it goes away or the connection is closed (blocking this
+        greenlet in the transport's ``receive``)."""
         self.server.connections.add(self)
         try:
-            self.transport.open()
-            if self.config.legacy_server_id:
-                self._queue_text('{"server_id":"0"}')
+            self._open()
             self._read_loop()
         except ConnectionClosed:
             pass  # the client left; cleanup below is all there is to do
         finally:
-            self._closing = True
+            self._finish()
+
+    def serve_watched(self, fileno: int, on_end: Callable[[], None]) -> None:
+        """Serve a WebSocket transport without a greenlet of its own while the client is
+        quiet: a reader greenlet reads what the socket has (``receive_ready``, never
+        blocking in ``recv``), hands each message on as :meth:`run` does, and ends; a gevent
+        io watcher on ``fileno`` spawns the next one when bytes arrive.  A busy client (bytes
+        again within ``_READER_LINGER`` seconds) keeps its reader, waiting on the watcher
+        (no spawn per message), until :meth:`tick` ends it after that long idle.  While the
+        inbox is full nothing reads (TCP pushes back on the client) until the processor
+        makes room.
+        Returns once the reading is armed (or the connection ended); ``on_end`` runs after
+        the cleanup (it closes the socket)."""
+        self.server.connections.add(self)
+        self._on_end = on_end
+        try:
+            self._open()
+        except ConnectionClosed:
+            self._finish()
+            return
+        self._watcher = get_hub().loop.io(fileno, 1)
+        self._read_available()
+
+    def _open(self) -> None:
+        self.transport.open()
+        if self.config.legacy_server_id:
+            self._queue_text('{"server_id":"0"}')
+
+    def _finish(self) -> None:
+        self._closing = True
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
+        try:
             writer = self._writer
             if writer is not None and not self.transport.closed:
                 self._retire_writer(float("inf"))  # parked: nothing more comes, it ends now
@@ -304,6 +357,10 @@ class DDPConnection:
                     self.handle.run_close_callbacks()  # once, however the connection ended
             finally:
                 self.server.connections.discard(self)
+        finally:
+            on_end, self._on_end = self._on_end, None
+            if on_end is not None:
+                on_end()
 
     def close(self, code: int = 1000, reason: str = "Normal closure") -> None:
         """Send what is queued, then close with ``code``."""
@@ -317,34 +374,97 @@ class DDPConnection:
     def _read_loop(self) -> None:
         while not self._closing:
             self._wait_for_inbox_room()
-            for i, text in enumerate(self.transport.receive()):
-                # A SockJS frame may carry any number of messages: each one waits for room
-                # in the inbox, and the reader yields now and then, so one client's frame
-                # neither bypasses the input bound nor holds up the process.
-                if i:
-                    self._wait_for_inbox_room()
-                    if i % _YIELD_EVERY == 0:
-                        gevent.sleep(0)
-                if self._heartbeat is not None:
-                    self._heartbeat.message_received()
-                try:
-                    self._receive(text)
-                except ConnectionClosed:
-                    raise
-                except Exception:  # a bug, not a bad frame (the session answers those)
-                    logger.exception("connection %s: internal error handling a frame", self.handle.id)
-                if self.session.connected and not self.handle.id:
-                    self.handle.id = self.session.id or ""
-                    if publications.universal_names(self.user_id is not None):  # before any later message
-                        self._tasks.append(self._start_universal)
-                        self._start_processor()
-                    if self.session.heartbeats:
-                        self._heartbeat = Heartbeat(self.config.heartbeat_interval,
-                                                    self.config.heartbeat_timeout, now=time.monotonic())
-                    if connection_hooks or session_login_enabled():
-                        # Before any later message of this client: tasks run first.
-                        self._tasks.append(self._connected)
-                        self._start_processor()
+            self._handle_texts(self.transport.receive())
+
+    def _on_readable(self) -> None:
+        """The io watcher's callback, on the hub: read on a greenlet of its own."""
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.stop()
+            if self._reader is None:
+                self._reader = gevent.spawn(self._read_available)
+
+    def _resume_reading(self) -> None:
+        """Watched reading paused on a full inbox: go on (on a new reader greenlet)."""
+        if self._watcher is not None and self._reader is None:
+            self._reader = gevent.spawn(self._read_available)
+
+    def _read_available(self) -> None:
+        """Watched reading (:meth:`serve_watched`): read and hand on what the socket has;
+        then re-arm the watcher, or pause on a full inbox, or clean up once the client left."""
+        self._reader = gevent.getcurrent()
+        ended = True
+        retiring = False
+        try:
+            receive_ready = self.transport.receive_ready  # type: ignore[attr-defined]
+            while not self._closing:
+                if self._inbox_full() and not self.transport.closed:
+                    self._input_paused = True  # the processor resumes us as it makes room
+                    ended = False
+                    return
+                self._input_paused = False
+                texts = receive_ready()
+                if texts is None:
+                    watcher = self._watcher
+                    now = time.monotonic()
+                    # A busy client (its bytes came within _READER_LINGER of the last time
+                    # the socket ran dry) keeps its reader, waiting on the watcher: no spawn
+                    # per message; tick() ends it once idle that long.  A quiet one's ends now.
+                    busy, self._read_dry_at = now - self._read_dry_at < _READER_LINGER, now
+                    if retiring or not busy or watcher is None:
+                        ended = watcher is None
+                        if watcher is not None:
+                            watcher.start(self._on_readable)
+                        return
+                    waiter = Waiter()
+                    self._reader_parked, self._reader_parked_at = waiter, time.monotonic()
+                    watcher.start(waiter.switch, None)
+                    try:
+                        retiring = waiter.get() is _RETIRE
+                    finally:
+                        self._reader_parked = None
+                        watcher.stop()
+                    continue
+                retiring = False
+                self._handle_texts(texts)
+        except ConnectionClosed:
+            pass  # the client left; cleanup below is all there is to do
+        except Exception:
+            logger.exception("connection %s: internal error reading", self.handle.id)
+        finally:
+            self._reader = None
+            if ended:
+                self._finish()
+
+    def _handle_texts(self, texts: list[str | bytes]) -> None:
+        for i, text in enumerate(texts):
+            # A SockJS frame may carry any number of messages: each one waits for room
+            # in the inbox, and the reader yields now and then, so one client's frame
+            # neither bypasses the input bound nor holds up the process.
+            if i:
+                self._wait_for_inbox_room()
+                if i % _YIELD_EVERY == 0:
+                    gevent.sleep(0)
+            if self._heartbeat is not None:
+                self._heartbeat.message_received()
+            try:
+                self._receive(text)
+            except ConnectionClosed:
+                raise
+            except Exception:  # a bug, not a bad frame (the session answers those)
+                logger.exception("connection %s: internal error handling a frame", self.handle.id)
+            if self.session.connected and not self.handle.id:
+                self.handle.id = self.session.id or ""
+                if publications.universal_names(self.user_id is not None):  # before any later message
+                    self._tasks.append(self._start_universal)
+                    self._start_processor()
+                if self.session.heartbeats:
+                    self._heartbeat = Heartbeat(self.config.heartbeat_interval,
+                                                self.config.heartbeat_timeout, now=time.monotonic())
+                if connection_hooks or session_login_enabled():
+                    # Before any later message of this client: tasks run first.
+                    self._tasks.append(self._connected)
+                    self._start_processor()
 
     def _receive(self, text: str | bytes) -> None:
         for item in self.session.receive(text):
@@ -386,6 +506,7 @@ class DDPConnection:
                     self._inbox_bytes -= size
                     if self._input_paused and not self._inbox_full():
                         self._inbox_room.set()
+                        self._resume_reading()
                     task = None
                 try:
                     if task is not None:
@@ -815,6 +936,14 @@ class DDPConnection:
             self._parked = None
             get_hub().loop.run_callback(waiter.switch, _RETIRE)
 
+    def _retire_reader(self, now: float) -> None:
+        """End a watched reader parked for ``_READER_LINGER`` seconds or more (from tick());
+        it reads once more, then leaves the socket to the watcher's callback."""
+        waiter = self._reader_parked
+        if waiter is not None and now - self._reader_parked_at >= _READER_LINGER:
+            self._reader_parked = None
+            get_hub().loop.run_callback(waiter.switch, _RETIRE)
+
     def _write_batch(self, first: Any) -> bool:
         """Send ``first`` and what else is queued (up to ``_BATCH`` frames or about
         ``_BATCH_BYTES``); True once closed."""
@@ -863,6 +992,9 @@ class DDPConnection:
         """Called about every second by the server: send timeout, handshake timeout, heartbeats,
         and the end of a writer idle for a while."""
         self._retire_writer(now)
+        self._retire_reader(now)
+        if self._input_paused and self.transport.closed:
+            self._resume_reading()  # watched and paused: it sees the end and cleans up
         if self._stalled(now):
             if self._close_queued:  # not even the close frame moves: cut the socket
                 logger.warning("connection %s (%s): the close frame could not be sent in %.0f s; "

@@ -86,12 +86,26 @@ class DDPHandler(HTTPConnection):
         offer = env.get("HTTP_SEC_WEBSOCKET_EXTENSIONS") if ddp.config.websocket_compression else None
         headers, deflate = upgrade_headers(key, offer)
         read = self.switch_protocols(headers)  # after it, no more HTTP here
+        # Without TLS, an idle connection has no greenlet: an io watcher reads its socket
+        # (DDPConnection.serve_watched) and this HTTP connection (h11 state, environ) ends.
+        # An SSL socket may hold decrypted bytes its fd does not show: it is read blocking.
+        read_ready, end = (None, None) if self.server.tls else self.hand_over(read)
         limit = ddp.config.max_frame_size
-        ws = WebSocket(read, self.socket.send, self.socket,
-                       limit if route == "raw" else sockjs.frame_limit(limit), deflate)
-        transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws, limit)
         try:
-            DDPConnection(ddp, transport, env).run()
+            ws = WebSocket(read, self.socket.send, self.socket,
+                           limit if route == "raw" else sockjs.frame_limit(limit), deflate,
+                           read_ready=read_ready)
+            transport = RawTransport(ws) if route == "raw" else SockJSTransport(ws, limit)
+            connection = DDPConnection(ddp, transport, env)
+        except BaseException:
+            if end is not None:
+                end()
+            raise
+        if end is not None:
+            connection.serve_watched(self.socket.fileno(), end)
+            return
+        try:
+            connection.run()
         finally:
             self.log_upgrade_end()
 

@@ -264,6 +264,7 @@ class HTTPConnection:
         self._refused: RequestRefused | None = None  # the request body could not be read
         self._watcher: gevent.Greenlet | None = None  # watch_disconnect's, for this response
         self.server_accepted = time.monotonic()
+        self.handed_over = False  # the socket outlives this connection (hand_over)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -434,6 +435,8 @@ class HTTPConnection:
             read += len(data)
 
     def _close(self) -> None:
+        if self.handed_over:
+            return
         try:
             self.socket.close()
         except OSError as exc:
@@ -668,7 +671,8 @@ class HTTPConnection:
     def switch_protocols(self, headers: list[tuple[str, str]]) -> Callable[[int], bytes]:
         """Answer ``101 Switching Protocols`` with ``headers``; a read function for the
         new protocol: first the bytes h11 already read after the request head, then the
-        socket's (blocking, no timeout).  The connection ends after the caller returns."""
+        socket's (blocking, no timeout).  The connection ends after the caller returns,
+        unless the caller took the socket (:meth:`hand_over`)."""
         lines = ["HTTP/1.1 101 Switching Protocols"] + [f"{n}: {v}" for n, v in headers]
         self._status = "101 Switching Protocols"
         self._headers_sent = True
@@ -687,17 +691,64 @@ class HTTPConnection:
 
         return read
 
+    def hand_over(self, read: Callable[[int], bytes]
+                  ) -> tuple[Callable[[int], bytes | None], Callable[[], None]]:
+        """After :meth:`switch_protocols` (not over TLS: an SSL socket may hold decrypted
+        bytes while its file descriptor is not readable): the socket is the caller's, and
+        this connection's greenlet ends without closing it (nor does the server).
+
+        Returns ``read_ready(size)``: what ``read`` (switch_protocols' function) gives,
+        but ``None`` instead of waiting when the socket has nothing yet; and ``end()``,
+        to call once when the upgraded connection is over: it writes the access line and
+        closes the socket.  Neither refers to this object (its h11 state and environ are
+        freed when its greenlet ends)."""
+        if self.server.tls:
+            raise ValueError("a TLS socket cannot be read without its greenlet")
+        sock = self.socket
+        self.handed_over = True
+        self.server.handed_over.add(sock)
+
+        def read_ready(size: int) -> bytes | None:
+            if first:
+                data = read(size) if first.pop() else b""  # bytes h11 read after the head
+                if data:
+                    return data
+            timeout = sock.gettimeout()
+            sock.settimeout(0.0)  # gevent: raise rather than wait (no greenlet switch)
+            try:
+                return sock.recv(size)
+            except BlockingIOError:
+                return None
+            finally:
+                sock.settimeout(timeout)
+
+        first = [bool(self.h11.trailing_data[0])]
+        client, request_line, started = self._client(), self._request_line, self._started
+
+        def end() -> None:
+            _log_access(client, request_line, started, "101", 0)
+            try:
+                sock.close()
+            except OSError as exc:
+                logger.debug("closing a socket: %s", exc)
+
+        return read_ready, end
+
     def log_upgrade_end(self) -> None:
         """The access line of an upgraded connection, once it ended (as pywsgi wrote it)."""
         self._log_access("101", 0)
 
     def _log_access(self, status: str, length: int) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        delta = time.time() - self._started if self._started else 0.0
-        access_log.info('%s - - [%s] "%s" %s %s %.6f', self._client(),
-                        datetime.now().replace(microsecond=0), self._request_line or "",
-                        status, length or "-", delta)
+        _log_access(self._client(), self._request_line, self._started, status, length)
+
+
+def _log_access(client: str, request_line: str, started: float, status: str, length: int) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    delta = time.time() - started if started else 0.0
+    access_log.info('%s - - [%s] "%s" %s %s %.6f', client,
+                    datetime.now().replace(microsecond=0), request_line or "",
+                    status, length or "-", delta)
 
 
 class HTTPServer(StreamServer):
@@ -718,6 +769,7 @@ class HTTPServer(StreamServer):
         self.draining = False
         self.busy = 0  # requests being answered
         self.connections: set[HTTPConnection] = set()
+        self.handed_over: set[socket.socket] = set()  # sockets do_close must leave open
         self.listen_host, self.listen_port = listener.getsockname()[:2]
 
     def handle(self, client: socket.socket, address: Any) -> None:
@@ -744,6 +796,13 @@ class HTTPServer(StreamServer):
             error_log.exception("the connection from %s failed", address)
         finally:
             self.connections.discard(connection)
+
+    def do_close(self, sock: socket.socket, *args: Any) -> None:
+        """After :meth:`handle`: close the socket, unless a connection took it over."""
+        if sock in self.handed_over:
+            self.handed_over.discard(sock)
+            return
+        super().do_close(sock, *args)
 
     def close_idle(self) -> None:
         """Shutdown: close the connections waiting for a request (their greenlets end)."""

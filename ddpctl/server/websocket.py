@@ -82,8 +82,12 @@ class ConnectionClosed(Exception):
 class WebSocket:
     def __init__(self, read: Callable[[int], bytes], send: Callable[[memoryview], int],
                  sock: socket.socket | None, max_message_size: int,
-                 deflate: DeflateParams | None = None) -> None:
+                 deflate: DeflateParams | None = None,
+                 read_ready: Callable[[int], bytes | None] | None = None) -> None:
         """``send`` is a socket's ``send`` (may write part of the data, returns the count).
+
+        ``read_ready``: like ``read`` but ``None`` instead of waiting when the socket has
+        nothing yet (for :meth:`receive_ready`).
 
         ``deflate``: the permessage-deflate parameters agreed in the handshake, or ``None``.
 
@@ -91,6 +95,7 @@ class WebSocket:
         that stops reading leaves it behind (the connection's send timeout looks at it).
         """
         self._read = read
+        self._read_ready = read_ready
         self._send = send
         self.sent_at = time.monotonic()
         # The reader answers pings and close frames while the writer may be mid-send.
@@ -116,6 +121,29 @@ class WebSocket:
             except OSError as exc:
                 self._abort(1006, f"read failed: {exc}")
                 raise self.closed from None  # type: ignore[misc]
+            if not data:
+                self._abort(1006, "connection lost")
+                raise self.closed  # type: ignore[misc]
+            self._ws.receive_data(data)
+            self._handle_events()
+        return self._pending.pop(0)
+
+    def receive_ready(self) -> str | bytes | None:
+        """The next complete message if the bytes the socket already has complete one,
+        else ``None`` (nothing is waited for); raises ``ConnectionClosed``.  Needs
+        ``read_ready``."""
+        read_ready = self._read_ready
+        assert read_ready is not None, "receive_ready needs a read_ready function"
+        while not self._pending:
+            if self.closed:
+                raise self.closed
+            try:
+                data = read_ready(_READ_SIZE)
+            except OSError as exc:
+                self._abort(1006, f"read failed: {exc}")
+                raise self.closed from None  # type: ignore[misc]
+            if data is None:
+                return None
             if not data:
                 self._abort(1006, "connection lost")
                 raise self.closed  # type: ignore[misc]
