@@ -6,7 +6,9 @@ their user code itself, leasing a database connection from the server's user lan
 (:mod:`.database_pool`) only while that code uses one.  A slow method therefore delays
 this connection's later messages (Meteor's in-order semantics) and nothing else; the
 system lane (change delivery, registry heartbeat, operator commands) has connections of
-its own.  A writer greenlet drains the send queue, batching frames.  Processor and writer
+its own.  A writer greenlet drains the send queue, batching frames; data queued while it is
+not at work is written by one process-wide greenlet with non-blocking sends
+(:class:`_DirectWrites`), the writer finishing what the socket did not take.  Processor and writer
 exist only while they have work, so an idle connection costs one greenlet; the server's
 heartbeat loop calls :meth:`DDPConnection.tick`.
 
