@@ -6,8 +6,10 @@ their user code itself, leasing a database connection from the server's user lan
 (:mod:`.database_pool`) only while that code uses one.  A slow method therefore delays
 this connection's later messages (Meteor's in-order semantics) and nothing else; the
 system lane (change delivery, registry heartbeat, operator commands) has connections of
-its own.  A writer greenlet drains the send queue, batching frames.  Processor and writer
-exist only while they have work; so does the reader of a WebSocket without TLS
+its own.  A writer greenlet drains the send queue, batching frames; data queued while it is
+not at work is written by one process-wide greenlet with non-blocking sends
+(:class:`_DirectWrites`), the writer finishing what the socket did not take.  Processor and
+writer exist only while they have work; so does the reader of a WebSocket without TLS
 (:meth:`DDPConnection.serve_watched`: an io watcher on the socket spawns it when bytes
 arrive), so an idle connection has no greenlet at all.  Over TLS the HTTP connection's
 greenlet stays the reader (an SSL socket may hold decrypted bytes while its file descriptor
@@ -133,6 +135,15 @@ class RawTransport:
     def send(self, texts: list[str]) -> None:
         self.ws.send_many(texts)
 
+    def send_nowait(self, texts: list[str]) -> int | None:
+        """Optional in a transport: write ``texts`` without blocking; bytes left (written
+        first by the next write or :meth:`flush`), or ``None`` if not possible now."""
+        return self.ws.send_many_nowait(texts)
+
+    def flush(self) -> None:
+        """Write what :meth:`send_nowait` left (blocking)."""
+        self.ws.flush()
+
     def close(self, code: int, reason: str) -> None:
         self.ws.close(code, reason)
 
@@ -190,6 +201,9 @@ class SockJSTransport(RawTransport):
     def send(self, texts: list[str]) -> None:
         self.ws.send(sockjs.messages_frame(texts))
 
+    def send_nowait(self, texts: list[str]) -> int | None:
+        return self.ws.send_many_nowait([sockjs.messages_frame(texts)])
+
     def send_heartbeat(self) -> None:
         self.ws.send(sockjs.HEARTBEAT)
 
@@ -215,6 +229,16 @@ class _CloseRequest:
     def __init__(self, code: int, reason: str) -> None:
         self.code, self.reason = code, reason
         self.size = 4 + utf8_size(reason)  # counted: a close frame stuck in send is a stall too
+
+
+class _Flush:
+    """The ``size`` bytes of a direct write the socket did not take at once (the transport
+    holds them and writes them before anything else): the writer's to finish."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
 
 
 class _TextBatch:
@@ -256,6 +280,10 @@ class DDPConnection:
         self._opened_mono = time.monotonic()
         self._outbox: deque[Any] = deque()  # texts, _CloseRequest, _TRANSPORT_HEARTBEAT
         self._writer: gevent.Greenlet | None = None
+        # Written without a writer greenlet while none is at work (see _DirectWrites); None
+        # for transports that cannot write without blocking (SockJS over HTTP, tests').
+        self._send_nowait: Callable[[list[str]], int | None] | None = getattr(transport, "send_nowait", None)
+        self._direct_due = False  # in _direct_writes' list
         self._parked: Waiter | None = None  # the writer's, while it waits for more (no timer)
         self._parked_at = 0.0
         self._buffered = 0  # bytes queued for the writer or being written
@@ -869,12 +897,69 @@ class DDPConnection:
             self._pending_since = time.monotonic()
         self._buffered += size
         self._outbox.append(item)
+        if (self._send_nowait is not None and (self._writer is None or self._parked is not None)
+                and (item.__class__ is str or item.__class__ is _TextBatch)):
+            # No writer at work: the direct-write greenlet writes it, with what else comes
+            # for this connection meanwhile, without a switch to a writer of its own.
+            if not self._direct_due:
+                self._direct_due = True
+                _direct_writes.schedule(self)
+            return
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
         elif self._parked is not None:
             # One wake-up per burst: what else is queued before the writer runs goes with it.
             waiter, self._parked = self._parked, None
             get_hub().loop.run_callback(waiter.switch, None)
+
+    def _write_direct(self) -> None:
+        """On the direct-write greenlet: write the data at the head of the queue with one
+        non-blocking send, unless a writer is at work; what the socket does not take, and
+        anything queued behind it (a close, a heartbeat), is left to the writer."""
+        self._direct_due = False
+        outbox = self._outbox
+        if not outbox or (self._writer is not None and self._parked is None) or self._in_flight:
+            return  # written already, or a writer is at it
+        items: list[Any] = []
+        texts: list[str] = []
+        size = 0
+        while outbox and len(items) < _BATCH and size < _BATCH_BYTES:
+            item = outbox[0]
+            if item.__class__ is str:
+                texts.append(item)
+            elif item.__class__ is _TextBatch:
+                texts.extend(item.texts)
+            else:
+                break
+            items.append(outbox.popleft())
+            size += _size_of(item)
+        if items:
+            assert self._send_nowait is not None
+            try:
+                left = self._send_nowait(texts)
+            except ConnectionClosed:
+                # The peer is gone (or the socket was cut): the reader sees it too and cleans up.
+                self._buffered = max(0, self._buffered - size)
+                self._closing = self._close_queued = True
+                self._writable.set()
+                return
+            if left is None:  # not now (a pong or a close being written): the writer's job
+                outbox.extendleft(reversed(items))
+                self._wake_writer()
+                return
+            self._buffered = max(0, self._buffered - size)
+            if left:
+                if not self._buffered:
+                    self._pending_since = time.monotonic()
+                self._buffered += left
+                outbox.appendleft(_Flush(left))
+            if self._buffered < self._low_water:
+                self._writable.set()
+        if outbox:
+            self._wake_writer()
 
     def _push_close(self, code: int, reason: str) -> None:
         request = _CloseRequest(code, reason)
@@ -971,6 +1056,9 @@ class DDPConnection:
                     self._outbox.clear()
                     self.transport.close(item.code, item.reason)
                     return True
+                if isinstance(item, _Flush):
+                    self.transport.flush()  # type: ignore[attr-defined]
+                    continue
                 self.transport.send_heartbeat()
             if texts:
                 self.transport.send(texts)
@@ -1035,6 +1123,47 @@ class DDPConnection:
 def _size_of(item: Any) -> int:
     if isinstance(item, str):
         return utf8_size(item)
-    if isinstance(item, (_CloseRequest, _TextBatch)):
+    if isinstance(item, (_CloseRequest, _TextBatch, _Flush)):
         return item.size
     return 0
+
+
+class _DirectWrites:
+    """Writes queued data for connections whose writer greenlet is not at work, from one
+    greenlet woken once per burst (a batch fanned out to 1,000 connections: one switch here,
+    then one non-blocking ``send`` per connection with everything queued for it meanwhile),
+    instead of a switch to and from each connection's writer.  A socket that does not take
+    it all, a TLS socket, a close frame or a heartbeat leave the rest to the writer."""
+
+    def __init__(self) -> None:
+        self._due: list[DDPConnection] = []
+        self._greenlet: gevent.Greenlet | None = None
+        self._parked: Waiter | None = None
+
+    def schedule(self, conn: DDPConnection) -> None:
+        self._due.append(conn)
+        if self._parked is not None:
+            waiter, self._parked = self._parked, None
+            get_hub().loop.run_callback(waiter.switch, None)
+        elif self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                if not self._due:
+                    self._parked = Waiter()
+                    self._parked.get()
+                    continue
+                due, self._due = self._due, []
+                for conn in due:
+                    try:
+                        conn._write_direct()
+                    except Exception:
+                        logger.exception("connection %s: direct write failed", conn.handle.id)
+        finally:
+            self._greenlet = None
+            self._parked = None
+
+
+_direct_writes = _DirectWrites()

@@ -19,6 +19,7 @@ import struct
 import time
 from collections.abc import Callable
 
+import gevent.socket
 from gevent.lock import Semaphore
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
@@ -70,6 +71,22 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
 
 
+def _nonblocking_send(sock: socket.socket | None, send: Callable[[memoryview], int]
+                      ) -> Callable[[bytes], int] | None:
+    """A send that never blocks (raises ``BlockingIOError`` when the socket buffer is full),
+    when ``send`` is a plain gevent socket's own: not a TLS socket (its bytes must go through
+    the TLS layer), not another callable."""
+    if sock is None or type(sock) is not gevent.socket.socket or send != sock.send:
+        return None
+    raw = sock._sock  # the OS socket, in non-blocking mode under gevent
+    flags = socket.MSG_DONTWAIT
+
+    def send_nowait(data: bytes) -> int:
+        return raw.send(data, flags)
+
+    return send_nowait
+
+
 class ConnectionClosed(Exception):
     """The WebSocket is closed; ``code`` says how."""
 
@@ -101,6 +118,8 @@ class WebSocket:
         # The reader answers pings and close frames while the writer may be mid-send.
         self._write_lock = Semaphore()
         self._socket = sock
+        self._send_nowait = _nonblocking_send(sock, send)
+        self._tail: memoryview | None = None  # what send_many_nowait left: written before anything else
         self._ws = Connection(ConnectionType.SERVER,
                               [InboundDeflate(max_message_size)] if deflate is not None else None)
         self._frame = frame_compressor(deflate).frame if deflate is not None else None
@@ -194,11 +213,47 @@ class WebSocket:
         """Send each text as its own message, in one socket write."""
         if self.closed:
             raise self.closed
+        self._write(self._frames(texts))
+
+    def send_many_nowait(self, texts: list[str]) -> int | None:
+        """Like :meth:`send_many`, but write only what the socket takes now, never blocking.
+
+        Returns the number of bytes left unwritten (0: all written); they stay here and go
+        out before anything else written to this WebSocket (:meth:`flush` writes them).
+        ``None``: nothing was attempted (a TLS socket, a write in progress or bytes of an
+        earlier call still pending): send with :meth:`send_many` instead.  Raises
+        ``ConnectionClosed`` like :meth:`send_many`.
+        """
+        if self.closed:
+            raise self.closed
+        nowait = self._send_nowait
+        if nowait is None or self._tail is not None or self._write_lock.locked():
+            return None
+        data = self._frames(texts)
+        try:
+            written = nowait(data)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError as exc:
+            self._abort(1006, f"write failed: {exc}")
+            raise self.closed from None  # type: ignore[misc]
+        if written:
+            self.sent_at = time.monotonic()
+        if written == len(data):
+            return 0
+        self._tail = memoryview(data)[written:]
+        return len(self._tail)
+
+    def flush(self) -> None:
+        """Write what :meth:`send_many_nowait` left (blocking this greenlet)."""
+        if self._tail is not None:
+            self._write(b"")
+
+    def _frames(self, texts: list[str]) -> bytes:
         frame = self._frame
         if frame is None:
-            self._write(b"".join([text_frame(t.encode()) for t in texts]))
-        else:
-            self._write(b"".join([frame(t) for t in texts]))
+            return b"".join([text_frame(t.encode()) for t in texts])
+        return b"".join([frame(t) for t in texts])
 
     def _write(self, data: bytes) -> None:
         try:
@@ -211,6 +266,11 @@ class WebSocket:
         # Our own loop rather than gevent's sendall: no getsockopt(SO_SNDBUF) per call, and
         # each partial write counts as progress.
         with self._write_lock:
+            tail, self._tail = self._tail, None
+            if tail is not None:  # a frame send_many_nowait began: it ends before any other
+                while tail:
+                    tail = tail[self._send(tail):]
+                    self.sent_at = time.monotonic()
             view = memoryview(data)
             while view:
                 view = view[self._send(view):]

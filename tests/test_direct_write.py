@@ -1,0 +1,187 @@
+"""Writes without a writer greenlet: a connection whose writer is not at work has its data
+written by the direct-write greenlet with a non-blocking ``send``; what the socket does not
+take is finished by the writer before anything else.  Over a real socket whose buffers are
+small (so writes are cut anywhere, mid-frame included), whatever the sizes, the mix with
+blocking writes, heartbeats, ticks and compression, the client reads every message once, in
+order, in whole frames, then the close frame; nothing stays counted as buffered."""
+import socket
+import struct
+import time
+import zlib
+from types import SimpleNamespace
+
+import gevent
+import gevent.socket
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddpctl.config import ServeConfig
+from ddpctl.server import connection as connection_module
+from ddpctl.server.connection import DDPConnection, RawTransport, SockJSTransport
+from ddpctl.server.deflate import DeflateParams
+from ddpctl.server.websocket import WebSocket
+
+
+def _pair(buffer: int):
+    server, client = gevent.socket.socketpair()
+    for sock in (server, client):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    return server, client
+
+
+def _websocket(sock, deflate: bool) -> WebSocket:
+    return WebSocket(sock.recv, sock.send, sock, 1 << 20, DeflateParams() if deflate else None)
+
+
+class SlowClient:
+    """Reads the other end in small pieces, yielding between them, until EOF."""
+
+    def __init__(self, sock, chunk: int) -> None:
+        self.sock, self.chunk, self.data = sock, chunk, bytearray()
+        self.greenlet = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        while True:
+            piece = self.sock.recv(self.chunk)
+            if not piece:
+                return
+            self.data += piece
+            gevent.sleep(0)
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        """(opcode, payload inflated) of each frame; every byte belongs to a whole frame."""
+        data, frames, i = bytes(self.data), [], 0
+        while i < len(data):
+            first, second = data[i], data[i + 1]
+            n, i = second & 0x7F, i + 2
+            if n == 126:
+                n, i = struct.unpack("!H", data[i:i + 2])[0], i + 2
+            elif n == 127:
+                n, i = struct.unpack("!Q", data[i:i + 8])[0], i + 8
+            assert first & 0x80 and not first & 0x30 and not second & 0x80
+            payload = data[i:i + n]
+            assert len(payload) == n, "a frame cut short"
+            if first & 0x40:
+                payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+            frames.append((first & 0x0F, payload))
+            i += n
+        return frames
+
+
+texts = st.lists(st.one_of(st.text(max_size=40),
+                           st.integers(5000, 40000).map(lambda n: "x" * n),
+                           st.binary(min_size=100, max_size=20000).map(bytes.hex)),
+                 min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["nowait", "send", "yield"]), texts), max_size=12),
+       st.booleans(), st.sampled_from([1, 512, 65536]))
+def test_websocket_nowait_writes_keep_frames_whole_and_in_order(steps, deflate, chunk):
+    server, client = _pair(4096)
+    ws = _websocket(server, deflate)
+    reader = SlowClient(client, chunk)
+    sent = []
+    try:
+        for kind, batch in steps:
+            sent.extend(batch)
+            if kind == "yield":
+                ws.send_many(batch)
+                gevent.sleep(0)
+            elif kind == "send" or ws.send_many_nowait(batch) is None:
+                ws.send_many(batch)  # what the writer does when nowait was not possible
+        ws.close(1000, "done")  # after the rest of a cut frame, never inside it
+        reader.greenlet.join(timeout=30)
+        frames = reader.frames()
+    finally:
+        reader.greenlet.kill()
+        server.close()
+        client.close()
+    assert [payload.decode() for opcode, payload in frames[:-1]] == sent
+    assert all(opcode == 1 for opcode, _ in frames[:-1]) and frames[-1][0] == 8
+
+
+def test_a_tls_socket_or_another_send_is_never_written_around():
+    server, client = _pair(4096)
+    try:
+        wrapped = WebSocket(server.recv, lambda data: server.send(data), server, 1024)
+        assert wrapped.send_many_nowait(["a"]) is None
+        assert _websocket(server, False).send_many_nowait(["a"]) == 0
+        assert client.recv(16) == b"\x81\x01a"
+    finally:
+        server.close()
+        client.close()
+
+
+SIZES = st.one_of(st.integers(1, 200), st.integers(5000, 30000))  # small, or over the socket's buffers
+# Steps on a connection: ("push", sizes) queues messages from a fan-out greenlet,
+# ("own", sizes) from the connection's processor (paced by the high-water mark),
+# ("yield",), ("heartbeat",) a SockJS heartbeat frame, ("tick",) the writer's idle end.
+CONNECTION_STEPS = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.lists(SIZES, min_size=1, max_size=4)),
+    st.tuples(st.just("own"), st.lists(SIZES, min_size=1, max_size=4)),
+    st.tuples(st.just("yield")), st.tuples(st.just("heartbeat")), st.tuples(st.just("tick")),
+), max_size=20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(CONNECTION_STEPS, st.booleans(), st.booleans(), st.sampled_from([1, 700, 65536]))
+def test_connection_delivers_everything_once_in_order_then_closes(steps, deflate, sockjs, chunk):
+    server, client = _pair(4096)
+    ws = _websocket(server, deflate)
+    transport = SockJSTransport(ws) if sockjs else RawTransport(ws)
+    config = ServeConfig()
+    conn = DDPConnection(SimpleNamespace(config=config, connections=set()), transport, {})
+    reader = SlowClient(client, chunk)
+    sent: list[str] = []
+    heartbeats = 0
+
+    def texts(sizes):
+        for size in sizes:
+            sent.append(f'{{"msg":"changed","n":{len(sent)},"s":"{"y" * size}"}}')
+            yield sent[-1]
+
+    try:
+        for step in steps:
+            if step[0] == "push":
+                for text in texts(step[1]):
+                    conn._queue_text(text)
+            elif step[0] == "own":
+                batch = list(texts(step[1]))
+                conn._processor = gevent.spawn(lambda b=batch: [conn._queue_text(t) for t in b])
+                conn._processor.join()
+                conn._processor = None
+            elif step[0] == "yield":
+                gevent.sleep(0)
+            elif step[0] == "heartbeat":
+                if sockjs:
+                    heartbeats += 1
+                conn._push(connection_module._TRANSPORT_HEARTBEAT, 0)
+            else:
+                conn.tick(time.monotonic() + connection_module._WRITER_LINGER)
+            # Flow control counts what the socket has not taken yet (a cut frame's rest too).
+            assert conn._buffered >= (len(ws._tail) if ws._tail is not None else 0)
+        conn.close(1000, "done")
+        reader.greenlet.join(timeout=30)
+        deadline = time.monotonic() + 10
+        while conn._writer is not None and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        frames = reader.frames()
+    finally:
+        reader.greenlet.kill()
+        if conn._writer is not None:
+            conn._writer.kill()
+        server.close()
+        client.close()
+    assert frames[-1][0] == 8  # the close frame, last
+    data = [payload.decode() for opcode, payload in frames[:-1]]
+    if sockjs:
+        import json
+        assert data.count("h") == heartbeats
+        assert data[-1] == 'c[1000,"done"]'
+        received = [text for frame in data[:-1] if frame != "h" for text in json.loads(frame[1:])]
+    else:
+        received = data
+    assert received == sent
+    assert conn._buffered == 0 and not conn._outbox
