@@ -5,7 +5,6 @@ small (so writes are cut anywhere, mid-frame included), whatever the sizes, the 
 blocking writes, heartbeats, ticks and compression, the client reads every message once, in
 order, in whole frames, then the close frame; nothing stays counted as buffered."""
 import socket
-import struct
 import time
 import zlib
 from types import SimpleNamespace
@@ -14,6 +13,7 @@ import gevent
 import gevent.socket
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_websocket_deflate import parse_frames
 
 from ddpctl.config import ServeConfig
 from ddpctl.server import connection as connection_module
@@ -51,22 +51,11 @@ class SlowClient:
 
     def frames(self) -> list[tuple[int, bytes]]:
         """(opcode, payload inflated) of each frame; every byte belongs to a whole frame."""
-        data, frames, i = bytes(self.data), [], 0
-        while i < len(data):
-            first, second = data[i], data[i + 1]
-            n, i = second & 0x7F, i + 2
-            if n == 126:
-                n, i = struct.unpack("!H", data[i:i + 2])[0], i + 2
-            elif n == 127:
-                n, i = struct.unpack("!Q", data[i:i + 8])[0], i + 8
-            assert first & 0x80 and not first & 0x30 and not second & 0x80
-            payload = data[i:i + n]
-            assert len(payload) == n, "a frame cut short"
-            if first & 0x40:
-                payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
-            frames.append((first & 0x0F, payload))
-            i += n
-        return frames
+        def inflate(payload: bytes) -> bytes:
+            return zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+
+        return [(opcode, inflate(payload) if rsv1 else payload)
+                for rsv1, opcode, payload in parse_frames(bytes(self.data))]
 
 
 texts = st.lists(st.one_of(st.text(max_size=40),

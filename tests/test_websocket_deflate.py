@@ -100,6 +100,7 @@ def parse_frames(data: bytes) -> list[tuple[bool, int, bytes]]:
         elif n == 127:
             n, i = struct.unpack("!Q", data[i:i + 8])[0], i + 8
         assert first & 0x80 and not first & 0x30 and not second & 0x80
+        assert len(data) >= i + n, "a frame cut short"
         frames.append((bool(first & 0x40), first & 0x0F, data[i:i + n]))
         i += n
     assert i == len(data)

@@ -132,32 +132,25 @@ class WebSocket:
     def receive(self) -> str | bytes:
         """Block until the next complete message (text, or bytes for a binary message);
         raises ``ConnectionClosed``."""
-        while not self._pending:
-            if self.closed:
-                raise self.closed
-            try:
-                data = self._read(_READ_SIZE)
-            except OSError as exc:
-                self._abort(1006, f"read failed: {exc}")
-                raise self.closed from None  # type: ignore[misc]
-            if not data:
-                self._abort(1006, "connection lost")
-                raise self.closed  # type: ignore[misc]
-            self._ws.receive_data(data)
-            self._handle_events()
-        return self._pending.pop(0)
+        message = self._next_message(self._read)
+        assert message is not None  # ``read`` waits: it never answers None
+        return message
 
     def receive_ready(self) -> str | bytes | None:
         """The next complete message if the bytes the socket already has complete one,
         else ``None`` (nothing is waited for); raises ``ConnectionClosed``.  Needs
         ``read_ready``."""
-        read_ready = self._read_ready
-        assert read_ready is not None, "receive_ready needs a read_ready function"
+        assert self._read_ready is not None, "receive_ready needs a read_ready function"
+        return self._next_message(self._read_ready)
+
+    def _next_message(self, read: Callable[[int], bytes | None]) -> str | bytes | None:
+        """The next complete message, reading with ``read`` while none is; ``None`` when
+        ``read`` answers ``None`` (nothing there yet); raises ``ConnectionClosed``."""
         while not self._pending:
             if self.closed:
                 raise self.closed
             try:
-                data = read_ready(_READ_SIZE)
+                data = read(_READ_SIZE)
             except OSError as exc:
                 self._abort(1006, f"read failed: {exc}")
                 raise self.closed from None  # type: ignore[misc]
