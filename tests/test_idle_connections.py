@@ -66,15 +66,35 @@ def test_messages_sent_with_the_upgrade_request_are_answered_in_order(server, sp
                        {"msg": "result", "id": "f", "result": ["after it"]}]
 
 
-def _socket_fds(pid: int) -> int:
+def _open_connection_fds(pid: int, port: int) -> int:
+    """File descriptors of process ``pid`` that are sockets of a connection to its
+    listening ``port``: in the TCP tables with that local port (any state but LISTEN), or in
+    no socket table at all (a TCP socket in state CLOSE, shut down but never closed).  Its
+    other sockets (the database lanes, opened lazily; the listener) do not count."""
+    inodes = set()
     fds = f"/proc/{pid}/fd"
-    count = 0
     for fd in os.listdir(fds):
         try:
-            count += os.readlink(f"{fds}/{fd}").startswith("socket:")
+            link = os.readlink(f"{fds}/{fd}")
         except FileNotFoundError:
-            pass  # closed meanwhile
-    return count
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ours, known = set(), set()
+    for table in ("tcp", "tcp6", "udp", "udp6", "unix", "netlink"):
+        with open(f"/proc/net/{table}") as lines:
+            header = next(lines).split()
+            column = header.index("Inode") if "Inode" in header else 9
+            for line in lines:
+                fields = line.split()
+                if len(fields) <= column:
+                    continue
+                inode = fields[column] if table != "netlink" else fields[-1]
+                known.add(inode)
+                if table.startswith("tcp") and int(fields[1].rsplit(":", 1)[1], 16) == port \
+                        and fields[3] != "0A":
+                    ours.add(inode)
+    return len(inodes & ours) + len(inodes - known)
 
 
 def _server_side_sockets(port: int) -> int:
@@ -98,7 +118,6 @@ def test_quiet_connections_wake_in_any_order_and_every_way_of_leaving_closes_the
         first.connect()
         assert first.call("echo", "first") == ["first"]  # the database lanes are open
     eventually(lambda: _server_side_sockets(live.port) == 0)
-    baseline = _socket_fds(pid)
     clients = [DDPClient(live.ws_url) for _ in range(120)]
     for client in clients:
         client.connect()
@@ -115,8 +134,8 @@ def test_quiet_connections_wake_in_any_order_and_every_way_of_leaving_closes_the
             client.send_raw("x" * 10)  # not DDP: answered with an error, then it leaves
             client.ws.close(status=websocket.STATUS_GOING_AWAY)
     eventually(lambda: _server_side_sockets(live.port) == 0, timeout=30)
-    # Every connection's socket is closed (the user lane may have opened its second one).
-    eventually(lambda: _socket_fds(pid) <= baseline + 1, timeout=30)
+    # Every connection's socket is closed, not only shut down.
+    eventually(lambda: _open_connection_fds(pid, live.port) == 0, timeout=30)
     with DDPClient(live.ws_url) as last:
         last.connect()
         assert last.call("echo", "still") == ["still"]
