@@ -1016,18 +1016,14 @@ class DDPConnection:
 
     def _retire_writer(self, now: float) -> None:
         """End a writer parked for ``_WRITER_LINGER`` seconds or more (from tick())."""
-        waiter = self._parked
-        if waiter is not None and now - self._parked_at >= _WRITER_LINGER:
+        if _retire_parked(self._parked, self._parked_at, now, _WRITER_LINGER):
             self._parked = None
-            get_hub().loop.run_callback(waiter.switch, _RETIRE)
 
     def _retire_reader(self, now: float) -> None:
         """End a watched reader parked for ``_READER_LINGER`` seconds or more (from tick());
         it reads once more, then leaves the socket to the watcher's callback."""
-        waiter = self._reader_parked
-        if waiter is not None and now - self._reader_parked_at >= _READER_LINGER:
+        if _retire_parked(self._reader_parked, self._reader_parked_at, now, _READER_LINGER):
             self._reader_parked = None
-            get_hub().loop.run_callback(waiter.switch, _RETIRE)
 
     def _write_batch(self, first: Any) -> bool:
         """Send ``first`` and what else is queued (up to ``_BATCH`` frames or about
@@ -1126,6 +1122,15 @@ def _size_of(item: Any) -> int:
     if isinstance(item, (_CloseRequest, _TextBatch, _Flush)):
         return item.size
     return 0
+
+
+def _retire_parked(waiter: Waiter | None, parked_at: float, now: float, linger: float) -> bool:
+    """Wake ``waiter`` (a greenlet parked without a timer since ``parked_at``) with
+    ``_RETIRE`` once it has waited ``linger`` seconds; True if it was woken."""
+    if waiter is None or now - parked_at < linger:
+        return False
+    get_hub().loop.run_callback(waiter.switch, _RETIRE)
+    return True
 
 
 class _DirectWrites:
