@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 from django.conf import settings
 
-from ddpctl.testing import DDPClient, LiveServer
+from ddpctl.testing import DDPClient, LiveServer, eventually  # noqa: F401  (eventually: for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH_ARGS = ["--pythonpath", str(ROOT / "examples" / "bookstore"), "--pythonpath", str(ROOT / "tests")]
@@ -30,18 +30,6 @@ def wait_for(client, predicate, timeout=10.0):
             raise AssertionError(f"timed out; collections={client.collections}, messages={seen[-10:]}")
         seen.append(client.recv())
     return seen
-
-
-def eventually(check, timeout=15.0, interval=0.05):
-    """Call ``check()`` until it returns a true value; that value (AssertionError on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s; last value: {value!r}")
-        time.sleep(interval)
 
 
 def _url(dbname: str) -> str:

@@ -260,10 +260,12 @@ class ClientSession:
         if callable(expected):
             def holds(c: ClientSession) -> bool:
                 return bool(expected(c.collections.get(name, {})))
+            what = f"collection {name!r} to satisfy {_describe(expected)}"
         else:
             def holds(c: ClientSession) -> bool:
                 return c.collections.get(name, {}) == expected
-        self.wait_for(holds, timeout, what=f"collection {name!r} to be {_describe(expected)}")
+            what = f"collection {name!r} to be {_describe(expected)}"
+        self.wait_for(holds, timeout, what=what)
         return {doc_id: dict(fields) for doc_id, fields in self.collections.get(name, {}).items()}
 
     def wait_for_ready(self, sub_id: str, timeout: float | None = None) -> None:
