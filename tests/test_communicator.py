@@ -171,3 +171,17 @@ def test_committed_writes_reach_it_too():
         author = Author.objects.create(name="Committed", email="c@example.com")
         comm.wait_for_collection("bookstore.author", {str(author.pk): {"name": "Committed",
                                                                        "email": "c@example.com"}})
+
+
+def test_the_tests_own_changes_are_dispatched_once_however_many():
+    # The reader returns the test transaction's rows again while it runs (in flight to it):
+    # each goes to the observers once, and a poll ends even when they outnumber a batch.
+    with DDPCommunicator() as comm:
+        comm.subscribe("AllBooks")
+        dispatcher = comm._server.dispatcher
+        dispatcher.reader.batch_size = 3
+        Author.objects.bulk_create([Author(name=f"A{i}", email=f"{i}@example.com") for i in range(8)])
+        assert [dispatcher.poll() for _ in range(3)] == [8, 0, 0]
+        assert [m["msg"] for m in comm.flush()] == ["added"] * 8  # sent by the first poll
+        assert comm.flush() == []
+        assert len(comm.collections["bookstore.author"]) == 8

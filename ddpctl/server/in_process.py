@@ -75,6 +75,7 @@ class InProcessDispatcher(Dispatcher):
 
     def __init__(self, db: InlineDatabase) -> None:
         super().__init__({}, db, REFRESH_CONCURRENCY)  # type: ignore[arg-type]
+        self._dispatched: set[int] = set()  # changelog ids handed to the observers
 
     def start(self) -> None:
         """Take the changelog position: changes committed (or written in the caller's
@@ -96,8 +97,9 @@ class InProcessDispatcher(Dispatcher):
     def poll(self) -> int:
         """Read the changes visible now and dispatch them to the observers; how many.
 
-        Inside the caller's transaction its own uncommitted changes are visible (they may be
-        read again by a later poll: observers diff, so that sends nothing)."""
+        Inside the caller's transaction its own uncommitted changes are visible; the reader
+        returns them again while that transaction runs (to the reader it is in flight), and
+        each is dispatched once."""
         from django.db import connection
 
         if self.reader is None:
@@ -105,12 +107,17 @@ class InProcessDispatcher(Dispatcher):
         assert self.reader is not None
         total = 0
         while True:
+            position = self.reader.position
             with connection.cursor() as cursor:
                 rows = self.reader.read(cursor)
-            if rows:
-                self._db.run(self._dispatch, rows)
-            total += len(rows)
-            if len(rows) < self.reader.batch_size:
+            fresh = [row for row in rows if row.id not in self._dispatched]
+            if fresh:
+                self._dispatched.update(row.id for row in fresh)
+                self._db.run(self._dispatch, fresh)
+            total += len(fresh)
+            # More to read while the batch above the position was full (rows read again
+            # below it, however many, do not count).
+            if sum(row.id > position for row in rows) < self.reader.batch_size:
                 return total
 
 
