@@ -7,6 +7,7 @@ its deliberately failing tests."""
 import os
 import textwrap
 
+import psycopg2
 import pytest
 from django.conf import settings
 
@@ -89,13 +90,22 @@ class Migration(migrations.Migration):
     ])]
 '''
 
+CONFTEST = '''
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ddp_server_args():
+    return ["--max-subscriptions", "2"]
+'''
+
 TESTS = '''
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
 from ddpctl.api import MeteorError
-from ddpctl.testing import DDPCommunicator, WaitTimeout
+from ddpctl.testing import DDPClient, DDPCommunicator
 from notes.models import Note
 
 
@@ -176,6 +186,23 @@ def test_each_live_test_starts_empty(ddp_client):
     ddp_client.wait_for_ready(sub)
 
 
+@pytest.mark.django_db  # not transactional: the plugin makes it so for a live server
+def test_a_plain_django_db_mark_still_commits(ddp_server):
+    with DDPClient(ddp_server.sockjs_url) as client:  # a client of one's own, over SockJS
+        client.connect()
+        client.subscribe("AllNotes")
+        Note.objects.create(title="seen")
+        client.wait_for_collection("notes", lambda docs: len(docs) == 1)
+
+
+def test_the_servers_options_come_from_ddp_server_args(ddp_client):
+    ddp_client.subscribe("AllNotes")
+    ddp_client.subscribe("MyNotes")
+    with pytest.raises(MeteorError) as refused:
+        ddp_client.subscribe("AllNotes")
+    assert refused.value.error == 429
+
+
 def test_a_live_wait_that_times_out(ddp_client):
     ddp_client.subscribe("AllNotes")
     Note.objects.create(title="present")
@@ -207,18 +234,24 @@ def project(pytester, monkeypatch):
              "myproject/urls.py": "urlpatterns = []\n", "notes/__init__.py": "",
              "notes/models.py": MODELS, "notes/ddp.py": DDP,
              "notes/migrations/__init__.py": "", "notes/migrations/0001_initial.py": MIGRATION,
-             "test_notes.py": TESTS}
+             "conftest.py": CONFTEST, "test_notes.py": TESTS}
     for path, text in files.items():
         target = pytester.path / path
         target.parent.mkdir(exist_ok=True)
         target.write_text(textwrap.dedent(text))
-    return pytester
+    yield pytester
+    # pytest-django drops it; not if the inner run was killed or failed to create it
+    admin = psycopg2.connect(database_url({**base, "NAME": "postgres"}))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "test_{name}" WITH (FORCE)')
+    admin.close()
 
 
 @pytest.mark.timeout(600)
 def test_a_projects_tests_use_the_fixtures(project):
     result = project.runpytest_subprocess("-v", "--create-db")
-    result.assert_outcomes(passed=6, failed=2)
+    result.assert_outcomes(passed=8, failed=2)
     for name in ("test_a_live_wait_that_times_out", "test_an_in_process_wait_that_times_out"):
         result.stdout.fnmatch_lines([f"*::{name} FAILED*"])
     text = result.stdout.str()

@@ -4,7 +4,7 @@ enables it).  Fixtures, on top of pytest-django's test database:
 ``ddp_server`` (session)
     a live ``ddpctl serve`` subprocess on a free port, using the test database
     (:mod:`.server_database`), stopped at the end of the session.  A test that uses it
-    gets pytest-django's ``transactional_db``: what the test writes is committed, so the
+    is marked ``django_db(transaction=True)``: what the test writes is committed, so the
     server sees it, and the tables are emptied after the test.
 ``ddp_client``
     a :class:`~ddpctl.testing.DDPClient` connected (DDP ``connect`` done) to ``ddp_server``.
@@ -57,23 +57,26 @@ def ddp_server(django_db_setup: None, django_db_blocker: Any, ddp_server_args: l
         yield server
 
 
+_DJANGO_DB_ARGS = ("transaction", "reset_sequences", "databases", "serialized_rollback", "available_apps")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses ``ddp_server`` without a ``django_db`` mark is marked
-    ``django_db(transaction=True)``, so pytest-django sets up the test database before the
-    server starts (it reads the marks) and orders the test with the transactional ones."""
+    """A test that uses ``ddp_server`` is marked ``django_db(transaction=True)`` (its other
+    ``django_db`` arguments kept): its writes are committed, so the server sees them, as
+    pytest-django does for ``live_server``.  A mark, not a fixture, so that pytest-django
+    sets up the test database before the server starts and orders the test with the
+    transactional ones (it reads the marks of the tests collected)."""
     for item in items:
-        if "ddp_server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("django_db") is None:
-            item.add_marker(pytest.mark.django_db(transaction=True))
-
-
-@pytest.fixture(autouse=True)
-def _ddp_server_commits(request: pytest.FixtureRequest) -> None:
-    """A test that uses ``ddp_server`` gets ``transactional_db`` even under a plain
-    ``django_db`` mark: its writes are committed, so the server sees them (as pytest-django
-    does for ``live_server``)."""
-    if "ddp_server" in request.fixturenames:
-        request.getfixturevalue("transactional_db")
+        if "ddp_server" not in getattr(item, "fixturenames", ()):
+            continue
+        marker = item.get_closest_marker("django_db")
+        options: dict[str, Any] = {}
+        if marker is not None:
+            if marker.kwargs.get("transaction") or (marker.args and marker.args[0]):
+                continue
+            options = {**dict(zip(_DJANGO_DB_ARGS, marker.args, strict=False)), **marker.kwargs}
+        item.add_marker(pytest.mark.django_db(**{**options, "transaction": True}), append=False)
 
 
 @pytest.fixture
