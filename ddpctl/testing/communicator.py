@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .client_session import ClientSession, Message
+from .client_session import ClientSession, Message, WaitTimeout
 
 if TYPE_CHECKING:
     from ..invocation import ConnectionHandle
@@ -48,8 +48,9 @@ def _acquire_server() -> InProcessServer:
     if _shared is None:
         from ..server.in_process import InProcessServer
 
-        _shared = InProcessServer()
-        _shared.dispatcher.start()
+        server = InProcessServer()
+        server.dispatcher.start()  # the changelog position: changes from now on reach it
+        _shared = server
     _open += 1
     return _shared
 
@@ -158,13 +159,8 @@ class DDPCommunicator(ClientSession):
         timeout = self.timeout if timeout is None else timeout
         msg = self._receive_within(timeout)
         if msg is None:
-            raise self._timeout("a message", timeout)
+            raise WaitTimeout(self.report("a message", timeout))
         return msg
-
-    def _timeout(self, what: str, timeout: float) -> AssertionError:
-        from .client_session import WaitTimeout
-
-        return WaitTimeout(self.report(what, timeout))
 
     def flush(self) -> list[Message]:
         """Read the changelog now and let the observers send what changed; the messages
