@@ -70,6 +70,11 @@ def add_note(title):
     return Note.objects.create(title=title, owner_id=current_invocation().user_id).pk
 
 
+@method("notes.crash")
+def crash():
+    return 1 / 0
+
+
 @method("notes.database")
 def database():
     return connection.settings_dict["NAME"]
@@ -209,6 +214,10 @@ def test_a_live_wait_that_times_out(ddp_client):
     ddp_client.wait_for_collection("notes", lambda docs: "absent" in docs, timeout=1)
 
 
+def test_a_live_method_that_crashes(ddp_client):
+    assert ddp_client.call("notes.crash") == 0
+
+
 @pytest.mark.django_db
 def test_an_in_process_wait_that_times_out(ddp_communicator):
     ddp_communicator.subscribe("AllNotes")
@@ -251,8 +260,9 @@ def project(pytester, monkeypatch):
 @pytest.mark.timeout(600)
 def test_a_projects_tests_use_the_fixtures(project):
     result = project.runpytest_subprocess("-v", "--create-db")
-    result.assert_outcomes(passed=8, failed=2)
-    for name in ("test_a_live_wait_that_times_out", "test_an_in_process_wait_that_times_out"):
+    result.assert_outcomes(passed=8, failed=3)
+    for name in ("test_a_live_wait_that_times_out", "test_an_in_process_wait_that_times_out",
+                 "test_a_live_method_that_crashes"):
         result.stdout.fnmatch_lines([f"*::{name} FAILED*"])
     text = result.stdout.str()
     # The live wait's report: what was awaited, the messages, the collection as it is.
@@ -261,5 +271,8 @@ def test_a_projects_tests_use_the_fixtures(project):
     assert "the last 3 received:" in text
     assert '"title": "present"' in text
     assert "'notes': 1 document(s)" in text
+    # A failed live test shows what the server logged meanwhile: here the method's traceback.
+    result.stdout.fnmatch_lines(["*Captured ddpctl serve log*", "*Exception in method 'notes.crash'*",
+                                 "*ZeroDivisionError: division by zero*"], consecutive=False)
     # The in-process one names the message awaited.
     assert """waiting for a message matching {"msg": "removed"}""" in text

@@ -16,6 +16,9 @@ enables it).  Fixtures, on top of pytest-django's test database:
     extra ``ddpctl serve`` arguments for ``ddp_server`` (override it in a conftest.py:
     ``return ["--max-subscriptions", "10"]``); empty by default.
 
+A failed test that used ``ddp_server`` gets a ``Captured ddpctl serve log`` section:
+what the server logged during the test.
+
 The server's settings module is ``DJANGO_SETTINGS_MODULE`` (pytest-django's ``--ds`` or
 ``DJANGO_SETTINGS_MODULE`` ini option) with ``DATABASES`` replaced by the test database's.
 See docs/testing.rst.
@@ -55,6 +58,31 @@ def ddp_server(django_db_setup: None, django_db_blocker: Any, ddp_server_args: l
         args, env = server_settings(tmp_path_factory.mktemp("ddp_server"), settings_module)
     with LiveServer([*args, *ddp_server_args], env=env) as server:
         yield server
+
+
+_SERVER_LOG = pytest.StashKey["tuple[LiveServer, int]"]()
+
+
+@pytest.fixture(autouse=True)
+def _ddp_server_log(request: pytest.FixtureRequest) -> None:
+    """Where ``ddp_server``'s log stood when a test that uses it began (for its report)."""
+    if "ddp_server" in request.fixturenames:
+        server = request.getfixturevalue("ddp_server")
+        request.node.stash[_SERVER_LOG] = (server, len(server.output()))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that used ``ddp_server`` shows what the server logged meanwhile (a
+    method's traceback, a warning) in a ``Captured ddpctl serve log`` section."""
+    report = yield
+    started = item.stash.get(_SERVER_LOG, None)
+    if started is not None and report.failed and call.when == "call":
+        server, offset = started
+        logged = server.output()[offset:]
+        if logged.strip():
+            report.sections.append(("Captured ddpctl serve log", logged))
+    return report
 
 
 _DJANGO_DB_ARGS = ("transaction", "reset_sequences", "databases", "serialized_rollback", "available_apps")
