@@ -185,3 +185,26 @@ def test_the_tests_own_changes_are_dispatched_once_however_many():
         assert [m["msg"] for m in comm.flush()] == ["added"] * 8  # sent by the first poll
         assert comm.flush() == []
         assert len(comm.collections["bookstore.author"]) == 8
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["send", "call", "subscribe"]), max_size=8))
+def test_wait_for_message_walks_forward_through_everything_received(steps):
+    # Whatever read the messages (a call, a subscribe), successive waits for a result return
+    # every result once, in the order the calls were made; then there is none to wait for.
+    with transaction.atomic():
+        with DDPCommunicator(timeout=0.2) as comm:
+            sent = []
+            for step in steps:
+                if step == "send":
+                    sent.append(comm.method("books.count"))
+                elif step == "call":  # what call() does: send, then read until the result
+                    sent.append(comm.method("books.count"))
+                    assert comm.wait_for_result(sent[-1]) == 0
+                else:
+                    comm.subscribe("AllGenres")
+            got = [comm.wait_for_message({"msg": "result"})["id"] for _ in sent]
+            assert got == sent
+            with pytest.raises(WaitTimeout, match='waiting for a message matching {"msg": "result"}'):
+                comm.wait_for_message({"msg": "result"})
+        transaction.set_rollback(True)
