@@ -46,7 +46,10 @@ def ddp_server_args() -> list[str]:
 @pytest.fixture(scope="session")
 def ddp_server(django_db_setup: None, django_db_blocker: Any, ddp_server_args: list[str],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """``ddpctl serve`` on a free port and the test database, for the whole session."""
+    """``ddpctl serve`` on a free port and the test database, for the whole session (a
+    :class:`~ddpctl.testing.LiveServer`: ``ws_url``, ``sockjs_url``, ``output()``).  Tests
+    that use it run as ``django_db(transaction=True)``: their writes are committed, so the
+    server sees them.  Its options: the ``ddp_server_args`` fixture."""
     from .live_server import LiveServer
     from .server_database import server_settings
 
@@ -119,7 +122,9 @@ def ddp_client(ddp_server: LiveServer) -> Iterator[DDPClient]:
 
 @pytest.fixture
 def ddp_communicator(db: None) -> Iterator[DDPCommunicator]:
-    """A connected :class:`~ddpctl.testing.DDPCommunicator` (logged out; ``.login(user)``)."""
+    """A connected :class:`~ddpctl.testing.DDPCommunicator`: the server's connection code in
+    the test's process, on its database connection (it sees the test's uncommitted writes;
+    ``flush()`` or a ``wait_for...`` delivers their changes).  Logged out: ``.login(user)``."""
     from .communicator import DDPCommunicator
 
     with DDPCommunicator() as communicator:
