@@ -87,7 +87,7 @@ def parse_origin_list(entries: Iterable[str]) -> list[str]:
 
     Each entry is ``"*"``, ``"null"``, or ``scheme://host[:port]`` where ``host`` may start
     with ``*.`` (no path, query or fragment).  Raises ``ValueError`` naming the first bad
-    entry (system check ``ddpctl.E004``, ``ddpctl serve`` exits with a usage error).
+    entry (system check ``ddpctl.E011``, ``ddpctl serve`` exits with a usage error).
     """
     result = []
     for raw in entries:
