@@ -120,7 +120,7 @@ def allowed_origins_setting() -> list[str] | None:
     value = getattr(settings, "DDPCTL_ALLOWED_ORIGINS", None)
     if value is None:
         return None
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(entry, str) for entry in value):
         raise ValueError(f"DDPCTL_ALLOWED_ORIGINS must be a list of origins, not {value!r}.")
     return parse_origin_list(value)
 

@@ -16,7 +16,7 @@ from ..config import DEFAULT_DB_CONNECTIONS, SYSTEM_CONNECTIONS, ServeConfig, pa
 from ..log import LEVELS, configure_logging
 from .byte_size import ByteSize
 from .django_setup import django_options, setup_django
-from .option_settings import apply_settings
+from .option_settings import apply_settings, setting_problems
 from .seconds import Seconds
 
 logger = logging.getLogger(__name__)
@@ -283,6 +283,10 @@ def serve(ctx: click.Context, **options: Any) -> None:
     setup_django(options["settings"], options["pythonpath"])
     from django.conf import settings as django_settings
 
+    # Every setting of an option is checked, even one the option or environment overrides.
+    problems = setting_problems(serve, django_settings, skip={"DDPCTL_ALLOWED_ORIGINS"})
+    if problems:
+        raise click.ClickException("\n".join(problems))
     applied = apply_settings(ctx, options, django_settings, other_sources=OTHER_SOURCES)
     if "DDPCTL_LOG_LEVEL" in applied:
         configure_logging(options["log_level"])
