@@ -29,18 +29,19 @@ def _commands(group: click.Group, prefix: str = ""):
 
 PARAMS = [(name, param) for name, command in _commands(cli) for param in command.params]
 PATH_PARAMS = [(name, param) for name, param in PARAMS if isinstance(param.type, click.Path)]
+FILE_PARAMS = [(name, param) for name, param in PARAMS if isinstance(param.type, click.File)]  # opened now
 
 
 def test_every_parameter_naming_a_path_is_a_resolved_click_path():
     named_like_paths = [(name, p.name) for name, p in PARAMS
-                        if any(word in (p.metavar or p.human_readable_name.upper()) for word in PATH_WORDS)
+                        if any(word in (p.metavar or "") for word in PATH_WORDS)
                         or p.name in ("pythonpath", "meteor_bundle", "meteor_settings")]
     assert len(named_like_paths) >= 10
     for name, param_name in named_like_paths:
         if (name, param_name) in NOT_A_PATH_TYPE:
             continue
         param = next(p for n, p in PARAMS if n == name and p.name == param_name)
-        assert isinstance(param.type, click.Path), f"ddpctl {name} {param_name}: not a click.Path"
+        assert isinstance(param.type, click.Path | click.File), f"ddpctl {name} {param_name}: not a path type"
     for name, param in PATH_PARAMS:
         assert param.type.resolve_path, f"ddpctl {name} {param.name}: relative paths are not resolved"
 
@@ -58,6 +59,19 @@ def test_a_relative_path_is_resolved_against_the_current_directory(command, para
         assert os.path.isabs(got) and Path(got) == tmp_path / "here" / relative, (text, got)
     if not kind.exists:  # to be created: resolved all the same
         assert Path(kind.convert("new/place", param, None)) == tmp_path / "here" / "new" / "place"
+
+
+@pytest.mark.parametrize(("command", "param"), FILE_PARAMS, ids=[f"{n} {p.name}" for n, p in FILE_PARAMS])
+def test_a_relative_file_is_opened_from_the_current_directory(command, param, tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "changes.jsonl").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    opened = param.type.convert("sub/changes.jsonl", param, None)
+    try:
+        assert Path(opened.name).resolve() == tmp_path / "sub" / "changes.jsonl"
+        assert opened.read() == "{}\n"
+    finally:
+        opened.close()
 
 
 FAKE_METEOR = """#!PYTHON
