@@ -1,7 +1,7 @@
 """Django settings as the defaults of a command's options.
 
-An option whose environment variable is ``DDPCTL_X`` (its first ``DDPCTL_`` one) can also be
-set by the Django setting ``DDPCTL_X``.  Precedence, the same for every such option::
+An option whose environment variable is ``DDPCTL_<NAME>`` (its first ``DDPCTL_`` one) can
+also be set by the Django setting ``DDPCTL_<NAME>``.  Precedence, the same for every such option::
 
     the option on the command line  >  its environment variable(s)  >  the Django setting  >  the default
 

@@ -265,7 +265,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
     close code 1001 after its queued messages, then the process exits 0.
 
-    Each option shown with [env: DDPCTL_X] may also be set by the Django setting DDPCTL_X
+    Each option shown with [env: DDPCTL_<NAME>] may also be set by the Django setting of that name
     (a Python value: DDPCTL_DB_CONNECTIONS = 20, DDPCTL_LISTEN = [":8000"]).  Precedence:
     the option > its environment variable > the Django setting > the default.
 
