@@ -18,9 +18,8 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
-import psycopg2
 import pytest
-from conftest import PYTHONPATH_ARGS, ROOT, _url, eventually
+from conftest import PYTHONPATH_ARGS, ROOT, empty_database, eventually
 
 from ddpctl.commands.serve import serve
 from ddpctl.testing import DDPClient, free_port
@@ -210,24 +209,14 @@ def test_the_guide_shows_the_shipped_proxy_configurations():
 
 
 @pytest.fixture
-def empty_database():
-    name = f"ddpctl_entrypoint_{os.getpid()}"
-    admin = psycopg2.connect(_url("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _url(name)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def database():
+    with empty_database("ddpctl_entrypoint") as url:
+        yield url
 
 
-def test_container_entry_point_migrates_then_serves_and_stops_gracefully(empty_database, tmp_path):
+def test_container_entry_point_migrates_then_serves_and_stops_gracefully(database, tmp_path):
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": empty_database, "DDPCTL_SETTINGS": "test_settings",
+    env = {**os.environ, "DATABASE_URL": database, "DDPCTL_SETTINGS": "test_settings",
            "DDPCTL_PYTHONPATH": os.pathsep.join(PYTHONPATH_ARGS[1::2]), "DDPCTL_LISTEN": f"127.0.0.1:{port}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     entrypoint = str(DEPLOY / "docker-entrypoint.sh")

@@ -10,7 +10,7 @@ import textwrap
 
 import psycopg2
 import pytest
-from conftest import PYTHONPATH_ARGS, _url
+from conftest import PYTHONPATH_ARGS, empty_database
 
 MODELS = """
 from django.db import models
@@ -44,18 +44,8 @@ def project(tmp_path, django_db_blocker):
     (tmp_path / "nomig" / "models.py").write_text(textwrap.dedent(MODELS))
     (tmp_path / "nomig" / "ddp.py").write_text(textwrap.dedent(DDP))
     (tmp_path / "nomig_settings.py").write_text(textwrap.dedent(SETTINGS))
-    name = f"ddpctl_nomig_{os.getpid()}"
-    admin = psycopg2.connect(_url("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield tmp_path, _url(name)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with empty_database("ddpctl_nomig") as url:
+        yield tmp_path, url
 
 
 def run(project, *args: str, module: str = "ddpctl") -> subprocess.CompletedProcess:
