@@ -18,6 +18,11 @@ class DdpctlConfig(AppConfig):
 
 def _install_capture(sender: AppConfig, using: str = "default", **kwargs: object) -> None:
     """``manage.py migrate`` (and test databases) get the change-capture triggers too."""
-    from .livedata.capture import install
+    from django.core.management.base import CommandError
 
-    install(using)
+    from .livedata.capture import MissingTables, install
+
+    try:
+        install(using)
+    except MissingTables as exc:  # manage.py migrate prints it as one line, exit 1
+        raise CommandError("\n".join(exc.problems)) from None

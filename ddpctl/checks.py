@@ -9,6 +9,10 @@ from django.core.checks import Error, Tags, Warning, register
 
 @register("ddpctl")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """``ddpctl.E001``: the database is not PostgreSQL; ``ddpctl.E002``: a setting of a
+    ``ddpctl serve`` option (``DDPCTL_DB_CONNECTIONS``, ``DDPCTL_LISTEN``, ...) has the wrong
+    type or value; ``ddpctl.E003``: ``DDPCTL_CHANGELOG_RETENTION``; ``ddpctl.E006``:
+    ``DDPCTL_CAPTURE_MODELS``; ``ddpctl.E010``: the rate limit settings."""
     problems: list[Error | Warning] = []
     engine = settings.DATABASES.get("default", {}).get("ENGINE", "")
     if "postgresql" not in engine and "postgis" not in engine:
@@ -17,12 +21,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             hint="Set DATABASES['default'] to django.db.backends.postgresql "
                  "(ddpctl.database.database_settings() reads DATABASE_URL).",
             id="ddpctl.E001"))
-    from .config import db_connections_setting
+    from .commands.option_settings import setting_problems
+    from .commands.serve import serve
+
+    # DDPCTL_ALLOWED_ORIGINS has its own check (E011).
+    for message in setting_problems(serve, settings, skip={"DDPCTL_ALLOWED_ORIGINS"}):
+        problems.append(Error(message, id="ddpctl.E002",
+                              hint="A `ddpctl serve` option's setting: see docs/settings.rst."))
+    from .livedata.capture import capture_models_setting
 
     try:
-        db_connections_setting()
+        capture_models_setting()
     except ValueError as exc:
-        problems.append(Error(str(exc), id="ddpctl.E002"))
+        problems.append(Error(str(exc), id="ddpctl.E006"))
     from .livedata.changelog import configured_retention
 
     try:
@@ -40,16 +51,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
 
 
 @register(Tags.database)
-def check_capture(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Warning]:
-    """``ddpctl.W001``: a table that Collections, ``DDPCTL_CAPTURE_MODELS`` or a traced queryset
-    read lacks its change-capture triggers (``manage.py check --database default``)."""
+def check_capture(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """``ddpctl.E007``: the table of a model that a Collection, ``DDPCTL_CAPTURE_MODELS`` or an
+    app captures does not exist though every migration is applied (no migration creates it);
+    ``ddpctl.W001``: a table that
+    Collections, ``DDPCTL_CAPTURE_MODELS`` or a traced queryset read lacks its change-capture
+    triggers (``manage.py check --database default``)."""
     if not databases or "default" not in databases:
         return []
     from django.db import DatabaseError
 
-    from .livedata.capture import missing
+    from .livedata.capture import missing, missing_tables
 
     try:
+        # Only once migrated: manage.py migrate runs this check before it creates the tables.
+        absent = None if _unapplied_migrations() else missing_tables()
+        if absent is not None:
+            return [Error(problem, id="ddpctl.E007") for problem in absent.problems]
         lacking = missing()
     except DatabaseError as exc:
         return [Warning(f"could not check change capture: {exc}".strip(), id="ddpctl.W002",
@@ -60,6 +78,14 @@ def check_capture(app_configs: Any = None, databases: Any = None, **kwargs: Any)
                     + ", ".join(lacking), id="ddpctl.W001",
                     hint="Run `ddpctl migrate` (a serving node installs them itself when it first "
                          "needs them, if its role may).")]
+
+
+def _unapplied_migrations(using: str = "default") -> bool:
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[using])
+    return bool(executor.migration_plan(executor.loader.graph.leaf_nodes()))
 
 
 @register("ddpctl")

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["DEFAULT_DB_CONNECTIONS", "REFRESH_CONCURRENCY", "SYSTEM_CONNECTIONS", "ServeConfig",
-           "db_connections_setting", "parse_listen",
-           "parse_size"]
+           "parse_listen", "parse_size"]
 
 DEFAULT_DB_CONNECTIONS = 10  # the user lane (methods, publications, views): ``--db-connections``
 REFRESH_CONCURRENCY = 2  # observer refreshes run at once, on the system lane
@@ -35,21 +34,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"port out of range in listen address {value!r}")
     return host, port
-
-
-def db_connections_setting() -> int | None:
-    """The ``DDPCTL_DB_CONNECTIONS`` Django setting, or ``None`` if unset.
-
-    Raises ``ValueError`` if it is not a positive integer (system check ``ddpctl.E002``).
-    """
-    from django.conf import settings
-
-    value = getattr(settings, "DDPCTL_DB_CONNECTIONS", None)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"DDPCTL_DB_CONNECTIONS must be a positive integer, not {value!r}.")
-    return value
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

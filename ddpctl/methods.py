@@ -94,9 +94,17 @@ def method(name_or_func: str | None = None, *, atomic: bool = True) -> Callable[
 
 
 def method(name_or_func: Any = None, *, atomic: bool = True) -> Any:
-    """Register a function as a DDP method (``@method`` or ``@method("name")``).
+    """Register a function as a DDP method (``@method`` or ``@method("name")``); returns the
+    function unchanged.
 
-    A method runs in a transaction (``atomic=True``): if it raises, its writes are undone.
+    Clients call it with ``Meteor.call(name, ...params)``: the DDP ``params`` arrive
+    positionally, and params that do not fit the signature give ``400 Match failed``.  The
+    return value is sent converted by :func:`ddpctl.values.to_ddp_value` (the same mapping as
+    published fields).  A :class:`~ddpctl.ddp.errors.MeteorError` raised reaches the client as
+    is; any other exception (or a result with no DDP mapping) gives ``500 Internal server
+    error``, its traceback logged.  The method runs in a transaction (``atomic=True``): if it
+    raises, its writes are undone.  Inside it, :func:`~ddpctl.invocation.current_invocation`
+    is Meteor's ``this``.  ``ValueError`` if another function already has this name.
     """
     if callable(name_or_func):
         methods.register(name_or_func.__name__, name_or_func)

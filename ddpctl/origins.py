@@ -87,7 +87,7 @@ def parse_origin_list(entries: Iterable[str]) -> list[str]:
 
     Each entry is ``"*"``, ``"null"``, or ``scheme://host[:port]`` where ``host`` may start
     with ``*.`` (no path, query or fragment).  Raises ``ValueError`` naming the first bad
-    entry (system check ``ddpctl.E004``, ``ddpctl serve`` exits with a usage error).
+    entry (system check ``ddpctl.E011``, ``ddpctl serve`` exits with a usage error).
     """
     result = []
     for raw in entries:
@@ -120,7 +120,7 @@ def allowed_origins_setting() -> list[str] | None:
     value = getattr(settings, "DDPCTL_ALLOWED_ORIGINS", None)
     if value is None:
         return None
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(entry, str) for entry in value):
         raise ValueError(f"DDPCTL_ALLOWED_ORIGINS must be a list of origins, not {value!r}.")
     return parse_origin_list(value)
 

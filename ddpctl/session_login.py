@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def session_login_setting() -> bool:
     """The ``DDPCTL_SESSION_LOGIN`` setting (default ``False``); ``ValueError`` unless a bool
-    (system check ``ddpctl.E005``)."""
+    (system check ``ddpctl.E012``)."""
     from django.conf import settings
 
     value = getattr(settings, "DDPCTL_SESSION_LOGIN", False)

@@ -43,27 +43,33 @@ def _url(dbname: str) -> str:
 
 
 @contextlib.contextmanager
-def migrated_database(prefix: str, server_args: list[str]):
-    """A fresh database (``<prefix>_<pid>``) migrated by ``ddpctl migrate`` with
-    ``server_args``; its URL, dropped after."""
+def empty_database(prefix: str):
+    """A fresh, empty database (``<prefix>_<pid>``); its URL, dropped after."""
     name = f"{prefix}_{os.getpid()}"
     admin = psycopg2.connect(_url("postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cur.execute(f'CREATE DATABASE "{name}"')
-    url = _url(name)
-    subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *server_args],
-                   env={**os.environ, "DATABASE_URL": url}, check=True, capture_output=True)
     admin.close()
     try:
-        yield url
+        yield _url(name)
     finally:
         admin = psycopg2.connect(_url("postgres"))  # a new one: a test may have restarted PostgreSQL
         admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@contextlib.contextmanager
+def migrated_database(prefix: str, server_args: list[str]):
+    """A fresh database (``<prefix>_<pid>``) migrated by ``ddpctl migrate`` with
+    ``server_args``; its URL, dropped after."""
+    with empty_database(prefix) as url:
+        subprocess.run([sys.executable, "-m", "ddpctl", "migrate", "--noinput", *server_args],
+                       env={**os.environ, "DATABASE_URL": url}, check=True, capture_output=True)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,9 @@ from . import conf
 @register("ddpctl")
 def check_accounts(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
     """``E030``: a bad ``DDPCTL_ACCOUNTS_LOGIN_EXPIRATION_DAYS``; ``E031``: a bad
-    ``DDPCTL_ACCOUNTS_USER_FIELDS``; ``W030``: the first ``PASSWORD_HASHERS`` entry does not
+    ``DDPCTL_ACCOUNTS_USER_FIELDS``; ``E032``: a bad ``DDPCTL_ACCOUNTS_AMBIGUOUS_ERRORS``,
+    ``DDPCTL_ACCOUNTS_ALLOW_CREATE_USER``, ``DDPCTL_ACCOUNTS_RESET_PASSWORD_URL`` or
+    ``DDPCTL_ACCOUNTS_PASSWORD_MAX_LENGTH``; ``W030``: the first ``PASSWORD_HASHERS`` entry does not
     accept Meteor's digest (``Meteor.loginWithPassword`` then fails for new passwords)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import get_hasher
@@ -39,6 +41,12 @@ def check_accounts(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                 problems.append(Error(f"DDPCTL_ACCOUNTS_USER_FIELDS names {name!r}, which is neither "
                                       f"username, emails, profile nor a field of {model._meta.label}.",
                                       id="ddpctl.E031"))
+    for read in (conf.ambiguous_errors, conf.allow_create_user, conf.reset_password_url,
+                 conf.password_max_length):
+        try:
+            read()
+        except ValueError as exc:
+            problems.append(Error(str(exc), id="ddpctl.E032"))
     try:
         first = get_hasher()
     except Exception as exc:  # an unimportable hasher: Django's own checks and logins report it

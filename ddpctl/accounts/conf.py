@@ -42,12 +42,21 @@ def login_expiration() -> datetime.timedelta:
     return datetime.timedelta(days=days)
 
 
+def _bool(name: str, default: bool) -> bool:
+    value = _get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"DDPCTL_ACCOUNTS_{name} must be True or False, not {value!r}.")
+    return value
+
+
 def ambiguous_errors() -> bool:
-    return bool(_get("AMBIGUOUS_ERRORS", True))
+    """``DDPCTL_ACCOUNTS_AMBIGUOUS_ERRORS``; ``ValueError`` unless a bool."""
+    return _bool("AMBIGUOUS_ERRORS", True)
 
 
 def allow_create_user() -> bool:
-    return bool(_get("ALLOW_CREATE_USER", False))
+    """``DDPCTL_ACCOUNTS_ALLOW_CREATE_USER``; ``ValueError`` unless a bool."""
+    return _bool("ALLOW_CREATE_USER", False)
 
 
 def user_fields() -> list[str]:
@@ -59,8 +68,17 @@ def user_fields() -> list[str]:
 
 
 def reset_password_url() -> str:
-    return str(_get("RESET_PASSWORD_URL", "{root}/#/reset-password/{token}"))
+    """``DDPCTL_ACCOUNTS_RESET_PASSWORD_URL``; ``ValueError`` unless a string containing ``{token}``."""
+    url = _get("RESET_PASSWORD_URL", "{root}/#/reset-password/{token}")
+    if not isinstance(url, str) or "{token}" not in url:
+        raise ValueError(f"DDPCTL_ACCOUNTS_RESET_PASSWORD_URL must be a string containing {{token}}, "
+                         f"not {url!r}.")
+    return url
 
 
 def password_max_length() -> int:
-    return int(_get("PASSWORD_MAX_LENGTH", 256))
+    """``DDPCTL_ACCOUNTS_PASSWORD_MAX_LENGTH``; ``ValueError`` unless a positive integer."""
+    length = _get("PASSWORD_MAX_LENGTH", 256)
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"DDPCTL_ACCOUNTS_PASSWORD_MAX_LENGTH must be a positive integer, not {length!r}.")
+    return length

@@ -15,8 +15,10 @@ __all__ = ["database_errors", "django_options", "raw_connection", "setup_django"
 
 def django_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option(
-        "--pythonpath", envvar="DDPCTL_PYTHONPATH", multiple=True, type=click.Path(file_okay=False),
-        help="A directory to add to the Python path (repeatable). The current directory "
+        "--pythonpath", envvar="DDPCTL_PYTHONPATH", multiple=True,
+        type=click.Path(file_okay=False, resolve_path=True),
+        help="A directory to add to the Python path (repeatable; relative to the current directory). "
+             "The current directory "
              f"is always on it.  [env: DDPCTL_PYTHONPATH, '{os.pathsep}'-separated]")(command)
     command = click.option(
         "--settings", envvar=["DDPCTL_SETTINGS", "DJANGO_SETTINGS_MODULE"], metavar="MODULE",

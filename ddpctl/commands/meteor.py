@@ -77,12 +77,12 @@ def _print_summary(bundle: Any) -> None:
 
 
 @meteor.command("build")
-@click.argument("app_dir", metavar="APPDIR", type=click.Path(exists=True, file_okay=False))
+@click.argument("app_dir", metavar="APPDIR", type=click.Path(exists=True, file_okay=False, resolve_path=True))
 @click.option(
     "-o",
     "--output",
     metavar="OUT",
-    type=click.Path(file_okay=False),
+    type=click.Path(file_okay=False, resolve_path=True),
     default=None,
     help="Where to write the build (the bundle goes in OUT/bundle).  Default: APPDIR/../<app>-build.",
 )
@@ -91,7 +91,8 @@ def _print_summary(bundle: Any) -> None:
     "meteor_path",
     metavar="PATH",
     envvar="DDPCTL_METEOR",
-    help="The meteor executable (default: meteor on PATH).  [env: DDPCTL_METEOR]",
+    help="The meteor executable: a path (relative to the current directory) or a command name "
+    "looked up on PATH (default: meteor).  [env: DDPCTL_METEOR]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.argument("meteor_args", nargs=-1, metavar="[-- METEOR_ARGS]")
@@ -138,9 +139,12 @@ def meteor_build(
 
 
 @meteor.command("inspect")
-@click.argument("bundle_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.argument("bundle_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False, resolve_path=True))
 @click.option(
-    "--meteor-settings", metavar="FILE", help="Meteor settings JSON (its public part changes the versions)."
+    "--meteor-settings",
+    metavar="FILE",
+    type=click.Path(resolve_path=True),
+    help="Meteor settings JSON (its public part changes the versions).",
 )
 @click.option("--files", "list_files", is_flag=True, help="List every file served, with its URL and headers.")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")

@@ -22,8 +22,10 @@ def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool, ch
     settings.DDPCTL_CAPTURE_MODELS and every table that class-level publication queries or
     a Collection's visible() read gets triggers that record each committed INSERT, UPDATE,
     DELETE and TRUNCATE, whoever makes it: the ORM, bulk statements, raw SQL, psql, other
-    services.  Running it again is safe; live state is
-    never wiped.
+    services.  Running it again is safe; live state is never wiped.
+
+    A model with a Collection whose table does not exist (its app has no migration
+    for it) stops it with exit code 1 and the fix, before any trigger is installed.
 
     \b
     Examples:
@@ -42,7 +44,10 @@ def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool, ch
             call_command("migrate", *args, check_unapplied=True, verbosity=0)
         except SystemExit:
             problems.append("unapplied migrations (run: ddpctl migrate)")
-        lacking = capture.missing()
+        absent = capture.missing_tables()
+        if absent is not None:
+            problems.extend(absent.problems)
+        lacking = [] if absent is not None else capture.missing()
         if lacking:
             problems.append("tables read by publications without change-capture triggers: "
                             + ", ".join(lacking))
@@ -50,8 +55,15 @@ def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool, ch
             raise click.ClickException("; ".join(problems))
         click.echo(f"ok: migrations applied; change capture on {len(capture.targets())} table(s)")
         return
-    call_command("migrate", *args, interactive=not noinput)
-    installed, removed = capture.install()
+    from django.core.management.base import CommandError
+
+    try:
+        # Django's migrate sends post_migrate, which installs change capture (ddpctl.apps);
+        # install() again reports what it did and removes stale triggers.
+        call_command("migrate", *args, interactive=not noinput)
+        installed, removed = capture.install()
+    except (CommandError, capture.MissingTables) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"Change capture installed on {len(installed)} table(s): {', '.join(installed) or '-'}")
     if removed:
         click.echo(f"Change capture removed from tables no longer published: {', '.join(removed)}")

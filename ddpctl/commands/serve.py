@@ -7,23 +7,25 @@ import os
 import shlex
 import ssl
 import sys
+from typing import Any
 
 import click
 
 from .. import __version__
-from ..config import (
-    DEFAULT_DB_CONNECTIONS,
-    SYSTEM_CONNECTIONS,
-    ServeConfig,
-    db_connections_setting,
-    parse_listen,
-    parse_size,
-)
+from ..config import DEFAULT_DB_CONNECTIONS, SYSTEM_CONNECTIONS, ServeConfig, parse_listen
 from ..log import LEVELS, configure_logging
+from .byte_size import ByteSize
 from .django_setup import django_options, setup_django
+from .option_settings import apply_settings, setting_problems
 from .seconds import Seconds
 
 logger = logging.getLogger(__name__)
+
+
+METEOR_OPTIONS = ("meteor_bundle", "meteor_settings", "root_url", "ddp_url", "meteor_sri",
+                  "meteor_source_maps", "meteor_watch")
+# Environment variables that set an option besides its own (Click) ones: the setting yields to them.
+OTHER_SOURCES = {"websocket_compression": ("SERVER_WEBSOCKET_COMPRESSION",)}
 
 
 def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -31,16 +33,6 @@ def _listen(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
         return [parse_listen(v) for v in values]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _size(ctx: click.Context, param: click.Parameter, value: str | int) -> int:
-    try:
-        size = parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if size < 64 << 10:
-        raise click.BadParameter(f"{value} is below the minimum of 64K")
-    return size
 
 
 def _allowed_origins(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str] | None:
@@ -98,10 +90,10 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               help="Address to listen on (repeatable; ':8000' means every interface).  "
                    "[env: DDPCTL_LISTEN, space-separated]")
 @click.option("--ssl-certfile", envvar="DDPCTL_SSL_CERTFILE", metavar="FILE",
-              type=click.Path(exists=True, dir_okay=False, readable=True),
+              type=click.Path(exists=True, dir_okay=False, readable=True, resolve_path=True),
               help="TLS certificate chain (PEM); serves https:// and wss://.  [env: DDPCTL_SSL_CERTFILE]")
 @click.option("--ssl-keyfile", envvar="DDPCTL_SSL_KEYFILE", metavar="FILE",
-              type=click.Path(exists=True, dir_okay=False, readable=True),
+              type=click.Path(exists=True, dir_okay=False, readable=True, resolve_path=True),
               help="TLS private key (PEM), if not inside the certificate file.  [env: DDPCTL_SSL_KEYFILE]")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, envvar="DDPCTL_WORKERS",
               metavar="N", help="Serving processes sharing the listening sockets (use the cores of a "
@@ -150,7 +142,7 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               envvar="DDPCTL_MAX_PARAMS_SIZE", metavar="BYTES",
               help="Largest subscription params (EJSON, UTF-8); bigger gets nosub with error 413.  "
                    "[env: DDPCTL_MAX_PARAMS_SIZE]")
-@click.option("--send-buffer-limit", default="64M", show_default=True, callback=_size,
+@click.option("--send-buffer-limit", default="64M", show_default=True, type=ByteSize(min=64 << 10),
               envvar="DDPCTL_SEND_BUFFER_LIMIT", metavar="BYTES",
               help="Bytes buffered for one client (K, M, G suffixes) past which live changes "
                    "disconnect it (close 1008 'send buffer limit exceeded'); a new subscription's "
@@ -187,10 +179,12 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
                    "(ddpctl nodes/conns/subs ls); after 3 missed beats it is listed no more.  "
                    "[env: DDPCTL_NODE_HEARTBEAT]")
 @click.option("--meteor-bundle", envvar="DDPCTL_METEOR_BUNDLE", metavar="DIR",
+              type=click.Path(resolve_path=True),
               help="Serve this `meteor build --directory` output (the bundle/ folder or its parent): "
                    "the app's HTML, its static files and hot code push.  Default: the "
                    "DDPCTL_METEOR_BUNDLE Django setting.  [env: DDPCTL_METEOR_BUNDLE]")
 @click.option("--meteor-settings", envvar="DDPCTL_METEOR_SETTINGS", metavar="FILE",
+              type=click.Path(resolve_path=True),
               help="Meteor settings JSON; its 'public' object reaches clients as Meteor.settings.public.  "
                    "[env: DDPCTL_METEOR_SETTINGS]")
 @click.option("--root-url", envvar=["DDPCTL_ROOT_URL", "ROOT_URL"], metavar="URL",
@@ -242,7 +236,7 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
 @click.option("--max-headers", type=click.IntRange(min=8), default=100, show_default=True,
               envvar="DDPCTL_MAX_HEADERS", metavar="N",
               help="Most header fields in an HTTP request; more gets 431.  [env: DDPCTL_MAX_HEADERS]")
-@click.option("--max-chunked-body", default="100M", show_default=True, callback=_size,
+@click.option("--max-chunked-body", default="100M", show_default=True, type=ByteSize(min=64 << 10),
               envvar="DDPCTL_MAX_CHUNKED_BODY", metavar="BYTES",
               help="Largest chunked HTTP request body (K, M, G suffixes); it is read whole, to memory "
                    "and then a temporary file, before the view runs; larger gets 413.  Minimum 64K.  "
@@ -264,24 +258,16 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
-def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
-          ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
-          max_frame_size: int, websocket_compression: bool, heartbeat_interval: float,
-          heartbeat_timeout: float,
-          db_connections: int | None, send_buffer_limit: int, send_timeout: float, receive_queue_size: int,
-          receive_queue_bytes: int, max_subscriptions: int, max_params_size: int, sockjs_heartbeat: float,
-          node_heartbeat: float, sockjs_disconnect_delay: float, max_sockjs_sessions: int,
-          sockjs_jsessionid: bool,
-          meteor_bundle: str | None, meteor_settings: str | None, root_url: str | None, ddp_url: str | None,
-          meteor_sri: str, meteor_source_maps: bool, meteor_watch: bool, allowed_origins: list[str] | None,
-          header_timeout: float, keepalive_timeout: float, body_timeout: float, max_request_line: int,
-          max_header_size: int, max_headers: int, max_chunked_body: int,
-          forwarded_count: int, trusted_proxies: list[str], forwarded_header: str,
-          legacy_server_id: bool) -> None:
+@click.pass_context
+def serve(ctx: click.Context, **options: Any) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
     close code 1001 after its queued messages, then the process exits 0.
+
+    Each option shown with [env: DDPCTL_<NAME>] may also be set by the Django setting of that name
+    (a Python value: DDPCTL_DB_CONNECTIONS = 20, DDPCTL_LISTEN = [":8000"]).  Precedence:
+    the option > its environment variable > the Django setting > the default.
 
     \b
     Examples:
@@ -290,44 +276,45 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
       DDPCTL_LISTEN=:443 ddpctl serve --ssl-certfile cert.pem --ssl-keyfile key.pem
       ddpctl serve --meteor-bundle ../myapp-build --root-url https://app.example.com/
     """
-    configure_logging(log_level)
-    if reload:
+    configure_logging(options["log_level"])
+    if options["reload"]:
         _run_with_reloader()
         return
-    config = ServeConfig(
-        settings=settings, listen=listen, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-        log_level=log_level, max_frame_size=max_frame_size, websocket_compression=websocket_compression,
-        heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout,
-        send_buffer_limit=send_buffer_limit, send_timeout=send_timeout, receive_queue_size=receive_queue_size,
-        receive_queue_bytes=receive_queue_bytes, max_subscriptions=max_subscriptions,
-        max_params_size=max_params_size, sockjs_heartbeat=sockjs_heartbeat, node_heartbeat=node_heartbeat,
-        legacy_server_id=legacy_server_id, allowed_origins=allowed_origins,
-        header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, body_timeout=body_timeout,
-        max_request_line=max_request_line, max_header_size=max_header_size, max_headers=max_headers,
-        max_chunked_body=max_chunked_body,
-        forwarded_count=forwarded_count, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header,
-        sockjs_disconnect_delay=sockjs_disconnect_delay, max_sockjs_sessions=max_sockjs_sessions,
-        sockjs_jsessionid=sockjs_jsessionid)
+    setup_django(options["settings"], options["pythonpath"])
+    from django.conf import settings as django_settings
+
+    # Every setting of an option is checked, even one the option or environment overrides.
+    problems = setting_problems(serve, django_settings, skip={"DDPCTL_ALLOWED_ORIGINS"})
+    if problems:
+        raise click.ClickException("\n".join(problems))
+    applied = apply_settings(ctx, options, django_settings, other_sources=OTHER_SOURCES)
+    if "DDPCTL_LOG_LEVEL" in applied:
+        configure_logging(options["log_level"])
+    if applied:
+        logger.debug("from the Django settings: %s", ", ".join(applied))
+    meteor = {name: options.pop(name) for name in METEOR_OPTIONS}
+    workers = options.pop("workers")
+    for name in ("pythonpath", "reload"):
+        options.pop(name)
+    if options["db_connections"] is None:
+        options["db_connections"] = DEFAULT_DB_CONNECTIONS
+    config = ServeConfig(**options)
     ssl_context = None
-    if ssl_certfile:
+    if config.ssl_certfile:
         from ..server.runner import load_ssl_context
         try:
-            ssl_context = load_ssl_context(ssl_certfile, ssl_keyfile)
+            ssl_context = load_ssl_context(config.ssl_certfile, config.ssl_keyfile)
         except (OSError, ssl.SSLError) as exc:
             raise click.ClickException(f"cannot load the TLS certificate/key: {exc}") from None
-    elif ssl_keyfile:
+    elif config.ssl_keyfile:
         raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
-    setup_django(settings, pythonpath)
-    config.db_connections = _db_connections(db_connections)
     _configure_rate_limits()
     _check_origins(config)
-    _configure_meteor(config, meteor_bundle, meteor_settings, root_url, ddp_url, meteor_sri,
-                      meteor_source_maps, meteor_watch)
+    _configure_meteor(config, **meteor)
     from ..server.runner import DDPServer, bind_sockets
 
     try:
-        sockets = bind_sockets(listen, reuse_port=workers > 1)
+        sockets = bind_sockets(config.listen, reuse_port=workers > 1)
     except OSError as exc:
         raise click.ClickException(str(exc.strerror or exc)) from None
     if workers > 1:
@@ -345,17 +332,6 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     server = DDPServer(config, sockets, ssl_context)
     _banner(config, server.addresses, 1)
     server.serve()
-
-
-def _db_connections(option: int | None) -> int:
-    """The user lane's size: the option (or its env var), else the Django setting, else the default."""
-    if option is not None:
-        return option
-    try:
-        setting = db_connections_setting()
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    return DEFAULT_DB_CONNECTIONS if setting is None else setting
 
 
 def _configure_rate_limits() -> None:
@@ -380,30 +356,27 @@ def _check_origins(config: ServeConfig) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-def _configure_meteor(config: ServeConfig, bundle_dir: str | None, settings_file: str | None,
-                      root_url: str | None, ddp_url: str | None, sri: str, source_maps: bool,
-                      watch: bool) -> None:
-    """Load the Meteor bundle (the option, else the Django setting) once, before serving."""
-    from django.conf import settings
-
-    bundle_dir = bundle_dir or getattr(settings, "DDPCTL_METEOR_BUNDLE", None)
-    if not bundle_dir:
+def _configure_meteor(config: ServeConfig, meteor_bundle: str | None, meteor_settings: str | None,
+                      root_url: str | None, ddp_url: str | None, meteor_sri: str, meteor_source_maps: bool,
+                      meteor_watch: bool) -> None:
+    """Load the Meteor bundle once, before serving (the options, with their Django settings
+    already applied)."""
+    if not meteor_bundle:
         return
     from ..meteor.app import MeteorOptions
     from ..meteor.bundle import BundleError, load_bundle
     from ..meteor.settings_file import public_settings
 
-    settings_file = settings_file or getattr(settings, "DDPCTL_METEOR_SETTINGS", None)
     autoupdate_version = os.environ.get("AUTOUPDATE_VERSION") or None
     try:
-        config.meteor_bundle = load_bundle(bundle_dir, public_settings(settings_file), autoupdate_version)
+        config.meteor_bundle = load_bundle(meteor_bundle, public_settings(meteor_settings),
+                                           autoupdate_version)
     except BundleError as exc:
         raise click.ClickException(f"cannot serve the Meteor bundle: {exc}") from None
     config.meteor_options = MeteorOptions(
-        root_url=root_url or getattr(settings, "DDPCTL_ROOT_URL", None),
-        ddp_url=ddp_url or getattr(settings, "DDPCTL_DDP_URL", None),
-        sri_mode=None if sri == "none" else sri, source_maps=source_maps)
-    config.meteor_watch = watch
+        root_url=root_url, ddp_url=ddp_url, sri_mode=None if meteor_sri == "none" else meteor_sri,
+        source_maps=meteor_source_maps)
+    config.meteor_watch = meteor_watch
     config.autoupdate_version = autoupdate_version
 
 

@@ -23,7 +23,11 @@ class MeteorError(Exception):
     """An error the client is meant to see, like ``new Meteor.Error(error, reason, details)``.
 
     Raise it from a method or publication and the client receives it as given; any other
-    exception reaches the client as ``500 Internal server error``.
+    exception reaches the client as ``500 Internal server error``.  ``error`` is a string or
+    number code (``404``, ``"not-authorized"``), ``reason`` a human-readable text and
+    ``details`` any EJSON value.  The wire object (:meth:`to_json`) has, in this order,
+    ``isClientSafe: true``, ``error``, ``reason`` and ``details`` (each only when given),
+    ``message`` (``"reason [error]"``) and ``errorType: "Meteor.Error"``.
     """
 
     def __init__(self, error: str | int, reason: str | None = None, details: Any = _MISSING) -> None:
@@ -34,6 +38,7 @@ class MeteorError(Exception):
 
     @property
     def message(self) -> str:
+        """Meteor's ``message``: ``"reason [error]"``, or ``"[error]"`` without a reason."""
         return f"{self.reason} [{self.error}]" if self.reason else f"[{self.error}]"
 
     def to_json(self) -> dict[str, Any]:

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from django.db import connections, transaction
 from django.db.models import Model
 
-__all__ = ["CHANNEL", "CaptureError", "Target", "targets", "target_for_table", "install", "missing",
-           "ensure_captured", "functions_sql", "capture_models"]
+__all__ = ["CHANNEL", "CaptureError", "MissingTables", "Target", "capture_models_setting", "targets",
+           "target_for_table", "install", "missing", "missing_tables", "ensure_captured", "functions_sql",
+           "capture_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,19 @@ END $ddpctl$;
 
 class CaptureError(RuntimeError):
     """Change capture could not be installed on a table (its message names the table and the fix)."""
+
+
+class MissingTables(CaptureError):
+    """Tables of captured models do not exist (system check ``ddpctl.E007``): their app has
+    no migration creating them, or it is not applied.  ``tables``: ``{table: model label}``;
+    ``problems``: one message per table, naming the fix."""
+
+    def __init__(self, tables: dict[str, str], app_labels: dict[str, str]) -> None:
+        self.tables = tables
+        self.problems = [
+            f"table {table!r} of model {label} does not exist: run `python manage.py makemigrations "
+            f"{app_labels[table]}`, then `ddpctl migrate`" for table, label in sorted(tables.items())]
+        super().__init__("\n".join(self.problems))
 
 
 def functions_sql(cursor) -> str:
@@ -254,22 +268,64 @@ def _capturable(cursor, tables: Iterable[str]) -> list[str]:
     return out
 
 
+def capture_models_setting() -> list[type[Model]]:
+    """The models ``settings.DDPCTL_CAPTURE_MODELS`` names (a list of ``"app_label.Model"``,
+    default ``[]``).  ``ValueError`` if it is not such a list or names no installed model
+    (system check ``ddpctl.E006``)."""
+    from django.apps import apps
+    from django.conf import settings
+
+    labels = getattr(settings, "DDPCTL_CAPTURE_MODELS", [])
+    if not isinstance(labels, list | tuple) or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"DDPCTL_CAPTURE_MODELS must be a list of 'app_label.Model' strings, not {labels!r}.")
+    models = []
+    for label in labels:
+        try:
+            models.append(apps.get_model(label))
+        except (LookupError, ValueError):
+            raise ValueError(f"DDPCTL_CAPTURE_MODELS names {label!r}, which is not an installed model "
+                             "('app_label.Model').") from None
+    return models
+
+
+def _captured_models() -> list[type[Model]]:
+    from .collection import collections
+
+    models: list[type[Model]] = [c.model for c in collections.all()]
+    models.extend(capture_models_setting())
+    for provider in _model_providers:
+        models.extend(provider())
+    return models
+
+
+def missing_tables(using: str = "default") -> MissingTables | None:
+    """The tables of the models :func:`targets` captures (and their many-to-many tables) that
+    do not exist in the database, as a :class:`MissingTables` to raise or report; ``None``
+    if every one exists.  Unmanaged models and views count: their table must exist too."""
+    wanted: dict[str, str] = {}
+    app_labels: dict[str, str] = {}
+    for model in _captured_models():
+        for target in targets_for_model(model):
+            label = model._meta.label
+            if target.owner_table is not None:
+                label += f".{target.field.removesuffix('_ids')} (its many-to-many table)"
+            wanted.setdefault(target.table, label)
+            app_labels.setdefault(target.table, model._meta.app_label)
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        present = set(connection.introspection.table_names(cursor, include_views=True))
+    lacking = {table: label for table, label in wanted.items() if table not in present}
+    return MissingTables(lacking, app_labels) if lacking else None
+
+
 def targets(using: str = "default") -> list[Target]:
     """Every table ddpctl captures ahead of serving: the models of registered collections,
     their many-to-many tables, ``settings.DDPCTL_CAPTURE_MODELS`` ("app_label.Model") and
     every table the statically known querysets read (class-level ``queries``, each
     Collection's ``visible()`` traced with a stand-in user and with ``None``)."""
-    from django.apps import apps
-    from django.conf import settings
-
-    from .collection import collections
     from .reads import traced_tables
 
-    models: list[type[Model]] = [c.model for c in collections.all()]
-    for label in getattr(settings, "DDPCTL_CAPTURE_MODELS", []):
-        models.append(apps.get_model(label))
-    for provider in _model_providers:
-        models.extend(provider())
+    models = _captured_models()
     seen: dict[str, Target] = {}
     for model in models:
         for target in targets_for_model(model):
@@ -309,8 +365,12 @@ def install(using: str = "default") -> tuple[list[str], list[str]]:
     """Create or replace every capture trigger; drop ours from tables no longer captured
     (except those a serving node captured at run time: a live publication may read them).
 
-    Returns ``(installed tables, tables whose triggers were removed)``.
+    Returns ``(installed tables, tables whose triggers were removed)``.  Raises
+    :class:`MissingTables`, before changing anything, if a captured model's table does not exist.
     """
+    lacking = missing_tables(using)
+    if lacking is not None:
+        raise lacking
     wanted = targets(using)
     with transaction.atomic(using), connections[using].cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])

@@ -209,11 +209,24 @@ def configured_retention() -> datetime.timedelta | None:
     from ..timespec import parse_duration
 
     value = getattr(settings, "DDPCTL_CHANGELOG_RETENTION", DEFAULT_RETENTION)
-    if value is None or isinstance(value, datetime.timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.timedelta(seconds=value)
-    if isinstance(value, str):
-        return parse_duration(value)
-    raise ValueError(f"DDPCTL_CHANGELOG_RETENTION must be a timedelta, seconds, a duration such as "
-                     f"'7d' or None, not {value!r}")
+    if value is None:
+        return None
+    what = "DDPCTL_CHANGELOG_RETENTION must be a timedelta, seconds, a duration such as '7d' or None"
+    retention = None
+    if isinstance(value, datetime.timedelta):
+        retention = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            retention = datetime.timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise ValueError(f"{what}, not {value!r}") from None
+    elif isinstance(value, str):
+        try:
+            retention = parse_duration(value)
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"{what}, not {value!r} ({exc})") from None
+    if retention is None:
+        raise ValueError(f"{what}, not {value!r}")
+    if retention < datetime.timedelta(0):
+        raise ValueError(f"DDPCTL_CHANGELOG_RETENTION must not be negative, not {value!r}")
+    return retention

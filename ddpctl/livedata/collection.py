@@ -45,6 +45,26 @@ __all__ = ["Collection", "CollectionRegistry", "collections", "to_ddp_value"]
 
 
 class Collection:
+    """How a Django model is published: one Collection per model, registered by defining
+    the subclass (``register=False`` in the class arguments to skip that).
+
+    Class attributes:
+
+    * ``model`` (required): the Django model; a second Collection for the same model raises
+      ``ValueError`` at class definition.
+    * ``name``: the DDP collection name, default ``"app_label.modelname"``.
+    * ``fields`` / ``exclude``: the model fields published (names); default every concrete
+      field and many-to-many field; the primary key is the document id, never a field.
+
+    A document is ``serialize(row)``: ``(document id, {field: EJSON value})`` with a foreign
+    key as ``<name>_id`` (the related document id or ``None``) and a many-to-many field as
+    ``<name>_ids`` (a list of document ids); values as in :func:`ddpctl.values.to_ddp_value`.
+    Override ``visible(queryset, user)`` to restrict rows per user (every observer of the
+    model is then per user), ``serialize`` to compute fields (rows are then read as model
+    instances).  The model's table must exist (system check ``ddpctl.E007``) and gets
+    change-capture triggers from ``ddpctl migrate``.
+    """
+
     model: ClassVar[type[Model]]
     name: ClassVar[str] = ""
     fields: ClassVar[list[str] | None] = None

@@ -48,6 +48,22 @@ logger = logging.getLogger(__name__)
 
 
 class Publication:
+    """A publication of querysets, registered under ``name`` (default: the class name) by
+    defining the subclass; clients subscribe with ``Meteor.subscribe(name, ...params)``.
+
+    Give the querysets as ``queries`` (a class-level list) or return them from
+    ``get_queries(self, *params)``: each item a queryset of a model with a
+    :class:`~ddpctl.livedata.collection.Collection`, or ``(queryset, "collection name")``.
+    ``self.user`` / ``self.user_id`` are the connection's user (``None`` logged out) and
+    ``self.subscription`` the :class:`~ddpctl.livedata.publish.Subscription`.  Params that do
+    not fit ``get_queries``'s signature give ``nosub`` with ``400 Match failed``; a
+    :class:`~ddpctl.ddp.errors.MeteorError` raised reaches the client as is; any other
+    exception ``nosub`` with ``500 Internal server error`` (traceback logged).
+
+    Subscribers share an observer when its result cannot differ between them (see
+    :meth:`sharing_key`); each client receives only the differences as rows change.
+    """
+
     name: ClassVar[str] = ""
     queries: ClassVar[list[Any] | None] = None
     universal: ClassVar[bool] = False
@@ -93,6 +109,9 @@ class Publication:
         return self._user
 
     def get_queries(self, *params: Any) -> list[Any]:
+        """The querysets to publish for these params (default: ``queries``): a list of
+        querysets or ``(queryset, collection name)`` pairs.  ``NotImplementedError`` when a
+        subclass gives neither."""
         if self.queries is None:
             raise NotImplementedError(f"{type(self).__name__} needs `queries` or `get_queries`")
         return list(self.queries)

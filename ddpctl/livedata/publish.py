@@ -179,6 +179,7 @@ class Subscription:
         return to_ddp_value(dict(fields), f"publication {self.name!r}, {collection} {doc_id!r} fields")
 
     def removed(self, collection: str, doc_id: str) -> None:
+        """Unpublish a document (Meteor's ``this.removed``); nothing once the subscription ended."""
         if self.active:
             self._sink.sub_removed(self.id, collection, doc_id)
 
@@ -197,6 +198,7 @@ class Subscription:
             self._sink.sub_welcome(self, documents)
 
     def ready(self) -> None:
+        """Tell the client the initial documents are sent (Meteor's ``this.ready``)."""
         if self.active:
             self._sink.sub_ready(self.id)
 
@@ -217,6 +219,8 @@ class Subscription:
             self.deactivate()
 
     def on_stop(self, callback: Callable[[], None]) -> None:
+        """Meteor's ``this.onStop``: call ``callback()`` once when the subscription ends
+        (unsub, error, stop or the connection closing); at once if it already has."""
         if self.active:
             self._stop_callbacks.append(callback)
         else:

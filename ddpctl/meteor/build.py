@@ -20,11 +20,18 @@ class BuildError(RuntimeError):
 
 
 def find_meteor(explicit: str | None = None) -> str:
-    """The ``meteor`` executable: ``explicit``, else the one on PATH."""
+    """The ``meteor`` executable, as an absolute path (the build runs in the app's directory):
+    ``explicit``, a path (relative to the current directory) or a bare command name looked
+    up on PATH; else ``meteor`` on PATH.  ``BuildError`` if there is no such executable."""
     if explicit:
-        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+        if os.sep not in explicit and (os.altsep is None or os.altsep not in explicit):
+            found = shutil.which(explicit)
+            if found is not None:
+                return os.path.abspath(found)
+        path = os.path.abspath(os.path.expanduser(explicit))
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise BuildError(f"--meteor {explicit}: not an executable file")
-        return explicit
+        return path
     found = shutil.which("meteor")
     if found is None:
         raise BuildError(
