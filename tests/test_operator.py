@@ -118,7 +118,7 @@ def test_ls_output_for_a_pipe_and_for_people(start_server, clean, ddpctl):
         eventually(lambda: ls(ddpctl, "subs", "--node", node))
         piped = ddpctl("subs", "ls", "--node", node).stdout.splitlines()
         assert piped[0].split("\t") == ["NODE", "CONNECTION", "REMOTE", "USER", "PUBLICATION", "PARAMS",
-                                        "DOCS", "REFRESH", "AGE"]
+                                        "DOCS", "REFRESH", "AGE", "SOURCE"]
         row = piped[1].split("\t")
         assert row[1] == client.session and row[4] == "BooksByAuthorEmail" and row[5] == '["x@y.z"]'
         assert row[7] == "multiplexed"
