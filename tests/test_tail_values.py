@@ -18,7 +18,7 @@ from conftest import SERVER_ARGS, eventually
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_every_field import COLLECTION, DERIVED, UPDATES, call_raw, canonical, edge_values, insert
-from test_live_data import BOOK, author
+from test_live_data import BOOK, author, insert_book
 
 from ddpctl.testing import DDPClient
 
@@ -217,6 +217,27 @@ def test_gone_rows_deletes_truncates_and_plain_output(clean, sql, ddpctl, live_d
     assert both.returncode == 2 and "--no-values" in both.stderr
     help_text = ddpctl("tail", "--help").stdout
     assert "current when the row is read" in " ".join(help_text.split())
+
+
+def test_a_lost_connection_while_reading_values_loses_no_change(clean, sql, live_database_url):
+    tail = TailStream(live_database_url, "--json")
+    eventually(lambda: tails_listening(sql, 1))
+    first = insert_book(sql, "Before")
+    assert [r["document"]["title"] for r in tail.take(2) if r["table"] == "bookstore_book"] == ["Before"]
+    start = sql("SELECT max(id) FROM ddpctl_change", fetch=True)[0][0]
+    killed = sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE application_name = 'ddpctl-tail-values' AND datname = current_database()", fetch=True)
+    assert killed == [(True,)]
+    second = insert_book(sql, "After")
+    sql("UPDATE bookstore_book SET pages = 3 WHERE id IN (%s, %s)", [first, second])
+    expected = sql('SELECT id, "row" FROM ddpctl_change WHERE id > %s ORDER BY id', [start], fetch=True)
+    records = tail.take(len(expected))
+    assert [(r["position"], r["id"]) for r in records] == [tuple(row) for row in expected]
+    books = [r for r in records if r["table"] == "bookstore_book"]
+    assert [(r["op"], r["id"], r["document"]["pages"]) for r in books] == [
+        ("insert", str(second), 3), ("update", str(first), 3), ("update", str(second), 3)]
+    code, err = tail.stop()
+    assert code == 0 and "reconnecting" in err and "Traceback" not in err, err
 
 
 @pytest.fixture

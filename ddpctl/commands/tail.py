@@ -164,6 +164,9 @@ def tail(
 
     by_table = collections.by_table()
     names = {table: c.name for table, c in by_table.items()}
+    # Values are read on Django's connection; named, like the LISTEN one, in pg_stat_activity.
+    db.connections["default"].settings_dict.setdefault("OPTIONS", {}).setdefault(
+        "application_name", "ddpctl-tail-values")
     tables = table_filter(collection_names)
     wanted_ops = {op[0].upper() for op in ops} or None
     out = _JsonLines() if as_json else _Lines(as_ddp)
