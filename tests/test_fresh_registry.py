@@ -4,6 +4,7 @@ read; a node that does not answer in time is listed from its registry rows, with
 
 Real ``ddpctl serve`` processes on one database, real clients, the real CLI.  The nodes'
 registry heartbeat is a minute, so nothing here can be the heartbeat's doing."""
+import contextlib
 import datetime
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 
 import pytest
 from conftest import eventually
+from test_operator import node_ids
 
 from ddpctl.testing import DDPClient
 
@@ -26,16 +28,12 @@ def db_now(sql):
     return sql("SELECT clock_timestamp()", fetch=True)[0][0]
 
 
-def node_ids(ddpctl, *servers):
-    """pid -> node id of ``servers``, once all of them are registered."""
-    pids = {s.process.pid for s in servers}
-
-    def registered():
-        found = {n["pid"]: n["id"] for n in json.loads(ddpctl("nodes", "ls", "--json").stdout)
-                 if n["pid"] in pids}
-        return found if set(found) == pids else None
-
-    return eventually(registered)
+def connected(stack, *urls):
+    """A connected client per URL, closed with ``stack``."""
+    clients = [stack.enter_context(DDPClient(url)) for url in urls]
+    for client in clients:
+        client.connect()
+    return clients
 
 
 @pytest.fixture
@@ -57,9 +55,8 @@ def test_subs_and_conns_ls_show_the_current_state_of_every_node(start_server, cl
     ids = node_ids(ddpctl, a, b)
     ours = set(ids.values())
     forget_nodes.extend(ours)
-    with DDPClient(a.ws_url) as c1, DDPClient(b.sockjs_url) as c2, DDPClient(b.ws_url) as c3:
-        for c in (c1, c2, c3):
-            c.connect()
+    with contextlib.ExitStack() as stack:
+        c1, c2, c3 = connected(stack, a.ws_url, b.sockjs_url, b.ws_url)
         s1 = c1.subscribe("AllBooks")
         s2 = c2.subscribe("BooksByAuthorEmail", "a@example.com")
         s3 = c3.subscribe("AllGenres")
