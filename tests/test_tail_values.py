@@ -341,3 +341,73 @@ def test_property_tail_document_equals_the_clients_copy(every, sql, live_databas
         write_and_compare()
     code, err = tail.stop()
     assert code == 0, err
+
+
+# -- hostile names and odd keys: replaying tail --ddp gives what a subscriber holds -----------
+
+HOSTILE_TABLES = ["Order User's Table", "Select Tag's", "user", "Group"]
+ODD = "Ünï 'quoted' \"double\" \\ back % ; --"
+HOSTILE_WRITES = [  # (method args) or ("sql", statement)
+    ("save", ODD, {"o": 1, "n": "n1"}),
+    ("save", ODD, {"o": 2, "n": "N", "e": "E", "key": "K", "value": "V", "row": "W", "table": "T",
+                   "op": "OP", "fields": "F", "select": "S", "id": 7}),
+    ("update", [ODD], {"o": 5, "key": "k2"}),
+    ("bulk_create", [["b 1", 10], ["b'2", 20]]),
+    ("tag", ODD, "red"),  # a to_field foreign key with db_column "order"; a many-to-many add
+    ("untag", ODD, "red"),
+    ("rename", "b 1", "b 1 renamed"),  # the primary key changes: removed, then added
+    ("sql", 'UPDATE "Order User\'s Table" SET o = 99, "SELECT" = \'raw\', "order" = NULL'),
+    ("delete", ["b'2"]),
+    ("pair", 1, 'a "b" ü', 5),  # a composite primary key: a JSON array id
+    ("pair", 1, 'a "b" ü', 6),
+    ("sql", 'UPDATE "user" SET "N" = \'renamed\' WHERE o = 1'),
+    ("tiny", 1),
+    ("sql", 'DELETE FROM "user"; DELETE FROM "Group"; DELETE FROM "Order User\'s Table"; '
+            'DELETE FROM "Select Tag\'s"'),
+]
+
+
+def apply(replica, message):
+    """A DDP data message applied to ``replica`` ({collection: {id: fields}}, wire values)."""
+    docs = replica.setdefault(message["collection"], {})
+    if message["msg"] == "added":
+        docs[message["id"]] = dict(message["fields"])
+    elif message["msg"] == "changed":
+        docs[message["id"]].update(message["fields"])
+    else:
+        del docs[message["id"]]
+
+
+def test_replaying_tail_ddp_gives_what_a_subscriber_holds(start_server, sql, live_database_url):
+    """Hostile table and column names, a char, UUID, composite and small-int primary key,
+    a to_field foreign key, many-to-many: every write (ORM or SQL), tail's `--ddp` messages
+    applied in order leave exactly the documents the subscriber holds."""
+    from ddpctl.ddp.ejson import to_json_value
+
+    server = start_server()
+    collections = ["testapp.hostile", "testapp.hostiletag", "testapp.hostilepair", "testapp.tiny"]
+    tail = TailStream(live_database_url, "--json", "--ddp", *(a for c in collections for a in ("-c", c)))
+    eventually(lambda: tails_listening(sql, 1))
+    with DDPClient(server.ws_url) as client:
+        client.connect()
+        client.subscribe("HostileAll")
+        replica = to_json_value(client.collections)
+        position = sql("SELECT max(id) FROM ddpctl_change", fetch=True)[0][0]
+        for write in HOSTILE_WRITES:
+            if write[0] == "sql":
+                sql(write[1])
+                data_until_fence(client)
+            else:
+                call_raw(client, "hostile", *write)
+            (count, last), = sql('SELECT count(*), max(id) FROM ddpctl_change WHERE id > %s '
+                                 'AND "table" = ANY(%s)', [position, HOSTILE_TABLES], fetch=True)
+            position = last or position
+            for record in tail.take(count):
+                if record["ddp"] is not None:
+                    apply(replica, record["ddp"])
+            held = to_json_value(client.collections)
+            assert canonical({c: replica.get(c, {}) for c in collections}) == \
+                canonical({c: held.get(c, {}) for c in collections}), write
+        assert not any(held.get(c) for c in collections)  # all gone at the end
+    code, err = tail.stop()
+    assert code == 0 and "Traceback" not in err, err
