@@ -8,13 +8,17 @@ import select
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..log import configure_logging
 from .django_setup import database_errors, django_options, raw_connection, setup_django
 from .output import json_default
+
+if TYPE_CHECKING:
+    from ..livedata.change_documents import ChangeDocument
+    from ..livedata.changelog import ChangeRow
 
 logger = logging.getLogger(__name__)
 OP_NAMES = ("insert", "update", "delete", "truncate")
@@ -60,7 +64,8 @@ def table_filter(names: tuple[str, ...]) -> list[str] | None:
     return tables
 
 
-def change_record(change: Any, names: dict[str, str], view: Any = None, ddp: bool = False) -> dict[str, Any]:
+def change_record(change: ChangeRow, names: dict[str, str], view: ChangeDocument | None = None,
+                  ddp: bool = False) -> dict[str, Any]:
     """One change as ``tail --json`` writes it (and ``replay FILE`` reads it).
 
     ``view``: the change as clients see it (a :class:`ddpctl.livedata.change_documents.ChangeDocument`),
@@ -80,7 +85,11 @@ def change_record(change: Any, names: dict[str, str], view: Any = None, ddp: boo
         "id": change.row,
         "fields": change.fields,
     }
-    if view is None or view.collection is None:
+    if view is None:
+        return record
+    if view.collection is None:  # a table no Collection publishes: no values, nothing sent
+        if ddp:
+            record["ddp"] = None
         return record
     record["fields"] = view.fields
     if view.error is not None:
@@ -159,7 +168,7 @@ def tail(
 
     from ..livedata.capture import CHANNEL
     from ..livedata.change_documents import describe_changes
-    from ..livedata.changelog import ChangelogReader, ChangeRow
+    from ..livedata.changelog import ChangelogReader
     from ..livedata.collection import collections
 
     by_table = collections.by_table()
