@@ -16,8 +16,12 @@ from typing import Any, NamedTuple
 
 from psycopg2.extras import execute_values
 
-__all__ = ["ConnectionEntry", "NodeInfo", "RegistryWriter", "SubscriptionEntry", "list_connections",
-           "list_nodes", "list_subscriptions", "purge_stale_nodes"]
+__all__ = ["WRITE_NOW", "ConnectionEntry", "NodeInfo", "RegistryWriter", "SubscriptionEntry",
+           "list_connections", "list_nodes", "list_subscriptions", "mark_source", "purge_stale_nodes",
+           "request_fresh_rows"]
+
+# The operator command (:mod:`ddpctl.control`) asking a node to write its rows now.
+WRITE_NOW = "registry"
 
 _LIVE = "n.heartbeat_at >= clock_timestamp() - make_interval(secs => n.heartbeat_timeout)"
 
@@ -148,14 +152,16 @@ def _node_match(node: str | None) -> tuple[str, list[Any]]:
     return " AND (n.id = %s OR n.host = %s OR n.host || ':' || n.pid = %s)", [node, node, node]
 
 
-def list_nodes(cursor: Any, include_stale: bool = False) -> list[dict[str, Any]]:
+def list_nodes(cursor: Any, include_stale: bool = False, node: str | None = None) -> list[dict[str, Any]]:
+    """The nodes (live ones only unless ``include_stale``; ``node``: its id, host or ``host:pid``)."""
+    where, args = _node_match(node)
     cursor.execute(f"""
         SELECT n.id, n.host, n.pid, n.addresses, n.version, n.started_at, n.heartbeat_at,
                n.heartbeat_timeout, ({_LIVE}) AS live,
                (SELECT count(*) FROM ddpctl_connection c WHERE c.node = n.id) AS connections,
                (SELECT count(*) FROM ddpctl_subscription s WHERE s.node = n.id) AS subscriptions
-        FROM ddpctl_node n {'' if include_stale else 'WHERE ' + _LIVE}
-        ORDER BY n.host, n.started_at""")
+        FROM ddpctl_node n WHERE {'TRUE' if include_stale else _LIVE}{where}
+        ORDER BY n.host, n.started_at""", args)
     return _rows(cursor)
 
 
@@ -170,7 +176,7 @@ def list_connections(cursor: Any, node: str | None = None, user: str | None = No
         args.append(user or None)
     cursor.execute(f"""
         SELECT c.id, c.node, n.host || ':' || n.pid AS node_name, c.remote_address, c.user_id,
-               c.transport, c.opened_at,
+               c.transport, c.opened_at, n.heartbeat_at AS as_of,
                (SELECT count(*) FROM ddpctl_subscription s WHERE s.connection = c.id) AS subscriptions
         FROM ddpctl_connection c JOIN ddpctl_node n ON n.id = c.node
         WHERE {_LIVE}{where} ORDER BY c.opened_at, c.id""", args)
@@ -191,9 +197,42 @@ def list_subscriptions(cursor: Any, node: str | None = None, user: str | None = 
         args.append(collection)
     cursor.execute(f"""
         SELECT s.node, n.host || ':' || n.pid AS node_name, s.connection, c.remote_address, c.user_id,
-               s.sub_id, s.publication, s.params, s.documents, s.collections, s.started_at, s.refresh
+               s.sub_id, s.publication, s.params, s.documents, s.collections, s.started_at, s.refresh,
+               n.heartbeat_at AS as_of
         FROM ddpctl_subscription s JOIN ddpctl_node n ON n.id = s.node
              JOIN ddpctl_connection c ON c.id = s.connection
         WHERE {_LIVE}{where} ORDER BY s.started_at, s.connection, s.sub_id""", args)
     return _rows(cursor)
 
+
+
+def request_fresh_rows(cursor: Any, node: str | None,
+                       timeout: float) -> tuple[set[str], list[dict[str, Any]]]:
+    """Ask the live nodes (those ``node`` matches, if given) to write their rows now
+    (:data:`WRITE_NOW`, through :mod:`ddpctl.control`) and wait up to ``timeout`` seconds
+    for every answer.
+
+    Returns ``(ids of the nodes that wrote their rows, the nodes that did not)``: the rows
+    of the latter are as of their last heartbeat (``heartbeat_at``).  A node answering
+    with an error counts as not answering.  ``timeout`` 0 asks nothing.  ``cursor`` must
+    be in autocommit (the NOTIFY goes out at once, each poll sees new answers).
+    """
+    from . import control
+
+    nodes = list_nodes(cursor, node=node)
+    if not nodes or timeout <= 0:
+        return set(), nodes
+    wanted = {n["id"] for n in nodes}
+    only = next(iter(wanted)) if len(wanted) == 1 else None
+    command = control.send_command(cursor, WRITE_NOW, {}, node=only)
+    results = control.wait_for_results(cursor, command, wanted, timeout)
+    answered = {node_id for node_id, result in results.items() if node_id in wanted and "error" not in result}
+    return answered, [n for n in nodes if n["id"] not in answered]
+
+
+def mark_source(rows: list[dict[str, Any]], answered: set[str]) -> list[dict[str, Any]]:
+    """Set each row's ``source``: ``"live"`` if its node wrote it on request just now,
+    else ``"registry"`` (from the node's last heartbeat, at ``as_of``)."""
+    for row in rows:
+        row["source"] = "live" if row["node"] in answered else "registry"
+    return rows

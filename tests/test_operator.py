@@ -118,7 +118,7 @@ def test_ls_output_for_a_pipe_and_for_people(start_server, clean, ddpctl):
         eventually(lambda: ls(ddpctl, "subs", "--node", node))
         piped = ddpctl("subs", "ls", "--node", node).stdout.splitlines()
         assert piped[0].split("\t") == ["NODE", "CONNECTION", "REMOTE", "USER", "PUBLICATION", "PARAMS",
-                                        "DOCS", "REFRESH", "AGE"]
+                                        "DOCS", "REFRESH", "AGE", "SOURCE"]
         row = piped[1].split("\t")
         assert row[1] == client.session and row[4] == "BooksByAuthorEmail" and row[5] == '["x@y.z"]'
         assert row[7] == "multiplexed"
@@ -267,6 +267,7 @@ def test_replay_of_a_tail_file_and_of_a_since_range(start_server, clean, sql, dd
         reader.subscribe("AllBooks")
         other.subscribe("BooksByAuthorEmail", "nobody@example.com")  # may not see these books
         tail = Tail(live_database_url, "--since", str(start + 1))
+        eventually(lambda: tail_backend(sql))  # started (a SIGINT before then is Click's "Aborted!")
         first = insert_book(sql, "Dune")
         second = insert_book(sql, "Emma", email="jane@austen.org")
         sql("UPDATE bookstore_book SET pages = 9 WHERE id = %s", [first])

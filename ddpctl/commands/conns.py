@@ -6,6 +6,7 @@ import click
 
 from .django_setup import database_errors, django_options, raw_connection, setup_django
 from .output import Column, age, emit_table, json_option
+from .registry_rows import SOURCE_COLUMN, fresh_rows, timeout_option
 from .seconds import Seconds
 
 CONNECTION_COLUMNS = [
@@ -16,6 +17,7 @@ CONNECTION_COLUMNS = [
     Column("transport", "transport"),
     Column("subscriptions", "subs", justify="right"),
     Column("opened_at", "age", age, justify="right"),
+    SOURCE_COLUMN,
 ]
 
 
@@ -30,14 +32,18 @@ def conns() -> None:
 @click.option(
     "--user", metavar="USER_ID", help="Only connections logged in as this user id ('' for anonymous)."
 )
+@timeout_option
 @json_option
 def conns_ls(
-    settings: str | None, pythonpath: tuple[str, ...], node: str | None, user: str | None, as_json: bool
+    settings: str | None, pythonpath: tuple[str, ...], node: str | None, user: str | None, timeout: float,
+    as_json: bool
 ) -> None:
     """List live DDP connections across all nodes.
 
-    The registry is updated on each node's heartbeat (--node-heartbeat, 5 s by default),
-    so a connection opened a moment ago may not be listed yet.
+    The list is current: every live node is asked to write its connections now (SOURCE
+    "live").  A node that does not answer within --timeout is listed from the rows of its
+    last registry heartbeat (--node-heartbeat, 5 s by default): SOURCE "registry 4s old",
+    and a warning on stderr.
 
     \b
     Examples:
@@ -45,12 +51,9 @@ def conns_ls(
       ddpctl conns ls --user 42 --json
     """
     setup_django(settings, pythonpath)
-    from django.db import connection
-
     from ..registry import list_connections
 
-    with database_errors(), connection.cursor() as cursor:
-        rows = list_connections(cursor, node=node, user=user)
+    rows = fresh_rows(node, timeout, lambda cursor: list_connections(cursor, node=node, user=user), as_json)
     emit_table(CONNECTION_COLUMNS, rows, as_json, empty="no live connections")
 
 

@@ -6,8 +6,9 @@ import json
 
 import click
 
-from .django_setup import database_errors, django_options, setup_django
+from .django_setup import django_options, setup_django
 from .output import Column, age, emit_table, json_option
+from .registry_rows import SOURCE_COLUMN, fresh_rows, timeout_option
 
 
 @click.group()
@@ -23,6 +24,7 @@ def subs() -> None:
 @click.option(
     "--collection", "-c", metavar="NAME", help="Only subscriptions holding documents of this collection."
 )
+@timeout_option
 @json_option
 def subs_ls(
     settings: str | None,
@@ -31,6 +33,7 @@ def subs_ls(
     user: str | None,
     node: str | None,
     collection: str | None,
+    timeout: float,
     as_json: bool,
 ) -> None:
     """List who is subscribed to what, across all nodes.
@@ -39,8 +42,13 @@ def subs_ls(
     the subscription holds (per collection with --json), how its observer refreshes on a
     change, and age.  "multiplexed": with every observer of the same query shape, one query
     per batch of changes for all of them; "alone: <why>": one query of its own per batch
-    (a composite primary key, a Collection overriding serialize(), ...).  The registry is
-    updated on each node's heartbeat (--node-heartbeat, 5 s by default).
+    (a composite primary key, a Collection overriding serialize(), ...).
+
+    The list is current: every live node is asked to write its subscriptions now and
+    answers within milliseconds (SOURCE "live").  A node that does not answer within
+    --timeout (hung, or killed moments ago) is listed from the rows of its last registry
+    heartbeat (--node-heartbeat, 5 s by default): SOURCE "registry 4s old", and a warning
+    on stderr.  A node that missed three heartbeats is not listed at all.
 
     \b
     Examples:
@@ -49,14 +57,10 @@ def subs_ls(
       ddpctl subs ls --json | jq 'group_by(.publication) | map({(.[0].publication): length})'
     """
     setup_django(settings, pythonpath)
-    from django.db import connection
-
     from ..registry import list_subscriptions
 
-    with database_errors(), connection.cursor() as cursor:
-        rows = list_subscriptions(
-            cursor, node=node, user=user, publication=publication, collection=collection
-        )
+    rows = fresh_rows(node, timeout, lambda cursor: list_subscriptions(
+        cursor, node=node, user=user, publication=publication, collection=collection), as_json)
     if as_json:
         for row in rows:
             row["params"] = json.loads(row["params"])
@@ -70,5 +74,6 @@ def subs_ls(
         Column("documents", "docs", justify="right"),
         Column("refresh", "refresh"),
         Column("started_at", "age", age, justify="right"),
+        SOURCE_COLUMN,
     ]
     emit_table(columns, rows, as_json, empty="no live subscriptions")

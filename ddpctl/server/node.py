@@ -2,7 +2,8 @@
 
 Every ``heartbeat`` seconds the node writes what changed in its connections and
 subscriptions (:mod:`ddpctl.registry`) and deletes the rows of nodes that missed theirs.
-Operator commands (:mod:`ddpctl.control`) are run when the dispatcher hears
+Operator commands (:mod:`ddpctl.control`; ``registry``: write the registry rows now, for a
+fresh ``subs/conns ls``) are run when the dispatcher hears
 ``NOTIFY ddpctl_control``, and on every heartbeat in case that NOTIFY was missed.  Once an
 hour it deletes changes older than the changelog retention.
 
@@ -27,7 +28,7 @@ from .. import __version__, control
 from ..ddp.random import random_id
 from ..livedata import changelog
 from ..livedata.collection import collections
-from ..registry import NodeInfo, RegistryWriter, purge_stale_nodes
+from ..registry import WRITE_NOW, NodeInfo, RegistryWriter, purge_stale_nodes
 
 if TYPE_CHECKING:
     from .runner import DDPServer
@@ -112,7 +113,8 @@ class NodeAgent:
         with transaction.atomic(), connection.cursor() as cursor:
             return fn(cursor, *args)
 
-    def _beat(self) -> None:
+    def _beat(self) -> dict[str, int]:
+        """Write this node's registry rows (what changed) and expire others'; the counts written about."""
         conns, subs = [], []
         for i, conn in enumerate(list(self.server.connections)):
             entries = conn.registry_entries()
@@ -130,6 +132,7 @@ class NodeAgent:
             control.expire_commands(cursor)
 
         self.server.system_db.run(self._in_transaction, write)
+        return {"connections": len(conns), "subscriptions": len(subs)}
 
     def _prune(self) -> None:
         retention = changelog.configured_retention()
@@ -161,6 +164,8 @@ class NodeAgent:
             return self._close_connection(args["connection"])
         if kind == "replay":
             return self._replay(args["changes"], bool(args.get("dry_run")))
+        if kind == WRITE_NOW:  # `ddpctl subs/conns ls`: the current state, not the last heartbeat's
+            return self._beat()
         raise ValueError(f"unknown command {kind!r}")
 
     def _close_connection(self, connection_id: str) -> dict[str, Any]:
