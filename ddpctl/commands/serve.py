@@ -7,6 +7,7 @@ import os
 import shlex
 import ssl
 import sys
+from typing import Any
 
 import click
 
@@ -21,6 +22,13 @@ from ..config import (
 )
 from ..log import LEVELS, configure_logging
 from .django_setup import django_options, setup_django
+from .observability import (
+    apply_observability,
+    metrics_listener,
+    multiprocess_metrics,
+    observability_options,
+    observability_rows,
+)
 from .seconds import Seconds
 
 logger = logging.getLogger(__name__)
@@ -261,6 +269,7 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               show_default=True, envvar="DDPCTL_FORWARDED_HEADER",
               help="Which headers the trusted proxies write: X-Forwarded-For/-Proto/-Host (as Meteor reads) "
                    "or RFC 7239 Forwarded.  The other family is ignored.  [env: DDPCTL_FORWARDED_HEADER]")
+@observability_options
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -277,7 +286,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
           header_timeout: float, keepalive_timeout: float, body_timeout: float, max_request_line: int,
           max_header_size: int, max_headers: int, max_chunked_body: int,
           forwarded_count: int, trusted_proxies: list[str], forwarded_header: str,
-          legacy_server_id: bool) -> None:
+          legacy_server_id: bool, **observability: Any) -> None:
     """Serve the Django site and DDP (raw WebSocket at /websocket, SockJS at /sockjs).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new connections, every DDP client gets
@@ -309,6 +318,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         forwarded_count=forwarded_count, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header,
         sockjs_disconnect_delay=sockjs_disconnect_delay, max_sockjs_sessions=max_sockjs_sessions,
         sockjs_jsessionid=sockjs_jsessionid)
+    metrics_address = apply_observability(config, observability)
     ssl_context = None
     if ssl_certfile:
         from ..server.runner import load_ssl_context
@@ -330,6 +340,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
         sockets = bind_sockets(listen, reuse_port=workers > 1)
     except OSError as exc:
         raise click.ClickException(str(exc.strerror or exc)) from None
+    metrics_sockets = metrics_listener(metrics_address, reuse_port=workers > 1)
     if workers > 1:
         from ..server.supervisor import run_workers
 
@@ -339,10 +350,13 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
                        "fallbacks and load balancers')", workers)
         _banner(config, [s.getsockname()[:2] for s in sockets], workers)
         addresses = [s.getsockname()[:2] for s in sockets]  # with the real port if 0 was asked
-        code = run_workers(workers, lambda: DDPServer(
-            config, bind_sockets(addresses, reuse_port=True), ssl_context).serve())
+        metrics_addresses = [s.getsockname()[:2] for s in metrics_sockets]
+        with multiprocess_metrics(config) as on_exit:
+            code = run_workers(workers, lambda: DDPServer(
+                config, bind_sockets(addresses, reuse_port=True), ssl_context,
+                bind_sockets(metrics_addresses, reuse_port=True)).serve(), on_exit=on_exit)
         sys.exit(code)
-    server = DDPServer(config, sockets, ssl_context)
+    server = DDPServer(config, sockets, ssl_context, metrics_sockets)
     _banner(config, server.addresses, 1)
     server.serve()
 
@@ -424,6 +438,7 @@ def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int)
         table.add_row("DDP", f"{ws}://{shown}:{port}/websocket  ·  SockJS {config.scheme}://{shown}:{port}/sockjs")
         table.add_row("Django", f"{config.scheme}://{shown}:{port}/")
     table.add_row("settings", str(config.settings))
+    observability_rows(table, config, addresses)
     bundle = config.meteor_bundle
     if bundle is not None:
         table.add_row("Meteor", f"{bundle.directory} ({', '.join(bundle.programs)}; {bundle.meteor_release})"
