@@ -110,6 +110,31 @@ def test_metrics_parse_and_move_with_connect_subscribe_call_and_write(start_serv
     assert text.rstrip().endswith("# EOF")
 
 
+def test_errors_are_counted_by_kind(start_server):
+    """User code that raises: the method's outcome, the failed subscription, and the
+    error logged with its traceback, each counted."""
+    server = start_server()
+    url = server.url + "/metrics"
+    before = scrape(url)
+    with DDPClient(server.ws_url) as client:
+        client.connect()
+        with pytest.raises(MeteorError):
+            client.call("crash")  # ZeroDivisionError: 500
+        with pytest.raises(MeteorError):
+            client.call("meteor_error")
+        with pytest.raises(MeteorError):
+            client.subscribe("failing")  # RuntimeError in the publication: nosub with 500
+        after = scrape(url)
+    assert value(after, "ddpctl_method_duration_seconds_count", method="crash", outcome="internal_error") == 1
+    assert value(after, "ddpctl_method_duration_seconds_count", method="meteor_error", outcome="error") == 1
+    assert value(after, "ddpctl_method_errors_total") == value(before, "ddpctl_method_errors_total") + 2
+    assert (value(after, "ddpctl_publication_errors_total")
+            == value(before, "ddpctl_publication_errors_total") + 1)
+    # Both tracebacks were logged at ERROR: that is the error count.
+    assert value(after, "ddpctl_log_records_total", level="error") >= value(
+        before, "ddpctl_log_records_total", level="error") + 2
+
+
 def test_health_endpoints_answer_json(start_server):
     server = start_server()
     status, headers, body = get(server.url + "/healthz")
