@@ -47,9 +47,9 @@ def observability_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Where the metrics are served.  [env: DDPCTL_METRICS_PATH]"),
         click.option("--metrics-address", callback=_address, envvar="DDPCTL_METRICS_ADDRESS",
                      metavar="HOST:PORT",
-                     help="Serve the metrics (and the health endpoints) on a listener of their own, "
-                          "plain HTTP, and not on the main listeners: keep them off the public port, "
-                          "e.g. 127.0.0.1:9100.  [env: DDPCTL_METRICS_ADDRESS]"),
+                     help="Serve the metrics on a listener of their own (plain HTTP, with the health "
+                          "endpoints too) instead of on the main listeners: keeps them off the public "
+                          "port, e.g. 127.0.0.1:9100.  [env: DDPCTL_METRICS_ADDRESS]"),
         click.option("--liveness-path", default="/healthz", show_default=True, callback=_path,
                      envvar="DDPCTL_LIVENESS_PATH", metavar="PATH",
                      help="Liveness endpoint: 200 and JSON while the process serves ('' turns it "

@@ -165,11 +165,6 @@ class DDPServer:
     def addresses(self) -> list[tuple[str, int]]:
         return [s.address[:2] for s in self._servers[:self._main_servers]]
 
-    @property
-    def metrics_addresses(self) -> list[tuple[str, int]]:
-        """The ``--metrics-address`` listeners' addresses."""
-        return [s.address[:2] for s in self._servers[self._main_servers:]]
-
     def _url(self, host: str, port: int) -> str:
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
