@@ -9,6 +9,7 @@ import threading
 import urllib.error
 import urllib.request
 
+import psycopg2
 import pytest
 from conftest import eventually, wait_for
 from prometheus_client.parser import text_string_to_metric_families
@@ -189,6 +190,33 @@ def test_readiness_is_false_while_the_dispatchers_listen_connection_is_killed(st
     samples = scrape(server.url + "/metrics")
     assert value(samples, "ddpctl_dispatcher_reconnects_total") >= 1
     assert value(samples, "ddpctl_ready") == 1
+
+
+def test_readiness_is_false_while_the_dispatcher_is_behind(start_server, live_database_url):
+    """A read of the changelog that cannot finish (an exclusive lock on it, as a long
+    migration would take) leaves the dispatcher behind: past --ready-max-lag the node is
+    not ready; /metrics and /readyz still answer at once; ready again once it catches up."""
+    server = start_server("--ready-max-lag", "1")
+    url = server.url + "/readyz"
+    scrape(server.url + "/metrics")  # the changelog's size is read in the background from now on
+    locker = psycopg2.connect(live_database_url)
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE ddpctl_change IN ACCESS EXCLUSIVE MODE")
+        status, _, body = eventually(lambda: (lambda r: r if r[0] == 503 else None)(get(url)))
+        answer = json.loads(body)
+        assert answer["dispatcher"]["connected"] is True and answer["dispatcher"]["lag_seconds"] > 1
+        assert "behind the changelog" in answer["problems"][0]
+        samples = scrape(server.url + "/metrics")
+        assert value(samples, "ddpctl_dispatcher_lag_seconds") > 1 and value(samples, "ddpctl_ready") == 0
+    finally:
+        locker.rollback()
+        locker.close()
+    eventually(lambda: get(url)[0] == 200)
+    samples = eventually(lambda: (lambda s: s if value(s, "ddpctl_changelog_bytes") > 0 else None)(
+        scrape(server.url + "/metrics")))
+    assert value(samples, "ddpctl_dispatcher_lag_seconds") < 1
+    assert value(samples, "ddpctl_changelog_head_position") >= value(samples, "ddpctl_dispatcher_position")
 
 
 def test_metrics_address_and_no_metrics(start_server):

@@ -10,7 +10,8 @@ at each scrape :meth:`Metrics.update` reads them, and the server's state (connec
 subscriptions, observers, buffered bytes, database lanes, dispatcher), into the
 ``prometheus_client`` metrics.  Method and publication-start histograms are observed per
 call.  The changelog's size is read from PostgreSQL at most every
-:data:`CHANGELOG_EVERY` seconds (one catalog query on the system lane).
+:data:`CHANGELOG_EVERY` seconds (one query on the system lane, in the background: a scrape
+never waits on the database).
 
 ``serve --workers N``: the kernel hands a scrape to any one worker (``SO_REUSEPORT``), so
 each worker must be able to answer for all of them.  ddpctl uses ``prometheus_client``'s
@@ -129,6 +130,7 @@ class Metrics:
         self._last: dict[Any, float] = {}
         self._seen: dict[str, set[tuple[str, ...]]] = {}
         self._changelog_at = -CHANGELOG_EVERY
+        self._changelog_reader: gevent.Greenlet | None = None
         self._sampler: gevent.Greenlet | None = None
         timings.append(self)
 
@@ -193,9 +195,14 @@ class Metrics:
         seen.update(values)
 
     def _update_changelog(self) -> None:
-        if time.monotonic() - self._changelog_at < CHANGELOG_EVERY:
+        """Read the changelog's size in the background (a scrape never waits on the
+        database: a lock on the table must not hang it); the values of the last read."""
+        if time.monotonic() - self._changelog_at < CHANGELOG_EVERY or self._changelog_reader is not None:
             return
         self._changelog_at = time.monotonic()
+        self._changelog_reader = gevent.spawn(self._read_changelog)
+
+    def _read_changelog(self) -> None:
         try:
             head, size, rows = self.server.system_db.run(_changelog_size)
         except Exception as exc:  # the database may be away: the dispatcher's metrics say so
@@ -203,6 +210,8 @@ class Metrics:
                         str(exc).strip())
             self._changelog_at = -CHANGELOG_EVERY
             return
+        finally:
+            self._changelog_reader = None
         g = self._gauges
         g["changelog_head_position"].labels(*self.labels).set(head)
         g["changelog_bytes"].labels(*self.labels).set(size)
@@ -217,8 +226,9 @@ class Metrics:
             self._sampler = gevent.spawn(self._sample)
 
     def stop(self) -> None:
-        if self._sampler is not None:
-            self._sampler.kill(block=False)
+        for greenlet in (self._sampler, self._changelog_reader):
+            if greenlet is not None:
+                greenlet.kill(block=False)
         if self in timings:
             timings.remove(self)
 
