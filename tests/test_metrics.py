@@ -5,6 +5,8 @@ readiness is watched while the dispatcher's LISTEN backend is killed with
 ``pg_terminate_backend``, as a failover or an idle-connection reaper would.
 """
 import json
+import os
+import signal
 import threading
 import urllib.error
 import urllib.request
@@ -246,7 +248,10 @@ def test_workers_are_nodes_and_any_worker_answers_for_all(start_server):
         nodes = {dict(ls)["node"] for (n, ls) in samples if n == "ddpctl_node_info"}
         return samples if len(nodes) == 2 else None
 
-    eventually(both, timeout=30)
+    samples = eventually(both, timeout=30)
+    info = [dict(ls) for (n, ls) in samples if n == "ddpctl_node_info"]
+    worker_pids = {int(labels["pid"]) for labels in info}
+    assert len(worker_pids) == 2 and server.process.pid not in worker_pids  # the workers, not the parent
     clients = [DDPClient(server.ws_url) for _ in range(4)]
     try:
         for client in clients:
@@ -261,6 +266,20 @@ def test_workers_are_nodes_and_any_worker_answers_for_all(start_server):
     finally:
         for client in clients:
             client.close()
+    # A worker that dies is restarted as a new node; the dead one's series are gone.
+    dead = next(labels for labels in info if int(labels["pid"]) != server.process.pid)
+    os.kill(int(dead["pid"]), signal.SIGKILL)
+
+    def replaced():
+        try:
+            samples = scrape(url)
+        except OSError:  # a connection the kernel had queued on the dead worker's socket is reset
+            return None
+        nodes = {dict(ls)["node"] for (n, ls) in samples if n == "ddpctl_node_info"}
+        return samples if len(nodes) == 2 and dead["node"] not in nodes else None
+
+    samples = eventually(replaced, timeout=30)
+    assert not [n for (n, ls) in samples if dict(ls).get("node") == dead["node"]]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_EVERY = 1.0  # seconds between a worker's updates in multiprocess mode
 CHANGELOG_EVERY = 10.0  # seconds between reads of the changelog's size
 _NODE = ("node", "hostname")
+_INFO = "1 for each node: its id, host, pid and ddpctl version."
 StartResponse = Callable[..., Any]
 
 # counter name -> (node_stats key, help)
@@ -79,9 +80,13 @@ class Metrics:
         r = self.registry
         mode = {"multiprocess_mode": "livesum"}
         self.labels = (server.node.id or "", socket.gethostname())
-        self._info = Gauge("ddpctl_node_info", "1 for each node: its id, host, pid and ddpctl version.",
-                           [*_NODE, "pid", "version"], registry=r, **mode)
-        self._info.labels(*self.labels, str(os.getpid()), __version__).set(1)
+        if multiprocess:  # the merge adds "pid" itself (and drops any of ours, in other modes)
+            self._info = Gauge("ddpctl_node_info", _INFO, [*_NODE, "version"], registry=r,
+                               multiprocess_mode="liveall")
+            self._info.labels(*self.labels, __version__).set(1)
+        else:
+            self._info = Gauge("ddpctl_node_info", _INFO, [*_NODE, "pid", "version"], registry=r)
+            self._info.labels(*self.labels, str(os.getpid()), __version__).set(1)
         g = {name: Gauge(f"ddpctl_{name}", text, _NODE, registry=r, **mode) for name, text in (
             ("subscriptions", "Running subscriptions (universal ones included)."),
             ("observers", "Live observers (one per distinct publication, params and user cohort)."),
