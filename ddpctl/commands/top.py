@@ -91,24 +91,30 @@ def _live(interval: float, timeout: float, top: int) -> None:
     conn = None
     previous: Snapshot | None = None
     view = dashboard(None, Snapshot())
-    with Keyboard() as keys, Live(console=console, screen=True, auto_refresh=False) as live:
-        while True:
-            started = time.monotonic()
-            error = None
-            try:
-                if conn is None:
-                    conn = raw_connection("ddpctl-top")
-                with conn.cursor() as cursor:
-                    current = take_snapshot(cursor, timeout)
-                view, previous = dashboard(previous, current, top), current
-            except (psycopg2.Error, DatabaseError) as exc:  # keep going: the database may come back
-                error = f"database error: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-                if conn is not None:
-                    conn.close()
-                conn = None
-            live.update(render(view, interval, error), refresh=True)
-            while (left := started + interval - time.monotonic()) > 0:
-                if any(key in "qQ" for key in keys.wait(left)):
+    try:
+        with Keyboard() as keys, Live(console=console, screen=True, auto_refresh=False) as live:
+            while True:
+                started = time.monotonic()
+                error = None
+                try:
+                    if conn is None:
+                        conn = raw_connection("ddpctl-top")
+                    with conn.cursor() as cursor:
+                        current = take_snapshot(cursor, timeout)
+                    view, previous = dashboard(previous, current, top), current
+                except (psycopg2.Error, DatabaseError) as exc:  # keep going: the database may come back
+                    text = str(exc).strip()
+                    error = f"database error: {text.splitlines()[0] if text else repr(exc)}"
                     if conn is not None:
                         conn.close()
-                    return
+                    conn = None
+                live.update(render(view, interval, error), refresh=True)
+                while True:  # the keys pressed meanwhile, at least once even if the nodes were slow
+                    left = started + interval - time.monotonic()
+                    if any(key in "qQ" for key in keys.wait(max(0.0, left))):
+                        return
+                    if left <= 0:
+                        break
+    finally:
+        if conn is not None:
+            conn.close()
