@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -280,6 +281,26 @@ def test_workers_are_nodes_and_any_worker_answers_for_all(start_server):
 
     samples = eventually(replaced, timeout=30)
     assert not [n for (n, ls) in samples if dict(ls).get("node") == dead["node"]]
+
+
+def worker_pids(url):
+    """The pids of the nodes a scrape lists."""
+    return {int(dict(ls)["pid"]) for (n, ls) in scrape(url) if n == "ddpctl_node_info"}
+
+
+def test_sigterm_while_a_dead_worker_waits_to_restart_stops_everything(start_server):
+    """SIGTERM within the restart delay of a worker that died: no worker is started after
+    it (it would never hear the signal), the parent exits 0, nothing is left running."""
+    server = start_server("--workers", "2")
+    url = server.url + "/metrics"
+    pids = eventually(lambda: (lambda p: p if len(p) == 2 else None)(worker_pids(url)), timeout=30)
+    os.kill(pids.pop(), signal.SIGKILL)
+    time.sleep(0.3)  # the parent has seen it die and waits a second to restart it
+    assert server.stop(timeout=15) == 0
+    survivor = pids.pop()
+    eventually(lambda: not os.path.exists(f"/proc/{survivor}"), timeout=5)
+    output = server.output()
+    assert "restarting it" in output and output.count(" started (pid ") == 2  # none after the signal
 
 
 @pytest.mark.parametrize("args, message", [

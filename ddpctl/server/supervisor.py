@@ -83,7 +83,8 @@ def run_workers(count: int, serve_one: Callable[[], None],
                     continue
                 logger.error("worker %d (pid %d) exited with %d; restarting it", number, pid, code)
                 gevent.sleep(_RESTART_DELAY)
-                spawn(number)
+                if not stopping:  # a signal during the delay: no new worker it would miss
+                    spawn(number)
     finally:
         for handler in handlers:
             handler.cancel()
