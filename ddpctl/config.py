@@ -104,6 +104,15 @@ class ServeConfig:
     forwarded_count: int = 0
     trusted_proxies: list[str] = field(default_factory=list)
     forwarded_header: str = "x-forwarded"  # or "forwarded" (RFC 7239): which family they write
+    # Observability (ddpctl.server.health, ddpctl.server.metrics): paths on the main
+    # listeners ("" turns one off), the readiness limit, and Prometheus metrics.
+    liveness_path: str = "/healthz"
+    readiness_path: str = "/readyz"
+    ready_max_lag: float = 10.0  # seconds the dispatcher may be behind and the node still ready
+    metrics: bool = True
+    metrics_path: str = "/metrics"
+    metrics_address: tuple[str, int] | None = None  # a listener of their own (then not on the main ones)
+    metrics_multiprocess: bool = False  # serve --workers N: prometheus_client's multiprocess mode
 
     @property
     def scheme(self) -> str:

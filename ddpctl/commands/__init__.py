@@ -13,6 +13,7 @@ from .replay import replay
 from .serve import serve
 from .subs import subs
 from .tail import tail
+from .top import top
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,6 +29,7 @@ def cli() -> None:
     \b
     Operating it, on every node at once:
       ddpctl subs ls / conns ls / nodes ls    who is connected and subscribed
+      ddpctl top                              live dashboard of every node
       ddpctl tail                             changes as they are committed
       ddpctl replay --since 10m               send past changes again
 
@@ -40,5 +42,5 @@ def cli() -> None:
     """
 
 
-for command in (serve, migrate, subs, conns, nodes, tail, replay, changelog, meteor):
+for command in (serve, migrate, subs, conns, nodes, top, tail, replay, changelog, meteor):
     cli.add_command(command)

@@ -17,6 +17,14 @@ from ..log import LEVELS, configure_logging
 from .byte_size import ByteSize
 from .django_setup import django_options, setup_django
 from .option_settings import apply_settings, setting_problems
+from .observability import (
+    OBSERVABILITY_OPTIONS,
+    apply_observability,
+    metrics_listener,
+    multiprocess_metrics,
+    observability_options,
+    observability_rows,
+)
 from .seconds import Seconds
 
 logger = logging.getLogger(__name__)
@@ -255,6 +263,7 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
               show_default=True, envvar="DDPCTL_FORWARDED_HEADER",
               help="Which headers the trusted proxies write: X-Forwarded-For/-Proto/-Host (as Meteor reads) "
                    "or RFC 7239 Forwarded.  The other family is ignored.  [env: DDPCTL_FORWARDED_HEADER]")
+@observability_options
 @click.option("--legacy-server-id", is_flag=True, envvar="DDPCTL_LEGACY_SERVER_ID",
               help='Greet every socket with {"server_id":"0"} like Meteor <= 2.2 '
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
@@ -298,7 +307,9 @@ def serve(ctx: click.Context, **options: Any) -> None:
         options.pop(name)
     if options["db_connections"] is None:
         options["db_connections"] = DEFAULT_DB_CONNECTIONS
+    observability = {name: options.pop(name) for name in OBSERVABILITY_OPTIONS}
     config = ServeConfig(**options)
+    metrics_address = apply_observability(config, observability)
     ssl_context = None
     if config.ssl_certfile:
         from ..server.runner import load_ssl_context
@@ -317,6 +328,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
         sockets = bind_sockets(config.listen, reuse_port=workers > 1)
     except OSError as exc:
         raise click.ClickException(str(exc.strerror or exc)) from None
+    metrics_sockets = metrics_listener(metrics_address, reuse_port=workers > 1)
     if workers > 1:
         from ..server.supervisor import run_workers
 
@@ -326,10 +338,13 @@ def serve(ctx: click.Context, **options: Any) -> None:
                        "fallbacks and load balancers')", workers)
         _banner(config, [s.getsockname()[:2] for s in sockets], workers)
         addresses = [s.getsockname()[:2] for s in sockets]  # with the real port if 0 was asked
-        code = run_workers(workers, lambda: DDPServer(
-            config, bind_sockets(addresses, reuse_port=True), ssl_context).serve())
+        metrics_addresses = [s.getsockname()[:2] for s in metrics_sockets]
+        with multiprocess_metrics(config) as on_exit:
+            code = run_workers(workers, lambda: DDPServer(
+                config, bind_sockets(addresses, reuse_port=True), ssl_context,
+                bind_sockets(metrics_addresses, reuse_port=True)).serve(), on_exit=on_exit)
         sys.exit(code)
-    server = DDPServer(config, sockets, ssl_context)
+    server = DDPServer(config, sockets, ssl_context, metrics_sockets)
     _banner(config, server.addresses, 1)
     server.serve()
 
@@ -397,6 +412,7 @@ def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int)
         table.add_row("DDP", f"{ws}://{shown}:{port}/websocket  ·  SockJS {config.scheme}://{shown}:{port}/sockjs")
         table.add_row("Django", f"{config.scheme}://{shown}:{port}/")
     table.add_row("settings", str(config.settings))
+    observability_rows(table, config, addresses)
     bundle = config.meteor_bundle
     if bundle is not None:
         table.add_row("Meteor", f"{bundle.directory} ({', '.join(bundle.programs)}; {bundle.meteor_release})"

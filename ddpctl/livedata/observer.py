@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
@@ -304,6 +305,13 @@ class Observer:
         self._queried_at = 0.0  # time.monotonic() when the first query began
         self.failed = False
         self.tables: set[str] = set().union(*(c.tables for c in cursors)) if cursors else set()
+        # the publication's name: the key's first item (:mod:`.sharing`)
+        self.publication = str(key[0] if isinstance(key, tuple) and key else key)
+
+    @property
+    def documents(self) -> int:
+        """How many documents the observer holds, over all its querysets."""
+        return sum(len(cursor.docs) for cursor in self.cursors)
 
     @property
     def alone(self) -> str | None:
@@ -474,7 +482,9 @@ class Observer:
         if not ordered:
             return
         ordered.sort(key=lambda item: item[0])
-        for sub in list(self.subscribers):
+        subscribers = list(self.subscribers)
+        self._registry.messages_sent[self.publication] += len(ordered) * len(subscribers)  # per batch
+        for sub in subscribers:
             for _, message in ordered:
                 sub.send(message)
 
@@ -513,6 +523,9 @@ def _import_snapshot(snapshot: str) -> None:
 class ObserverRegistry:
     def __init__(self) -> None:
         self._observers: dict[Hashable, Observer] = {}
+        # publication name -> messages its observers handed their subscribers (one count per
+        # batch and observer), for ``ddpctl top`` and the metrics (:mod:`ddpctl.server.stats`)
+        self.messages_sent: Counter[str] = Counter()
 
     def get_or_create(self, key: Hashable, make_cursors: Callable[[], list[Cursor]]) -> tuple[Observer, bool]:
         observer = self._observers.get(key)

@@ -72,6 +72,7 @@ from ..registry import ConnectionEntry, SubscriptionEntry
 from ..session_login import session_login_enabled, session_login_listeners, session_user_id
 from . import sockjs
 from .memory import release_free_memory
+from .stats import counters, method_done, publication_started
 from .websocket import MESSAGE_TOO_BIG, ConnectionClosed, WebSocket
 
 if TYPE_CHECKING:
@@ -352,6 +353,7 @@ class DDPConnection:
         self._read_available()
 
     def _open(self) -> None:
+        counters.connections_opened += 1
         self.transport.open()
         if self.config.legacy_server_id:
             self._queue_text('{"server_id":"0"}')
@@ -465,6 +467,7 @@ class DDPConnection:
                 self._finish()
 
     def _handle_texts(self, texts: list[str | bytes]) -> None:
+        counters.messages_received += len(texts)
         for i, text in enumerate(texts):
             # A SockJS frame may carry any number of messages: each one waits for room
             # in the inbox, and the reader yields now and then, so one client's frame
@@ -593,17 +596,20 @@ class DDPConnection:
 
     def _run_method(self, call: MethodCall) -> None:
         invocation = MethodInvocation(call.name, self.handle, call.random_seed, self.user_id)
+        started = time.monotonic()
         try:
             result = self.server.db.run(methods.invoke, call.name, call.params, invocation)
         except MeteorError as exc:
             self._write_fence()
             self._send_all(self.session.method_failed(call, exc))
+            method_done(call.name, exc, time.monotonic() - started)
             return
         finally:
             if invocation.user_changed:
                 self._change_user(invocation.user_id)
         self._write_fence()
         self._send_all(self.session.method_returned(call, result))  # 500 if not EJSON
+        method_done(call.name, None, time.monotonic() - started)
 
     def _write_fence(self) -> None:
         """Before ``updated``: the data of the method's writes must be on its way."""
@@ -647,7 +653,9 @@ class DDPConnection:
     def _start_subscription(self, start: SubscriptionStart) -> None:
         sub = Subscription(self, start.id, start.name, start.params, self.handle, self.user_id)
         self._subs[start.id] = sub
+        started = time.monotonic()
         self.server.db.run(publications.start, sub)
+        publication_started(start.name, time.monotonic() - started)
 
     # SubscriptionSink: a publication's output goes through this session's mergebox.
 
@@ -767,6 +775,7 @@ class DDPConnection:
         self._send_all(self.session.subscription_ready(sub_id))
 
     def sub_failed(self, sub_id: str, error: MeteorError) -> None:
+        counters.publication_errors += 1
         self._subs.pop(sub_id, None)
         self._send_all(self.session.subscription_failed(sub_id, error))
 
@@ -775,6 +784,16 @@ class DDPConnection:
         self._send_all(self.session.subscription_stopped(sub_id))
 
     # -- the registry and operator commands ---------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes waiting to be written to this client (queued, being written, or held
+        behind a new subscription's documents)."""
+        return self._buffered + self._held
+
+    def subscriptions(self) -> Iterable[Subscription]:
+        """This connection's running subscriptions (universal ones included)."""
+        return self._subs.values()
 
     def registry_entries(self) -> tuple[ConnectionEntry, list[SubscriptionEntry]] | None:
         """This connection and its subscriptions as ``ddpctl conns/subs ls`` show them."""
@@ -951,6 +970,8 @@ class DDPConnection:
                 self._wake_writer()
                 return
             self._buffered = max(0, self._buffered - size)
+            counters.messages_sent += len(texts)  # once per write, not per message
+            counters.bytes_sent += size
             if left:
                 if not self._buffered:
                     self._pending_since = time.monotonic()
@@ -972,6 +993,7 @@ class DDPConnection:
         logger.warning("closing connection %s (%s): %s (%d bytes buffered, limit %d)",
                        self.handle.id, self.handle.client_address, reason, self._buffered + self._held,
                        self.config.send_buffer_limit)
+        counters.slow_clients_closed += 1
         self._closing = True
         self._drop_buffers()
         self._close_queued = False
@@ -1036,6 +1058,8 @@ class DDPConnection:
             batch.append(item)
             size += _size_of(item)
         self._in_flight = size
+        sent = 0  # messages written; with their bytes, counted once per batch
+        other = 0  # bytes of the batch that are not messages (a close frame, a direct write's rest)
         try:
             texts: list[str] = []
             for item in batch:
@@ -1047,19 +1071,26 @@ class DDPConnection:
                     continue
                 if texts:
                     self.transport.send(texts)
+                    sent += len(texts)
                     texts = []
                 if isinstance(item, _CloseRequest):
+                    other += item.size
                     self._outbox.clear()
                     self.transport.close(item.code, item.reason)
                     return True
                 if isinstance(item, _Flush):
+                    other += item.size  # counted by the direct write that left it
                     self.transport.flush()  # type: ignore[attr-defined]
                     continue
                 self.transport.send_heartbeat()
             if texts:
                 self.transport.send(texts)
+                sent += len(texts)
             return False
         finally:
+            if sent:
+                counters.messages_sent += sent
+                counters.bytes_sent += max(0, size - other)
             self._in_flight = 0
             self._buffered = max(0, self._buffered - size)
             if self._buffered < self._low_water:

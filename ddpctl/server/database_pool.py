@@ -74,6 +74,11 @@ class DatabasePool:
     def idle(self) -> int:
         return len(self._idle)
 
+    @property
+    def waiting(self) -> int:
+        """Greenlets waiting for a connection (all ``size`` are leased)."""
+        return self._slots.linkcount()
+
     # -- leases -------------------------------------------------------------------------
 
     @contextlib.contextmanager

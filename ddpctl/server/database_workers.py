@@ -32,6 +32,7 @@ class DatabaseWorkers:
     def __init__(self, size: int) -> None:
         self.size = size
         self._queue: Queue = Queue()
+        self.busy = 0  # workers running a job now
         self._workers = [gevent.spawn(self._work) for _ in range(size)]
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -39,6 +40,11 @@ class DatabaseWorkers:
         result: AsyncResult = AsyncResult()
         self._queue.put((fn, args, result))
         return result.get()
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a free worker."""
+        return self._queue.qsize()
 
     def _work(self) -> None:
         from django.db import close_old_connections, connections
@@ -56,11 +62,14 @@ class DatabaseWorkers:
                     # (SELECT 1): so at most once per interval, not before every job.
                     close_old_connections()
                     checked_at = time.monotonic()
+                self.busy += 1
                 try:
                     result.set(fn(*args))
                 except BaseException as exc:  # handed to the waiting greenlet, which re-raises
                     result.set_exception(exc)
                     checked_at = -CHECK_INTERVAL  # check the connection before the next job
+                finally:
+                    self.busy -= 1
         finally:
             connections.close_all()
 

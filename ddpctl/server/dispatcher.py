@@ -92,6 +92,11 @@ class Dispatcher:
         self.ready = Event()  # set once the reader has its position: then connections may come
         self.batches = 0
         self.changes = 0
+        self.reconnects = 0  # times the LISTEN connection was lost (and reconnected, or retrying)
+        # Lag (lag()): 0 while idle on a live connection (no NOTIFY: nothing committed);
+        # else seconds since _seen_until, the moment up to which every commit was dispatched.
+        self._idle = False
+        self._seen_until = time.monotonic()
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -101,6 +106,20 @@ class Dispatcher:
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=2)
         self._close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the LISTEN connection is up (False from its loss until it reconnects)."""
+        return self._conn is not None
+
+    def lag(self, now: float | None = None) -> float:
+        """Seconds the dispatcher is behind the newest commit, at most: 0 while it waits on a
+        live LISTEN connection (every commit sends a NOTIFY, so nothing is pending), else the
+        time since the last moment up to which every commit had been handed to the observers
+        (it is reading or dispatching a batch, catching up, or disconnected)."""
+        if self._idle and self._conn is not None:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self._seen_until)
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until changes committed before now have reached the sessions."""
@@ -124,6 +143,9 @@ class Dispatcher:
                 delay = 0.1
                 self._loop()
             except Exception as exc:  # psycopg2's, Django's (from observers) or socket errors
+                self._idle = False
+                if self._conn is not None:
+                    self.reconnects += 1
                 self._close()
                 logger.warning("change dispatcher: %s: %s; reconnecting in %.1f s", type(exc).__name__,
                                str(exc).strip(), delay, exc_info=logger.isEnabledFor(logging.DEBUG))
@@ -164,7 +186,12 @@ class Dispatcher:
                 # conn.notifies, its bytes consumed: waiting for the socket would miss it
                 # until the poll timer, a second late.)
                 waiter = gevent.spawn(wait_read, conn.fileno())
-                gevent.wait([waiter, self._wake], timeout=POLL_INTERVAL, count=1)
+                self._idle = True
+                try:
+                    gevent.wait([waiter, self._wake], timeout=POLL_INTERVAL, count=1)
+                finally:
+                    self._idle = False
+                self._seen_until = time.monotonic()  # no NOTIFY came before now: all was dispatched
                 if not waiter.dead:
                     waiter.kill()
                 elif waiter.exception is not None:
@@ -202,6 +229,7 @@ class Dispatcher:
                     raise
                 cur.execute("ROLLBACK")  # ends the read-only transaction, and the export
             if len(rows) < self.reader.batch_size:
+                self._seen_until = taken_at  # what committed before the read is dispatched
                 return
 
     def _dispatch(self, rows: list[ChangeRow], snapshot: str | None = None, taken_at: float = 0.0) -> None:

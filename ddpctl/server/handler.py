@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .hosts import HostPolicy
     from .runner import DDPServer
 
-__all__ = ["DDPHandler", "Router", "upgrade_headers", "websocket_route"]
+__all__ = ["DDPHandler", "EndpointsApp", "Router", "upgrade_headers", "websocket_route"]
 
 logger = logging.getLogger(__name__)
 _RAW_PATHS = {"/websocket", "/websocket/", "/sockjs/websocket", "/sockjs/websocket/"}
@@ -133,9 +133,15 @@ class Router:
         self.static_prefix = ""
         self.app: Callable[..., Iterable[bytes]] = self.django  # a Meteor bundle's layer goes in front
         self.sockjs: Callable[..., Iterable[bytes]] | None = None  # sockjs_http.SockJSApp
+        # Exact paths answered first, before the Host check (probes use IP addresses): the
+        # health endpoints and /metrics (health.py, metrics.py).
+        self.endpoints: dict[str, Callable[..., Iterable[bytes]]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        endpoint = self.endpoints.get(path)
+        if endpoint is not None:
+            return endpoint(environ, start_response)
         if self._proxies is not None:
             self._proxies.apply(environ)  # trusted proxies: REMOTE_ADDR, wsgi.url_scheme (forwarded.py)
         if self._hosts is not None and not self._hosts.allows(environ):
@@ -174,6 +180,19 @@ class Router:
         if isinstance(response, FileWrapper):
             return response
         return _LeasedIterable(response, self._database)
+
+
+class EndpointsApp:
+    """The WSGI application of a ``--metrics-address`` listener: its endpoints, else 404."""
+
+    def __init__(self, endpoints: dict[str, Callable[..., Iterable[bytes]]]) -> None:
+        self.endpoints = endpoints
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        endpoint = self.endpoints.get(environ.get("PATH_INFO", ""))
+        if endpoint is None:
+            return _plain(start_response, "404 Not Found", b"Not found\n")
+        return endpoint(environ, start_response)
 
 
 class _LeasedIterable:

@@ -29,6 +29,8 @@ from ..ddp.random import random_id
 from ..livedata import changelog
 from ..livedata.collection import collections
 from ..registry import WRITE_NOW, NodeInfo, RegistryWriter, purge_stale_nodes
+from ..registry import NodeInfo, RegistryWriter, purge_stale_nodes
+from .stats import node_stats
 
 if TYPE_CHECKING:
     from .runner import DDPServer
@@ -45,18 +47,19 @@ class NodeAgent:
         self.server = server
         self.heartbeat = heartbeat
         self.writer: RegistryWriter | None = None
+        self.node_id = random_id(8)  # known from the start: metrics label their series with it
         self._since: datetime.datetime | None = None
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._last_prune = -PRUNE_EVERY
 
     @property
-    def id(self) -> str | None:
-        return self.writer.node.id if self.writer else None
+    def id(self) -> str:
+        return self.node_id
 
     def start(self, addresses: list[str]) -> None:
         info = NodeInfo(
-            id=random_id(8),
+            id=self.node_id,
             host=socket.gethostname(),
             pid=os.getpid(),
             addresses=addresses,
@@ -166,6 +169,8 @@ class NodeAgent:
             return self._replay(args["changes"], bool(args.get("dry_run")))
         if kind == WRITE_NOW:  # `ddpctl subs/conns ls`: the current state, not the last heartbeat's
             return self._beat()
+        if kind == "stats":
+            return node_stats(self.server)  # ddpctl top
         raise ValueError(f"unknown command {kind!r}")
 
     def _close_connection(self, connection_id: str) -> dict[str, Any]:

@@ -39,12 +39,14 @@ from .database_workers import DatabaseWorkers
 from .dispatcher import Dispatcher
 from .django_static import static_files_app
 from .forwarded import ProxyPolicy
-from .handler import DDPHandler, Router
+from .handler import DDPHandler, EndpointsApp, Router
+from .health import health_endpoints
 from .hosts import HostPolicy
 from .http import HTTPLimits, HTTPServer
 from .node import NodeAgent
 from .open_files import raise_open_file_limit
 from .sockjs_http import SockJSApp
+from .stats import LogCounter
 
 if TYPE_CHECKING:
     from ..config import ServeConfig
@@ -93,12 +95,14 @@ class DDPServer:
     backlog = 2048
 
     def __init__(self, config: ServeConfig, sockets: list[socket.socket],
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 metrics_sockets: list[socket.socket] | None = None) -> None:
         from django.core.wsgi import get_wsgi_application
         from django.db import connections
 
         raise_open_file_limit()
         self.config = config
+        self.started_at = time.monotonic()
         self.connections: set[DDPConnection] = set()
         self.draining = False
         self.db = DatabasePool(config.db_connections)
@@ -138,11 +142,28 @@ class DDPServer:
             server = HTTPServer(sock, app, limits, connection_class=DDPHandler, ssl_context=ssl_context)
             server.ddp_server = self
             self._servers.append(server)
+        # Observability: health endpoints and Prometheus metrics (health.py, metrics.py),
+        # answered before Django, on the main listeners and/or a metrics listener of their own.
+        LogCounter.install()
+        endpoints = health_endpoints(self)
+        self.metrics = None
+        if config.metrics:
+            from .metrics import Metrics
+
+            self.metrics = Metrics(self, multiprocess=config.metrics_multiprocess)
+            endpoints[config.metrics_path] = self.metrics.app
+        # With --metrics-address, metrics are served only there; health on both.
+        app.endpoints = {path: endpoint for path, endpoint in endpoints.items()
+                         if not (metrics_sockets and self.metrics and endpoint == self.metrics.app)}
+        self._main_servers = len(self._servers)  # then the metrics listeners
+        for sock in metrics_sockets or ():
+            self._servers.append(HTTPServer(sock, EndpointsApp(endpoints), limits))
+        self._sockets = [*sockets, *(metrics_sockets or ())]
         self._stop = Event()
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        return [s.address[:2] for s in self._servers]
+        return [s.address[:2] for s in self._servers[:self._main_servers]]
 
     def _url(self, host: str, port: int) -> str:
         if host in ("0.0.0.0", "::"):
@@ -176,6 +197,8 @@ class DDPServer:
             for server in self._servers:
                 server.start()
             collector.tune()  # start-up objects frozen, fewer young collections (collector.py)
+            if self.metrics is not None:
+                self.metrics.start()
             self.node.start([self._url(host, port) for host, port in self.addresses])
             self._stop.wait()
         finally:
@@ -218,6 +241,8 @@ class DDPServer:
         for server in self._servers:
             server.stop(timeout=0.5)
         self.node.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.meteor is not None:
             self.meteor.stop()
         self.dispatcher.stop()

@@ -22,8 +22,10 @@ logger = logging.getLogger(__name__)
 _RESTART_DELAY = 1.0
 
 
-def run_workers(count: int, serve_one: Callable[[], None]) -> int:
-    """Run ``serve_one`` in ``count`` forked processes until a signal stops them all."""
+def run_workers(count: int, serve_one: Callable[[], None],
+                on_exit: Callable[[int], None] | None = None) -> int:
+    """Run ``serve_one`` in ``count`` forked processes until a signal stops them all;
+    ``on_exit(pid)`` after each worker exits (the metrics forget its files)."""
     stopping = False
     children: dict[int, int] = {}  # pid -> worker number
 
@@ -69,6 +71,11 @@ def run_workers(count: int, serve_one: Callable[[], None]) -> int:
                 number = children.pop(pid, None)
                 if number is None:
                     continue
+                if on_exit is not None:
+                    try:
+                        on_exit(pid)
+                    except Exception:
+                        logger.exception("cleaning up after worker %d (pid %d) failed", number, pid)
                 code = os.waitstatus_to_exitcode(status)
                 if stopping:
                     if code != 0:
@@ -76,7 +83,8 @@ def run_workers(count: int, serve_one: Callable[[], None]) -> int:
                     continue
                 logger.error("worker %d (pid %d) exited with %d; restarting it", number, pid, code)
                 gevent.sleep(_RESTART_DELAY)
-                spawn(number)
+                if not stopping:  # a signal during the delay: no new worker it would miss
+                    spawn(number)
     finally:
         for handler in handlers:
             handler.cancel()
