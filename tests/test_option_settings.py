@@ -37,6 +37,11 @@ MULTIPLE = {  # values of the options taking lists, by metavar
     "ADDR|CIDR": [["10.0.0.0/8"], ["192.168.0.1", "2001:db8::/32"], ["127.0.0.1"]],
 }
 
+SINGLE = {  # values of other options checked by a callback, by metavar
+    "PATH": ["/one", "/two/", "/three/3"],  # URL paths (--metrics-path, --liveness-path, ...)
+    "HOST:PORT": ["127.0.0.1:9101", ":9102", "[::1]:9103"],  # --metrics-address
+}
+
 
 def test_every_option_but_the_bootstrap_ones_has_a_setting():
     names = {p.name for p in serve.params if isinstance(p, click.Option) and not p.hidden}
@@ -68,6 +73,8 @@ def _values(option: click.Option, files: list[str]) -> list[tuple[list[str], str
                 ([option.opts[0], str(3 << 20)], str(3 << 20), 3 << 20)]
     if isinstance(kind, click.Path):
         return [([option.opts[0], f], f, f) for f in files]
+    if option.metavar in SINGLE:
+        return [([option.opts[0], v], v, v) for v in SINGLE[option.metavar]]
     return [([option.opts[0], f"https://{n}.test/"], f"https://{n}.test/", f"https://{n}.test/")
             for n in ("one", "two", "three")]
 
