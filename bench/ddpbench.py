@@ -214,11 +214,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def initial_subscription(server, author, docs: int, repeat: int = 1) -> list[tuple[str, str, str]]:
+def initial_subscription(server, author, docs: int, repeat: int = 1,
+                         profile: str | None = None) -> list[tuple[str, str, str]]:
     """One client subscribes to ``AllBooks`` holding ``docs`` books (created as needed),
     ``repeat`` times one after the other (each a new observer: the last subscriber's left):
     docs/s from the ``sub`` to its ``ready`` (connect included), each run and the median,
-    and the server's CPU time per document (less sensitive to other load on the machine)."""
+    and the server's CPU time per document (less sensitive to other load on the machine).
+    With ``profile``, one py-spy profile of the server over all the runs."""
     from bookstore.models import Book
 
     missing = docs - Book.objects.count()
@@ -228,6 +230,7 @@ def initial_subscription(server, author, docs: int, repeat: int = 1) -> list[tup
     print(f"[{time.strftime('%H:%M:%S')}] initial subscription: server pid {pid}, "
           f"{Book.objects.count():,} books", file=sys.stderr, flush=True)
     rates, costs, client_costs = [], [], []
+    spy = Profile(profile, pid, f"initial-{docs}")
     for _ in range(max(1, repeat)):
         cpu = cpu_seconds(pid)
         gen = LoadGen(server.port, 1, "AllBooks")
@@ -239,6 +242,7 @@ def initial_subscription(server, author, docs: int, repeat: int = 1) -> list[tup
         costs.append(cpu / docs * 1e6)
         print(f"[{time.strftime('%H:%M:%S')}] initial subscription: {docs / ready:,.0f} docs/s "
               f"(ready after {ready * 1000:.0f} ms; server CPU {cpu * 1000:.0f} ms)", file=sys.stderr, flush=True)
+    spy.stop()
     median = sorted(rates)[len(rates) // 2]
     cost = sorted(costs)[len(costs) // 2]
     runs = f"; runs {', '.join(f'{r:,.0f}' for r in rates)}" if len(rates) > 1 else ""
@@ -360,7 +364,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, metavar="N",
                         help="latency, fan-out: N clients (default 1,000; --quick 200); idle-memory: N held")
     parser.add_argument("--profile", metavar="DIR",
-                        help="latency, fan-out: record a py-spy profile of the server per cell into DIR")
+                        help="latency, fan-out, initial: record a py-spy profile of the server per cell into DIR")
     parser.add_argument("--shared-database", action="store_true",
                         help="distinct: use the benchmark's PostgreSQL server, not a private cluster")
     parser.add_argument("--top-statements", type=int, default=0, metavar="N",
@@ -399,7 +403,7 @@ def main() -> None:
 
     with LiveServer(SERVER_ARGS) as server:
         if args.only == "initial":
-            rows.extend(initial_subscription(server, author, args.initial_docs or docs, args.repeat))
+            rows.extend(initial_subscription(server, author, args.initial_docs or docs, args.repeat, args.profile))
             return report(rows, args.quick)
         if args.only == "open-transaction":
             rows.append(open_transaction_latency(server.port, book, fan_clients, seconds, import_rows))
@@ -441,7 +445,7 @@ def main() -> None:
         rows.append(("slow consumer: server RSS growth, 20 KiB docs", peak, note))
 
         # 4. initial subscription
-        rows.extend(initial_subscription(server, author, docs, args.repeat))
+        rows.extend(initial_subscription(server, author, docs, args.repeat, args.profile))
 
         # 5. memory per idle connection
         rows.append(idle_memory_cell(server, idle))

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.db import connections, models
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Model, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.files import FieldFile, FileDescriptor, ImageFieldFile
@@ -105,8 +106,7 @@ class Collection:
         for start in range(0, len(values), self.READ_CHUNK):
             chunk = values[start:start + self.READ_CHUNK]
             if pk.column:  # not a CompositePrimaryKey
-                chunk = keys_in(chunk, [pk.get_db_prep_value(value, connection) for value in chunk],
-                                pk, connection)
+                chunk = keys_in(chunk, prepared_keys(pk, chunk, connection), pk, connection)
             rows = self.model._base_manager.using(using).filter(pk__in=chunk)
             docs.update(self.documents(self.prepare(rows)))
         return docs
@@ -294,7 +294,7 @@ class _RowReader:
         prepared: dict[models.Field, list[Any]] = {}
         for name, related, lookup, source, key_field in self.many:
             if key_field not in prepared:
-                prepared[key_field] = [key_field.get_db_prep_value(key, connection) for key in keys]
+                prepared[key_field] = prepared_keys(key_field, keys, connection)
             matched = prepared[key_field]
             column = f"_ddpctl_source_{source.attname}"
             queryset = related._default_manager.db_manager(using).get_queryset()
@@ -306,9 +306,13 @@ class _RowReader:
                 queryset = queryset.extra(select=selected, order_by=["_ddpctl_join_key"])
             else:
                 queryset = queryset.extra(select=selected)
+            pairs = list(queryset.values_list(column, "pk"))
+            # the join table's key prepared as its field does (a foreign key: as its target)
+            source_keys = prepared_keys(key_field if type(source).get_db_prep_value is _FK_PREP else source,
+                                        [source_key for source_key, _ in pairs], connection)
             found: dict[Any, list[str]] = {}
-            for source_key, related_pk in queryset.values_list(column, "pk"):
-                found.setdefault(source.get_db_prep_value(source_key, connection), []).append(str(related_pk))
+            for source_key, (_, related_pk) in zip(source_keys, pairs, strict=True):
+                found.setdefault(source_key, []).append(str(related_pk))
             for key, (_, fields) in zip(matched, keyed, strict=True):
                 fields[name] = found.get(key, [])
 
@@ -318,14 +322,49 @@ def keys_in(keys: list[Any], prepared: list[Any], field: models.Field, connectio
     their ``get_db_prep_value``): one array parameter cast to the field's column type
     (``IN (SELECT unnest(%s::integer[]))``) when the database values are all ``int``, all
     ``str`` or all ``UUID``, else ``keys`` as they are.  For 10,000 keys, Django's own
-    ``__in`` list spends about 0.3 s preparing and compiling a placeholder per key; the
-    array is one parameter, which psycopg2 writes out in C."""
+    ``__in`` list spends about 0.3 s preparing and compiling a placeholder per key.  The
+    array goes as the text of an array literal (``'{1,2,3}'``, :func:`array_literal`): one
+    string parameter, which PostgreSQL reads about 3x faster than an ``ARRAY[...]`` of
+    10,000 constants and psycopg2 quotes in one pass (a list parameter takes it 20-30 ms
+    per 10,000 integers, adapting each)."""
     kind = type(prepared[0]) if prepared else None
     column_type = field.db_type(connection)
     if (kind not in (int, str, uuid.UUID) or not column_type
             or any(type(value) is not kind for value in prepared)):
         return keys
-    return RawSQL(f"SELECT unnest(%s::{column_type}[])", (prepared,), output_field=field)
+    return RawSQL(f"SELECT unnest(%s::{column_type}[])", (array_literal(prepared),), output_field=field)
+
+
+def array_literal(values: list[int] | list[str] | list[uuid.UUID]) -> str:
+    """PostgreSQL's text of a one-dimensional array of ``values`` (all ``int``, all ``str``
+    or all ``UUID``): ``[1, 2]`` -> ``'{1,2}'``, ``['a', 'b"c']`` -> ``'{"a","b\\"c"}'`` (each
+    string double-quoted, ``"`` and ``\\`` escaped with a backslash, so ``NULL``, commas,
+    braces and spaces stay text)."""
+    if values and type(values[0]) is str:
+        return "{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+_FK_PREP = models.ForeignKey.get_db_prep_value  # the target field's get_db_prep_value
+_STOCK_INTEGER_PREP = {models.IntegerField.get_db_prep_value, models.AutoField.get_db_prep_value}
+
+
+def prepared_keys(field: models.Field, keys: list[Any], connection: Any) -> list[Any]:
+    """``[field.get_db_prep_value(key, connection) for key in keys]``, without the calls
+    when they would return each key as it is: keys all exactly ``int`` for one of Django's
+    own integer fields (``AutoField``, ``IntegerField`` and their kinds, neither
+    ``get_prep_value`` nor ``get_db_prep_value`` overridden, the backend's integer
+    adaptation the default), whose ``int(key)`` is the key: about 1.5 µs per key saved."""
+    kind, ops = type(field), type(connection.ops)
+    if (isinstance(field, (models.IntegerField, models.AutoField))
+            and kind.get_db_prep_value in _STOCK_INTEGER_PREP
+            and kind.get_prep_value is models.IntegerField.get_prep_value
+            and ops.validate_autopk_value is BaseDatabaseOperations.validate_autopk_value
+            and ops.adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
+            and all(type(key) is int for key in keys)):
+        return list(keys)
+    prep = field.get_db_prep_value
+    return [prep(key, connection) for key in keys]
 
 
 def _to_python(field: models.Field, text: str) -> Any:

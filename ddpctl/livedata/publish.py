@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from ..ddp.errors import MeteorError, internal_server_error
+from ..ddp.messages import added_text
 from ..invocation import ConnectionHandle, call_user_code
 from ..values import to_ddp_value
 
@@ -97,12 +98,7 @@ class AddedTexts:
         entry = self._texts.get(doc_id)
         if entry is not None and entry[0] is fields:
             return entry[1]
-        from ..ddp.messages import stringify
-
-        msg: dict[str, Any] = {"msg": "added", "collection": self.collection, "id": doc_id}
-        if fields:
-            msg["fields"] = fields
-        text = stringify(msg)
+        text = added_text(self.collection, doc_id, fields)
         self._texts[doc_id] = (fields, text)
         return text
 
