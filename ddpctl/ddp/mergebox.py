@@ -152,13 +152,17 @@ class SessionView:
         self._sole = sole
 
     def _hold(self, handle: str, collection: str, doc_id: str) -> None:
+        self._held_ids(handle, collection).add(doc_id)
+
+    def _held_ids(self, handle: str, collection: str) -> set[str]:
+        """The ids of ``collection`` that ``handle`` publishes (made empty if none)."""
         held = self._held.get(handle)
         if held is None:
             held = self._held[handle] = {}
         ids = held.get(collection)
         if ids is None:
             ids = held[collection] = set()
-        ids.add(doc_id)
+        return ids
 
     def _merged(self, docs: dict[str, _DocumentView | _SoleDocument], doc_id: str) -> _DocumentView | None:
         """The document with precedence lists (turned into that form if it was sole)."""
@@ -211,12 +215,7 @@ class SessionView:
         the messages :meth:`added` returns (a document another subscription holds already)."""
         if not self._sole:
             return [self.added(handle, collection, doc_id, fields, owned=True) for doc_id, fields in docs]
-        held = self._held.get(handle)
-        if held is None:
-            held = self._held[handle] = {}
-        ids = held.get(collection)
-        if ids is None:
-            ids = held[collection] = set()
+        ids = self._held_ids(handle, collection)
         view = self._collections.get(collection)
         if view is None:
             view = self._collections[collection] = {}
