@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -236,7 +236,7 @@ class _RowReader:
         # many-to-many: (document field, related model, lookup to this model, join table's
         # key of this model, this model's field it holds), as Django's forward manager has them
         self.many = []
-        self._readers: dict[tuple[int, ...], Callable[[Iterable[tuple]], tuple[dict, list, list]]] = {}
+        self._readers: dict[tuple[int, ...], Callable[..., dict[str, dict[str, Any]]]] = {}
         for field in collection.many:
             source = field.remote_field.through._meta.get_field(field.m2m_field_name())
             self.many.append((f"{field.name}_ids", field.remote_field.model, field.related_query_name(),
@@ -262,23 +262,29 @@ class _RowReader:
         read = self._readers.get(layout)
         if read is None:
             read = self._readers[layout] = self._row_function(layout)
-        docs, keys, documents = read(compiler.results_iter(compiler.execute_sql()))
-        if self.many and keys:
-            self._add_many(keys, documents, queryset.db)
-        return docs
+        rows = compiler.results_iter(compiler.execute_sql())
+        if not self.many:
+            return read(rows)
+        # Each many-to-many field's ids first (they need every key), then each document
+        # written whole, in one pass: not a second pass adding a field to every dict.
+        rows = list(rows)
+        key = layout[0]
+        return read(rows, *self._many_ids([row[key] for row in rows], queryset.db))
 
-    def _row_function(self, layout: tuple[int, ...]) -> Callable[[Iterable[tuple]], tuple[dict, list, list]]:
+    def _row_function(self, layout: tuple[int, ...]) -> Callable[..., dict[str, dict[str, Any]]]:
         """A function of the rows, for columns at ``layout`` (the key's, then those of
-        :attr:`attnames`), giving ``({document id: fields}, [primary key], [fields])``: one
-        loop with a variable per column and the fields written as one dict display, compiled
-        once per layout (as :mod:`dataclasses` writes ``__init__``): about half the time of
-        a loop over the fields per row.  Each value is what :meth:`Collection.serialize`
-        makes of it: as it is when it is a ``str``, ``int``, ``bool``, ``float`` or None
-        (a file field's empty name: None), else ``to_ddp_value``'s; a foreign key's ``str``."""
-        lines = ["def read(rows):",
-                 "    docs = {}", "    keys = []", "    documents = []",
-                 "    key_append = keys.append", "    doc_append = documents.append",
-                 "    for row in rows:",
+        :attr:`attnames`), and of each many-to-many field's ids per row
+        (:meth:`_many_ids`), giving ``{document id: fields}``: one loop with a variable per
+        column and the fields written as one dict display, compiled once per layout (as
+        :mod:`dataclasses` writes ``__init__``): about half the time of a loop over the
+        fields per row.  Each value is what :meth:`Collection.serialize` makes of it: as it
+        is when it is a ``str``, ``int``, ``bool``, ``float`` or None (a file field's empty
+        name: None), else ``to_ddp_value``'s; a foreign key's ``str``."""
+        many = [f"m{n}" for n in range(len(self.many))]
+        lines = [f"def read({', '.join(['rows', *many])}):",
+                 "    docs = {}",
+                 f"    for {', '.join(['row', *(f'i{n}' for n in range(len(many)))])} in "
+                 + (f"zip(rows, {', '.join(many)}, strict=True):" if many else "rows:"),
                  f"        key = row[{layout[0]}]"]
         names: dict[str, Any] = {"PLAIN": _PLAIN, "convert": to_ddp_value, "doc_id": self.collection.doc_id}
         entries = []
@@ -295,27 +301,29 @@ class _RowReader:
         for n, ((name, _), i) in enumerate(zip(self.foreign, foreign_at, strict=True)):
             lines.append(f"        f{n} = row[{i}]")
             entries.append(f"{name!r}: None if f{n} is None else str(f{n})")
+        entries += [f"{name!r}: i{n}" for n, (name, *_) in enumerate(self.many)]
         same_ids = type(self.collection).doc_id is Collection.doc_id  # str(pk): never a tuple here
-        lines += ["        fields = {" + ", ".join(entries) + "}",
-                  f"        docs[{'str(key)' if same_ids else 'doc_id(key)'}] = fields",
-                  "        key_append(key)", "        doc_append(fields)",
-                  "    return docs, keys, documents"]
+        lines += [f"        docs[{'str(key)' if same_ids else 'doc_id(key)'}] = {{{', '.join(entries)}}}",
+                  "    return docs"]
         exec("\n".join(lines), names)  # the names are the model's fields, written as repr() literals
         return names["read"]
 
-    def _add_many(self, keys: list[Any], documents: list[dict[str, Any]], using: str) -> None:
-        """Each document's ``<name>_ids`` (``documents``: the fields of each row, whose
-        primary key is at the same place in ``keys``): one
-        statement per field for all the rows, the one ``prefetch_related`` runs (Django's
+    def _many_ids(self, keys: list[Any], using: str) -> list[list[list[str]]]:
+        """Per many-to-many field, each row's ``<name>_ids`` (``keys``: the rows' primary
+        keys, in order): one statement per field for all the rows, the one
+        ``prefetch_related`` runs (Django's
         forward many-to-many manager, ``get_prefetch_querysets``): the related model's
         default manager, filtered on the join, in its order, with the join table's key of
         this model selected; matched on both sides' ``get_db_prep_value`` as there.  When
         the related model has no order of its own (the prefetch's order is then whatever the
         plan gives), the ids come in the join table's key order, the order they were added."""
+        if not keys:
+            return [[] for _ in self.many]
         connection = connections[using]
         quote = connection.ops.quote_name
         prepared: dict[models.Field, list[Any]] = {}
-        for name, related, lookup, source, key_field in self.many:
+        out = []
+        for _name, related, lookup, source, key_field in self.many:
             if key_field not in prepared:
                 prepared[key_field] = prepared_keys(key_field, keys, connection)
             matched = prepared[key_field]
@@ -336,8 +344,8 @@ class _RowReader:
             found: dict[Any, list[str]] = {}
             for source_key, (_, related_pk) in zip(source_keys, pairs, strict=True):
                 found.setdefault(source_key, []).append(str(related_pk))
-            for key, fields in zip(matched, documents, strict=True):
-                fields[name] = found.get(key, [])
+            out.append([found.get(key, []) for key in matched])
+        return out
 
 
 def keys_in(keys: list[Any], prepared: list[Any], field: models.Field, connection: Any) -> list[Any] | RawSQL:
