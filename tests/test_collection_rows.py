@@ -188,3 +188,74 @@ def test_read_by_keys_and_the_books_of_the_benchmark():
     # Genre has no ordering: the ids come in the order they were added, every time
     assert [collection.read(keys)[doc_id]["genres_ids"] for doc_id in read] == [
         [str(g.pk) for g in reversed(genres[:i % 4])] for i in range(5)]
+
+
+# Text PostgreSQL's array input treats specially: quotes, backslashes, braces, commas,
+# blanks, NULL, and any character at all (but NUL, which text cannot hold).
+ARRAY_TEXT = st.one_of(st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]),
+                               max_size=8),
+                       st.sampled_from(["NULL", "null", "", " ", '"', "\\", "{}", "a,b", "{", "}", " x "]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.lists(ARRAY_TEXT, max_size=6), st.lists(st.integers(-(2 ** 63), 2 ** 63 - 1), max_size=6),
+                 st.lists(st.uuids(), max_size=4)))
+def test_an_array_literal_reads_back_as_the_same_keys(keys):
+    """``keys_in``'s one parameter: PostgreSQL reads the literal back as exactly ``keys``."""
+    from ddpctl.livedata.collection import array_literal
+
+    column_type = ("bigint" if keys and type(keys[0]) is int else
+                   "uuid" if keys and isinstance(keys[0], uuid.UUID) else "text")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT %s::{column_type}[]", [array_literal(keys)])
+        assert cursor.fetchone()[0] == keys
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.integers(-(2 ** 31), 2 ** 31 - 1), st.booleans(), st.text("0123-", max_size=3)),
+                max_size=5))
+def test_prepared_keys_are_get_db_prep_value_s(keys):
+    """Django's integer fields' ``get_db_prep_value`` skipped only where it gives each key back."""
+    from django.db import models
+
+    from ddpctl.livedata.collection import prepared_keys
+
+    class Odd(models.IntegerField):
+        def get_prep_value(self, value):
+            return super().get_prep_value(value) * 2
+
+    for field in (Book._meta.pk, Book._meta.get_field("pages"), models.BigIntegerField(),
+                  models.SmallAutoField(primary_key=True), Odd(), models.CharField(), models.UUIDField()):
+        try:
+            expected = [field.get_db_prep_value(key, connection) for key in keys]
+        except Exception as exc:  # a key the field refuses: refused the same way
+            with pytest.raises(type(exc)):
+                prepared_keys(field, keys, connection)
+            continue
+        got = prepared_keys(field, keys, connection)
+        assert [(type(v), v) for v in got] == [(type(v), v) for v in expected]
+
+
+def test_a_collection_s_own_document_ids_and_file_fields_on_the_fast_path():
+    """The compiled row reader calls an overridden ``doc_id``, and a file field's empty name
+    is None, as ``serialize`` has them."""
+    author = Author.objects.create(name="A", email="a@example.com")
+    Book.objects.create(title="one", author=author, pages=3)
+
+    class Prefixed(Collection, register=False):
+        model = Book
+
+        @staticmethod
+        def doc_id(pk):
+            return f"book-{pk}"
+
+    prefixed = Prefixed()
+    assert prefixed.row_reader is not None
+    docs = assert_same_documents(prefixed, Book.objects.all())
+    assert list(docs) == [f"book-{pk}" for pk in Book.objects.values_list("pk", flat=True)]
+    insert_everything({"big": 1, "file": ""})
+    insert_everything({"big": 2, "file": "a/b.txt"})
+    everything = collections.for_model(Everything)
+    docs = assert_same_documents(everything, Everything.objects.order_by("big"))
+    files = [d["file"] for d in docs.values()]
+    assert files == [None, "a/b.txt"]

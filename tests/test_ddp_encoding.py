@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ddpctl.ddp.ejson import add_type
-from ddpctl.ddp.messages import EncodeError, _json_text, _wire_form, parse, stringify
+from ddpctl.ddp.messages import EncodeError, _json_text, _wire_form, added_text, parse, stringify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,3 +142,45 @@ def test_added_texts_are_stringify_s_and_shared_while_a_document_is_unchanged(do
         texts.text(f"gone{i}", {})
     texts.prune(current)  # what is no longer held is forgotten
     assert set(texts._texts) <= set(current)
+
+
+class Label(str):
+    pass
+
+
+class Count(enum.IntEnum):
+    ONE = 1
+
+
+# A row's values, mostly of the types added_text writes itself, and every kind that it
+# must leave to stringify: non-finite floats, subclasses, integers beyond 64 bits, lone
+# surrogates, keys that read back as EJSON types, nested dicts, dates, bytes, UUIDs, enums.
+ROW_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2 ** 63), max_value=2 ** 64 - 1), FLOATS, texts,
+    st.lists(st.one_of(st.none(), st.booleans(), st.integers(), texts, FLOATS), max_size=3),
+    st.sampled_from([Label("x"), Count.ONE, 2 ** 64, -(2 ** 63) - 1, "a\ud800", uuid.UUID(int=7), Colour.RED,
+                     b"\x00", [[1]], [Label("y")], (1, "t"), {"$date": 1}, {"k": [1]}]),
+    values,
+)
+ROW_FIELDS = st.dictionaries(st.one_of(texts, st.sampled_from(["$date", "$escape", "$type", "$value"])),
+                             ROW_VALUE, max_size=4)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ROW_FIELDS, texts, texts)
+@example({"$date": 5}, "c", "1")
+@example({"$type": "oid", "$value": "x"}, "c", "1")
+@example({"n": math.nan, "i": -math.inf, "z": -0.0, "f": 1e-7}, "c", "1")
+@example({"l": [1, "a", None, True], "e": []}, "bookstore.book", "10")
+def test_added_text_is_stringify_s_text_exactly(fields, collection, doc_id):
+    """``added_text`` (one orjson call for a document in its own wire form) writes the very
+    text ``stringify`` writes for the ``added`` message, character for character, and
+    fails where it fails."""
+    msg = {"msg": "added", "collection": collection, "id": doc_id, **({"fields": fields} if fields else {})}
+    try:
+        expected = stringify(msg)
+    except EncodeError:
+        with pytest.raises(EncodeError):
+            added_text(collection, doc_id, fields)
+        return
+    assert added_text(collection, doc_id, fields) == expected

@@ -2,7 +2,8 @@
 observer already diffed let through as they are) against Meteor's precedence lists
 (``SessionView(sole=False)``): for any interleaving of ``added``/``changed``/``removed`` and
 unsubscriptions from 1-3 overlapping subscriptions, both give the same messages, and the
-client that applies them sees what the view says, after every step."""
+client that applies them sees what the view says, after every step.  A welcome (a new
+subscriber's documents, ``added_many``) is one of the steps."""
 import math
 
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ FIELDS = st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=4)
 # (kind, handle, document, fields, cleared): kinds "publish" (added, or a diffed changed if
 # the subscription holds the document), "remove", "unsub", "raw" (a low-level publication's
 # changed(): not diffed, values may equal what the client has).
-OPS = st.lists(st.tuples(st.sampled_from(["publish", "publish", "remove", "unsub", "raw"]),
+OPS = st.lists(st.tuples(st.sampled_from(["publish", "publish", "remove", "unsub", "raw", "welcome"]),
                          st.sampled_from(HANDLES), st.sampled_from(DOCS), FIELDS,
                          st.lists(st.sampled_from(KEYS), max_size=2, unique=True)),
                max_size=40)
@@ -86,6 +87,17 @@ def test_sole_owner_path_matches_precedence_lists(ops):
             if out_fast is None:
                 out_fast = [_message("removed", collection, doc_id)]
             out_ref = reference.removed(handle, collection, doc_id)
+        elif kind == "welcome":  # the documents it does not hold yet, in one batch
+            batch = [(c, d) for c, d in DOCS if c == collection and (c, d) not in mine]
+            if not batch:
+                continue
+            outs = fast.added_many(handle, collection, [(d, fields) for _, d in batch])
+            assert len(outs) == len(batch)
+            out_fast, out_ref = [], []
+            for (_, d), out in zip(batch, outs, strict=True):
+                mine[(collection, d)] = fields  # one dict for all: the view must not change it
+                out_fast += [_message("added", collection, d, fields)] if out is None else out
+                out_ref += reference.added(handle, collection, d, fields)
         elif kind == "raw":
             if key not in mine:
                 continue
@@ -120,6 +132,21 @@ def test_sole_owner_path_matches_precedence_lists(ops):
         assert _same(_flat(fast), _flat(reference))
         for handle_ in HANDLES:
             assert fast.held(handle_) == reference.held(handle_)
+
+
+def test_a_welcome_keeps_the_observers_fields_and_merges_what_is_held_already():
+    view = SessionView()
+    assert view.added("B", "books", "2", {"title": "b"}) == [
+        {"msg": "added", "collection": "books", "id": "2", "fields": {"title": "b"}}]
+    one, two = {"title": "a"}, {"title": "c", "year": 1}
+    outs = view.added_many("A", "books", [("1", one), ("2", two), ("3", {"_id": "3", "year": 2})])
+    assert outs[0] is None  # new to the view: sent as given, the very dict kept
+    assert outs[1] == [{"msg": "changed", "collection": "books", "id": "2", "fields": {"year": 1}}]
+    assert outs[2] == [{"msg": "added", "collection": "books", "id": "3", "fields": {"year": 2}}]
+    assert view.held("A") == {"books": 3}
+    assert view.apply_diffed("A", "changed", "books", "1", {"title": "x"}) is None
+    assert one == {"title": "a"}  # copied before its first change
+    assert view.document("books", "1") == {"title": "x"}
 
 
 def test_a_diffed_message_for_a_sole_document_is_forwarded_as_given():

@@ -232,6 +232,63 @@ def test_login_re_running_subscriptions_sends_a_large_difference(server, sql, cl
     assert len(added) == 12_000 and sorted(replies) == ["result", "updated"]
 
 
+def apply_strictly(view, msg):
+    """Apply a data message to a client's ``{(collection, id): fields}`` as a DDP client
+    must be able to: ``added`` only for a document it lacks, the rest for one it has."""
+    key = (msg["collection"], msg["id"])
+    if msg["msg"] == "added":
+        assert key not in view, msg
+        view[key] = dict(msg.get("fields", {}))
+    elif msg["msg"] == "changed":
+        assert key in view, msg
+        view[key].update(msg.get("fields", {}))
+        for name in msg.get("cleared", ()):
+            view[key].pop(name, None)
+    else:
+        assert msg["msg"] == "removed" and key in view, msg
+        del view[key]
+
+
+def test_a_welcome_merges_with_what_the_session_holds_and_an_unsub_takes_back_what_it_sent(
+        server, sql, clean, truncate_after):
+    """A welcome of 6,000 books and 2 authors (many chunks of the mergebox, many queue items) into a
+    session that holds half of them through another subscription: only the other half is
+    added; the client ends with the table.  A subscription ended as soon as it is made
+    removes exactly what it added, nothing it did not."""
+    first, second = make_author(sql, "a@example.com"), make_author(sql, "b@example.com")
+    make_books(sql, first, 3000)
+    make_books(sql, second, 3000)
+    table = {str(book_id): (title, author) for book_id, title, author
+             in sql("SELECT id, title, author_id FROM bookstore_book", fetch=True)}
+    client = RawDDP(server.port)
+    try:
+        view = {(c, i): f for c, docs in subscribe(client, "BooksByAuthorEmail", "a@example.com").items()
+                for i, f in docs.items()}
+        assert len(view) == 3001
+        client.send({"msg": "sub", "id": "all", "name": "AllBooks", "params": []})
+        added = 0
+        while (msg := client.recv())["msg"] != "ready":
+            assert msg["msg"] == "added", msg  # the held half: same fields, nothing to send
+            apply_strictly(view, msg)
+            added += 1
+        assert added == 3001  # the other author's books, and that author
+        books = {i: (f["title"], int(f["author_id"])) for (c, i), f in view.items() if c == BOOKS}
+        assert books == table
+    finally:
+        client.close()
+    client = RawDDP(server.port)
+    try:
+        view = {}
+        client.send({"msg": "sub", "id": "gone", "name": "AllBooks", "params": []})
+        client.send({"msg": "unsub", "id": "gone"})
+        while (msg := client.recv())["msg"] != "nosub":
+            if msg["msg"] != "ready":
+                apply_strictly(view, msg)
+        assert view == {}
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_changes_during_a_paced_initial_subscription_follow_it_in_order(server, sql, clean, truncate_after,
                                                                         seed):

@@ -152,13 +152,17 @@ class SessionView:
         self._sole = sole
 
     def _hold(self, handle: str, collection: str, doc_id: str) -> None:
+        self._held_ids(handle, collection).add(doc_id)
+
+    def _held_ids(self, handle: str, collection: str) -> set[str]:
+        """The ids of ``collection`` that ``handle`` publishes (made empty if none)."""
         held = self._held.get(handle)
         if held is None:
             held = self._held[handle] = {}
         ids = held.get(collection)
         if ids is None:
             ids = held[collection] = set()
-        ids.add(doc_id)
+        return ids
 
     def _merged(self, docs: dict[str, _DocumentView | _SoleDocument], doc_id: str) -> _DocumentView | None:
         """The document with precedence lists (turned into that form if it was sole)."""
@@ -200,6 +204,30 @@ class SessionView:
                 msg["fields"] = changes
             return [msg]
         return _changed(collection, doc_id, changes, cleared)
+
+    def added_many(self, handle: str, collection: str,
+                   docs: list[tuple[str, Mapping[str, Any]]]) -> list[list[Message] | None]:
+        """``added`` of each of ``docs`` (``(id, fields)``, in order) whose ``fields`` nobody
+        changes any more (an observer's documents, for a new subscriber): per document,
+        ``None`` when the client gets exactly ``{"msg": "added", ..., "fields": fields}`` --
+        the document is new to this view and becomes ``handle``'s alone, its ``fields``
+        kept as they are, not compared or copied (:meth:`apply_diffed`'s ``added``) -- else
+        the messages :meth:`added` returns (a document another subscription holds already)."""
+        if not self._sole:
+            return [self.added(handle, collection, doc_id, fields, owned=True) for doc_id, fields in docs]
+        ids = self._held_ids(handle, collection)
+        view = self._collections.get(collection)
+        if view is None:
+            view = self._collections[collection] = {}
+        out: list[list[Message] | None] = []
+        for doc_id, fields in docs:
+            if doc_id not in view and type(fields) is dict and "_id" not in fields:
+                view[doc_id] = _SoleDocument(handle, fields, False)
+                ids.add(doc_id)
+                out.append(None)
+            else:
+                out.append(self.added(handle, collection, doc_id, fields, owned=True))
+        return out
 
     def changed(self, handle: str, collection: str, doc_id: str,
                 fields: Mapping[str, Any] | None = None, cleared: Iterable[str] = ()) -> list[Message]:

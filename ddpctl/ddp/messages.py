@@ -13,13 +13,14 @@ import json
 import math
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from .ejson import MAX_DEPTH, EJSONError, from_json_value, to_json_value
+from .ejson import MAX_DEPTH, EJSONError, _matches_builtin, from_json_value, to_json_value
 
-__all__ = ["ParseError", "EncodeError", "parse", "stringify", "encoded_size", "EJSON_FIELDS"]
+__all__ = ["ParseError", "EncodeError", "parse", "stringify", "added_text", "encoded_size", "EJSON_FIELDS"]
 
 EJSON_FIELDS = ("fields", "params", "result")
 
@@ -156,6 +157,49 @@ def stringify(msg: dict[str, Any]) -> str:
         return _json_text(out)
     except (TypeError, ValueError, RecursionError) as exc:
         raise EncodeError(f"cannot encode a {msg.get('msg')!r} message: {exc}") from exc
+
+
+_NATIVE = frozenset({str, int, bool, type(None)})  # exact types to_json_value returns as they are
+
+
+def _native_fields(fields: dict[str, Any]) -> bool:
+    """True if ``fields`` is its own EJSON wire form, which orjson writes as :func:`stringify`
+    does: values of exactly str, int, bool, None, a finite float or a list of the first
+    four; not a dict that reads back as an EJSON type (``{"$date": 1}``: escaped)."""
+    for value in fields.values():
+        kind = type(value)
+        if kind in _NATIVE:
+            continue
+        if kind is list:
+            if value and not set(map(type, value)) <= _NATIVE:
+                return False
+            continue
+        if kind is float and value - value == 0.0:  # not NaN or +-inf (EJSON $InfNaN)
+            continue
+        return False
+    return len(fields) > 2 or not _matches_builtin(fields)
+
+
+def added_text(collection: str, doc_id: str, fields: Mapping[str, Any]) -> str:
+    """``stringify({"msg": "added", "collection": collection, "id": doc_id, "fields": fields})``
+    (no ``fields`` when empty), the same text, with one orjson call and no wire-form copy when
+    ``fields`` is a dict that is its own wire form (strings, numbers, booleans, null, lists
+    of those: a typical row; :func:`_native_fields`); else through :func:`stringify`.
+    Raises ``EncodeError`` like it."""
+    if (type(fields) is dict and fields and type(collection) is str and type(doc_id) is str
+            and _native_fields(fields)):
+        try:
+            return _dumps({"msg": "added", "collection": collection, "id": doc_id, "fields": fields},
+                          option=_ORJSON_OPTIONS).decode()
+        except TypeError:  # integers beyond 64 bits, lone surrogates, non-str keys: stringify decides
+            pass
+    msg: dict[str, Any] = {"msg": "added", "collection": collection, "id": doc_id}
+    if fields:
+        msg["fields"] = fields
+    return stringify(msg)
+
+
+_dumps = orjson.dumps
 
 
 def _json_text(out: dict[str, Any]) -> str:

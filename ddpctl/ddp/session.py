@@ -318,6 +318,15 @@ class Session:
             return []
         return self.view.added(_sub_handle(sub_id), collection, doc_id, fields)
 
+    def subscription_added_many(self, sub_id: str, collection: str,
+                                docs: list[tuple[str, Mapping[str, Any]]]) -> list[list[Message] | None]:
+        """:meth:`SessionView.added_many` for a subscription's documents (fields that never
+        change any more): per document ``None`` if the client gets it whole as given, else
+        the messages to send (none for a subscription that is gone)."""
+        if sub_id not in self.subscriptions:
+            return [[] for _ in docs]
+        return self.view.added_many(_sub_handle(sub_id), collection, docs)
+
     def subscription_changed(self, sub_id: str, collection: str, doc_id: str,
                              fields: Mapping[str, Any] | None = None,
                              cleared: Iterable[str] = ()) -> list[Message]:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from ..ddp.errors import MeteorError, internal_server_error
+from ..ddp.messages import added_text
 from ..invocation import ConnectionHandle, call_user_code
 from ..values import to_ddp_value
 
@@ -84,34 +85,34 @@ class AddedTexts:
     same object (observers replace, never change, a document's fields dict); it costs about
     the size of the text per document, freed with the observer."""
 
-    __slots__ = ("collection", "_texts")
+    __slots__ = ("collection", "_texts", "_of")
 
     def __init__(self, collection: str) -> None:
         self.collection = collection
-        self._texts: dict[str, tuple[Mapping[str, Any], str]] = {}
+        # Two dicts, not a (fields, text) tuple per document: one container fewer for the
+        # garbage collector to walk per document held.
+        self._texts: dict[str, str] = {}
+        self._of: dict[str, Mapping[str, Any]] = {}  # the fields each text was encoded from
 
     def text(self, doc_id: str, fields: Mapping[str, Any]) -> str:
         """``{"msg":"added","collection":...,"id":doc_id,"fields":fields}`` (no ``fields`` when
-        empty), as :func:`~ddpctl.ddp.messages.stringify` writes it; ``EncodeError`` if it
-        cannot be encoded (not kept)."""
-        entry = self._texts.get(doc_id)
-        if entry is not None and entry[0] is fields:
-            return entry[1]
-        from ..ddp.messages import stringify
-
-        msg: dict[str, Any] = {"msg": "added", "collection": self.collection, "id": doc_id}
-        if fields:
-            msg["fields"] = fields
-        text = stringify(msg)
-        self._texts[doc_id] = (fields, text)
+        empty), as :func:`~ddpctl.ddp.messages.stringify` writes it
+        (:func:`~ddpctl.ddp.messages.added_text`); ``EncodeError`` if it cannot be encoded
+        (not kept)."""
+        if self._of.get(doc_id) is fields:
+            return self._texts[doc_id]
+        text = added_text(self.collection, doc_id, fields)
+        self._texts[doc_id] = text
+        self._of[doc_id] = fields
         return text
 
     def prune(self, docs: Mapping[str, Mapping[str, Any]]) -> None:
         """Forget the texts of documents no longer in ``docs`` or changed since, once they
         are as many as the documents (so what is kept stays within twice ``docs``)."""
         if len(self._texts) > 2 * len(docs) + 64:
-            self._texts = {doc_id: entry for doc_id, entry in self._texts.items()
-                           if docs.get(doc_id) is entry[0]}
+            kept = [doc_id for doc_id, fields in self._of.items() if docs.get(doc_id) is fields]
+            self._texts = {doc_id: self._texts[doc_id] for doc_id in kept}
+            self._of = {doc_id: self._of[doc_id] for doc_id in kept}
 
 
 class SharedDocuments(tuple):

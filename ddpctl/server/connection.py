@@ -43,6 +43,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
@@ -92,6 +93,7 @@ _RETIRE = object()  # wakes a parked writer to end it (unless something was queu
 _PAUSE_CHECK = 1.0  # seconds between checks that a paused reader's connection still lives
 _YIELD_EVERY = 64  # messages of one SockJS frame handled before the reader yields
 _WELCOME_BATCH_BYTES = 64 << 10  # a welcome's documents are queued in items of about this size
+_WELCOME_CHUNK = 256  # documents the mergebox takes at a time in a welcome
 
 
 class Transport(Protocol):
@@ -702,37 +704,50 @@ class DDPConnection:
                         texts: AddedTexts | None) -> bool:
         """A welcome's documents of one collection through the mergebox, queued in batches of
         about :data:`_WELCOME_BATCH_BYTES` (one queue operation each, not one per document;
-        a quarter of the high-water mark at most);
-        an ``added`` the mergebox lets through whole takes its text from ``texts``, encoded
-        once for every subscriber of the observer.  False if the subscription or the
-        connection ended meanwhile."""
+        a quarter of the high-water mark at most).  With ``texts`` (an observer's documents,
+        whose fields never change), the mergebox takes them :data:`_WELCOME_CHUNK` at a time
+        without copying (:meth:`~ddpctl.ddp.mergebox.SessionView.added_many`) and an
+        ``added`` it lets through whole takes its text from ``texts``, encoded once for every
+        subscriber of the observer.  False if the subscription or the connection ended
+        meanwhile."""
         if not sub.active or self._close_queued:
             return False
-        added = self.session.subscription_added
         limit = self._welcome_batch
         batch: list[str] = []
         size = 0
-        for doc_id, fields in docs.items():
-            for msg in added(sub.id, name, doc_id, fields):
-                if self._mute_data:
-                    continue  # a user change is re-running subscriptions; the diff follows
-                text = None
-                if texts is not None and msg["msg"] == "added" and len(msg.get("fields", ())) == len(fields):
-                    try:  # the whole document, as the observer holds it
-                        text = texts.text(doc_id, fields)
-                    except EncodeError:
-                        pass  # _encode says why and drops it
-                if text is None:
-                    text = self._encode(msg)
-                    if text is None:
-                        continue
-                batch.append(text)
-                size += utf8_size(text)
-            if size >= limit:
-                self._queue_texts(batch, size)
-                batch, size = [], 0
-                if not sub.active or self._close_queued:
-                    return False
+        items = iter(docs.items())
+        while chunk := list(islice(items, _WELCOME_CHUNK)):
+            if texts is not None:
+                outs = self.session.subscription_added_many(sub.id, name, chunk)
+            else:
+                added = self.session.subscription_added
+                outs = [added(sub.id, name, doc_id, fields) for doc_id, fields in chunk]
+            if self._mute_data:
+                continue  # a user change is re-running subscriptions; the diff follows
+            # What the mergebox took is queued whole (a removal may follow), then the
+            # subscription and the connection are checked.
+            for (doc_id, fields), out in zip(chunk, outs, strict=True):
+                if out is None:  # the whole document, as the observer holds it
+                    try:
+                        text = texts.text(doc_id, fields)  # type: ignore[union-attr]
+                    except EncodeError:  # _encode says why and drops it
+                        text = self._encode({"msg": "added", "collection": name, "id": doc_id,
+                                             "fields": fields})
+                        if text is None:
+                            continue
+                    batch.append(text)
+                    size += utf8_size(text)
+                else:
+                    for msg in out:
+                        text = self._encode(msg)
+                        if text is not None:
+                            batch.append(text)
+                            size += utf8_size(text)
+                if size >= limit:
+                    self._queue_texts(batch, size)
+                    batch, size = [], 0
+            if not sub.active or self._close_queued:
+                break
         if batch:
             self._queue_texts(batch, size)
         return sub.active and not self._close_queued
