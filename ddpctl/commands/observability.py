@@ -11,7 +11,8 @@ import click
 from ..config import ServeConfig, parse_listen
 from .seconds import Seconds
 
-__all__ = ["OBSERVABILITY_OPTIONS", "apply_observability", "metrics_listener", "multiprocess_metrics", "observability_options",
+__all__ = ["OBSERVABILITY_OPTIONS", "apply_observability", "metrics_listener", "multiprocess_metrics",
+           "observability_options",
            "observability_rows"]
 
 _RESERVED = ("/websocket", "/sockjs")

@@ -16,7 +16,6 @@ from ..config import DEFAULT_DB_CONNECTIONS, SYSTEM_CONNECTIONS, ServeConfig, pa
 from ..log import LEVELS, configure_logging
 from .byte_size import ByteSize
 from .django_setup import django_options, setup_django
-from .option_settings import apply_settings, setting_problems
 from .observability import (
     OBSERVABILITY_OPTIONS,
     apply_observability,
@@ -25,6 +24,7 @@ from .observability import (
     observability_options,
     observability_rows,
 )
+from .option_settings import apply_settings, setting_problems
 from .seconds import Seconds
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,6 @@ from ..ddp.random import random_id
 from ..livedata import changelog
 from ..livedata.collection import collections
 from ..registry import WRITE_NOW, NodeInfo, RegistryWriter, purge_stale_nodes
-from ..registry import NodeInfo, RegistryWriter, purge_stale_nodes
 from .stats import node_stats
 
 if TYPE_CHECKING:
