@@ -19,7 +19,7 @@ from ..config import (
     parse_listen,
     parse_size,
 )
-from ..log import LEVELS, configure_logging
+from ..log import FORMATS, LEVELS, configure_logging, log_format_in_use, set_log_format
 from .django_setup import django_options, setup_django
 from .seconds import Seconds
 
@@ -111,6 +111,13 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
                    "[env: DDPCTL_RELOAD]")
 @click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True,
               envvar="DDPCTL_LOG_LEVEL", help="[env: DDPCTL_LOG_LEVEL]")
+@click.option("--log-format", type=click.Choice(FORMATS, case_sensitive=False), default=None,
+              envvar="DDPCTL_LOG_FORMAT",
+              help="text: 'TIME LEVEL LOGGER: MESSAGE' lines; json: one object per line (time, level, "
+                   "logger, message, exception) for log shippers.  Times are ISO 8601 with the UTC "
+                   "offset of the zone the process started in (TZ=UTC for UTC), whatever Django's "
+                   "TIME_ZONE.  Default: the DDPCTL_LOG_FORMAT Django setting, else text.  "
+                   "[env: DDPCTL_LOG_FORMAT]")
 @click.option("--max-frame-size", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
               envvar="DDPCTL_MAX_FRAME_SIZE", metavar="BYTES",
               help="Largest DDP message accepted (a raw WebSocket message, or one message of a SockJS "
@@ -266,6 +273,7 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
                    "(meteorhacks/ddptest needs it).  [env: DDPCTL_LEGACY_SERVER_ID]")
 def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[str, int]],
           ssl_certfile: str | None, ssl_keyfile: str | None, workers: int, reload: bool, log_level: str,
+          log_format: str | None,
           max_frame_size: int, websocket_compression: bool, heartbeat_interval: float,
           heartbeat_timeout: float,
           db_connections: int | None, send_buffer_limit: int, send_timeout: float, receive_queue_size: int,
@@ -290,7 +298,7 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
       DDPCTL_LISTEN=:443 ddpctl serve --ssl-certfile cert.pem --ssl-keyfile key.pem
       ddpctl serve --meteor-bundle ../myapp-build --root-url https://app.example.com/
     """
-    configure_logging(log_level)
+    configure_logging(log_level, log_format or "text")
     if reload:
         _run_with_reloader()
         return
@@ -319,6 +327,8 @@ def serve(settings: str | None, pythonpath: tuple[str, ...], listen: list[tuple[
     elif ssl_keyfile:
         raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
     setup_django(settings, pythonpath)
+    if log_format is None:
+        _log_format_setting()
     config.db_connections = _db_connections(db_connections)
     _configure_rate_limits()
     _check_origins(config)
@@ -356,6 +366,19 @@ def _db_connections(option: int | None) -> int:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     return DEFAULT_DB_CONNECTIONS if setting is None else setting
+
+
+def _log_format_setting() -> None:
+    """The DDPCTL_LOG_FORMAT Django setting, when neither the option nor its env var is given."""
+    from django.conf import settings
+
+    log_format = getattr(settings, "DDPCTL_LOG_FORMAT", None)
+    if log_format is None:
+        return
+    try:
+        set_log_format(str(log_format).lower())
+    except ValueError as exc:
+        raise click.ClickException(f"DDPCTL_LOG_FORMAT setting: {exc}") from None
 
 
 def _configure_rate_limits() -> None:
@@ -432,7 +455,13 @@ def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int)
                              f"publication(s), at most {config.db_connections + SYSTEM_CONNECTIONS + 1} "
                              f"DB connections ({config.db_connections} for user code)"
                              + (f" per worker, {workers} workers" if workers > 1 else ""))
-    console.print(f"[bold]ddpctl {__version__}[/bold] (pid {os.getpid()}) - Ctrl-C or SIGTERM to stop")
+    title = f"ddpctl {__version__} (pid {os.getpid()}) - Ctrl-C or SIGTERM to stop"
+    if log_format_in_use() == "json":  # stderr stays one JSON object per line
+        logger.info("%s", title)
+        for name, value in zip(table.columns[0].cells, table.columns[1].cells, strict=True):
+            logger.info("%s: %s", name, value)
+        return
+    console.print(f"[bold]{title}[/bold]")
     console.print(table)
 
 

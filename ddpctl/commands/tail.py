@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import select
-import signal
 import sys
 import time
 from typing import Any
@@ -123,7 +122,6 @@ def tail(
 
     import psycopg2
 
-    signal.signal(signal.SIGTERM, _interrupt)
     reader: ChangelogReader | None = None
     conn = None
     delay = 0.2
@@ -171,10 +169,6 @@ def tail(
     finally:
         if conn is not None:
             conn.close()
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _start(cursor: Any, since: str | None) -> Any:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import gevent
 
+from ..stop_signals import handle_stop_signals
+
 __all__ = ["run_workers"]
 
 logger = logging.getLogger(__name__)
@@ -45,9 +47,14 @@ def run_workers(count: int, serve_one: Callable[[], None]) -> int:
         if pid == 0:  # the worker
             for handler in handlers:
                 handler.cancel()
+            # Until its server has its own handlers, a stop signal ends the worker cleanly
+            # (the parent forwards SIGTERM to a worker still starting up).
+            handle_stop_signals()
             code = 0
             try:
                 serve_one()
+            except KeyboardInterrupt:
+                logger.info("worker %d stopped while starting up", number)
             except BaseException:
                 logger.exception("worker %d failed", number)
                 code = 1
