@@ -51,12 +51,15 @@ def subs_ls(
     setup_django(settings, pythonpath)
     from django.db import connection
 
+    from ..redaction import redact_params_json
     from ..registry import list_subscriptions
 
     with database_errors(), connection.cursor() as cursor:
         rows = list_subscriptions(
             cursor, node=node, user=user, publication=publication, collection=collection
         )
+    for row in rows:  # (nodes redact them before storing; a node of an older version did not)
+        row["params"] = redact_params_json("publication", row["publication"], row["params"])
     if as_json:
         for row in rows:
             row["params"] = json.loads(row["params"])

@@ -68,6 +68,7 @@ from ..livedata.publish import AddedTexts, Documents, PreparedMessage, Subscript
 from ..methods import methods
 from ..ratelimit import Event as RateLimitEvent
 from ..ratelimit import rate_limit
+from ..redaction import redact_message, redact_params
 from ..registry import ConnectionEntry, SubscriptionEntry
 from ..session_login import session_login_enabled, session_login_listeners, session_user_id
 from . import sockjs
@@ -545,7 +546,7 @@ class DDPConnection:
                     return  # the client is gone: nothing more to answer
                 except Exception:  # a bug: log it and go on with the next message
                     logger.exception("connection %s: internal error processing %.200r",
-                                     self.handle.id, msg if task is None else task)
+                                     self.handle.id, redact_message(msg) if task is None else task)
         finally:
             self._processor = None
 
@@ -790,7 +791,8 @@ class DDPConnection:
             if sub_id in self.session.universal:
                 continue  # listed are the subscriptions the client made
             held = self.session.documents_held(sub_id)
-            params = json.dumps(to_json_value(sub.params), separators=(",", ":"))
+            params = json.dumps(redact_params("publication", sub.name, to_json_value(sub.params)),
+                                separators=(",", ":"))
             subs.append(SubscriptionEntry(
                 self.handle.id, sub_id, sub.name, params, sum(held.values()), sorted(held),
                 datetime.datetime.fromtimestamp(sub.started_at, utc), sub.refresh_mode))
