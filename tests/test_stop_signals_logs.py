@@ -2,7 +2,7 @@
 inherited, and the log has one timestamp format and offset throughout (text or JSON lines)."""
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import logging
 import os
@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import PYTHONPATH_ARGS, SERVER_ARGS, eventually
@@ -62,6 +64,17 @@ def _stop(process: subprocess.Popen, signum: int) -> tuple[int, str]:
     return process.returncode, err
 
 
+@contextlib.contextmanager
+def _running(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """``process``, killed on the way out if it is still running (a failed test leaves none)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def _serve(live_database_url: str, *args: str, settings: str = "test_settings",
            env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
@@ -69,26 +82,25 @@ def _serve(live_database_url: str, *args: str, settings: str = "test_settings",
                       *args], {"DATABASE_URL": live_database_url, **(env or {})})
     try:
         eventually(lambda: process.poll() is not None or _listening(port), timeout=60)
-    except AssertionError:
-        process.kill()
-        raise
+    except BaseException:
+        with _running(process):
+            raise
     if process.poll() is not None:
         pytest.fail(f"ddpctl serve exited with {process.returncode}:\n{process.stderr.read()}")
     return process, port
 
 
+def _tail_listening(sql) -> None:
+    eventually(lambda: sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'ddpctl-tail' "
+                           "AND datname = current_database()", fetch=True), timeout=60)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_tail_stops_with_sigint_ignored_at_start(live_database_url, sql, signum):
-    process = _start(["tail", *SERVER_ARGS], {"DATABASE_URL": live_database_url})
-    try:
-        eventually(lambda: sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'ddpctl-tail' "
-                               "AND datname = current_database()", fetch=True), timeout=60)
+    with _running(_start(["tail", *SERVER_ARGS], {"DATABASE_URL": live_database_url})) as process:
+        _tail_listening(sql)
         assert _caught(process.pid, signal.SIGINT)
         code, err = _stop(process, signum)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert code == 0, err
     assert "Traceback" not in err
 
@@ -97,30 +109,20 @@ def test_tail_stops_when_started_by_a_script_in_the_background(live_database_url
     """The issue's case: ``ddpctl tail &`` in a non-interactive shell, then SIGINT."""
     script = (f"trap '' INT; exec {sys.executable} -m ddpctl tail "
               + " ".join(f"'{arg}'" for arg in SERVER_ARGS))
-    process = subprocess.Popen(["bash", "-c", script], env={**os.environ, "DATABASE_URL": live_database_url},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        eventually(lambda: sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'ddpctl-tail' "
-                               "AND datname = current_database()", fetch=True), timeout=60)
+    shell = subprocess.Popen(["bash", "-c", script], env={**os.environ, "DATABASE_URL": live_database_url},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with _running(shell) as process:
+        _tail_listening(sql)
         code, err = _stop(process, signal.SIGINT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert code == 0, err
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_stops_gracefully_on_sigint_ignored_at_start(live_database_url, workers):
     process, port = _serve(live_database_url, "--workers", str(workers))
-    try:
-        with DDPClient(f"ws://127.0.0.1:{port}/websocket") as client:
-            client.connect()
-            code, err = _stop(process, signal.SIGINT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with _running(process), DDPClient(f"ws://127.0.0.1:{port}/websocket") as client:
+        client.connect()
+        code, err = _stop(process, signal.SIGINT)
     assert code == 0, err
     assert "shutting down (SIGINT)" in err or "stopping 2 worker(s) (SIGINT)" in err, err
 
@@ -128,34 +130,31 @@ def test_serve_stops_gracefully_on_sigint_ignored_at_start(live_database_url, wo
 def test_serve_stops_on_sigint_during_start_up(live_database_url):
     """Before the server's own handlers are in place (Django loading), SIGINT still ends it."""
     port = free_port()
-    process = _start(["serve", "--listen", f"127.0.0.1:{port}", *SERVER_ARGS],
-                     {"DATABASE_URL": live_database_url})
-    try:
+    with _running(_start(["serve", "--listen", f"127.0.0.1:{port}", *SERVER_ARGS],
+                         {"DATABASE_URL": live_database_url})) as process:
         # as soon as SIGINT is caught (a signal that arrives while still ignored is lost)
         eventually(lambda: process.poll() is not None or _caught(process.pid, signal.SIGINT), interval=0.01)
         code, _ = _stop(process, signal.SIGINT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert code != 0 or not _listening(port)
 
 
-def test_serve_log_keeps_one_offset_whatever_time_zone(live_database_url):
-    """TZ at start is UTC+05:30, Django's TIME_ZONE UTC+14: every line keeps +05:30."""
-    process, port = _serve(live_database_url, "--log-level", "debug", settings="settings_log_time",
-                           env={"TZ": "Asia/Kolkata"})
-    try:
+def _log_of_a_crash(live_database_url: str, *args: str, **options: Any) -> str:
+    """The stderr of ``ddpctl serve ARGS`` through a method that crashes and a SIGTERM."""
+    process, port = _serve(live_database_url, *args, **options)
+    with _running(process):
         with DDPClient(f"ws://127.0.0.1:{port}/websocket") as client:
             client.connect()
             with pytest.raises(Exception, match="Internal server error"):
                 client.call("crash")
         code, err = _stop(process, signal.SIGTERM)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert code == 0, err
+    return err
+
+
+def test_serve_log_keeps_one_offset_whatever_time_zone(live_database_url):
+    """TZ at start is UTC+05:30, Django's TIME_ZONE UTC+14: every line keeps +05:30."""
+    err = _log_of_a_crash(live_database_url, "--log-level", "debug", settings="settings_log_time",
+                          env={"TZ": "Asia/Kolkata"})
     stamps = [m.group(1) for m in map(TEXT_LINE.match, err.splitlines()) if m]
     assert len(stamps) >= 5, err
     assert {stamp[-6:] for stamp in stamps} == {"+05:30"}, err
@@ -165,18 +164,7 @@ def test_serve_log_keeps_one_offset_whatever_time_zone(live_database_url):
 
 
 def test_serve_json_log_parses_line_by_line(live_database_url):
-    process, port = _serve(live_database_url, "--log-format", "json", env={"TZ": "UTC"})
-    try:
-        with DDPClient(f"ws://127.0.0.1:{port}/websocket") as client:
-            client.connect()
-            with pytest.raises(Exception, match="Internal server error"):
-                client.call("crash")
-        code, err = _stop(process, signal.SIGTERM)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert code == 0, err
+    err = _log_of_a_crash(live_database_url, "--log-format", "json", env={"TZ": "UTC"})
     records = [json.loads(line) for line in err.splitlines()]  # every line: one JSON object
     assert len(records) >= 5
     assert all(set(r) == {"time", "level", "logger", "message", "exception"} for r in records)
@@ -225,9 +213,6 @@ def test_formatter_zone_is_fixed_when_made(monkeypatch):
     time.tzset()
     try:
         formatter = TextFormatter()
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(formatter)
         first = formatter.format(_record("before"))
         monkeypatch.setenv("TZ", "Pacific/Kiritimati")
         time.tzset()
