@@ -294,7 +294,7 @@ class Cursor:
 
 class Observer:
     @property
-    def name(self) -> str:
+    def log_name(self) -> str:
         """The observer's key as logs show it: a publication's ``(name, params JSON, scope)``
         with its secret params redacted (:mod:`ddpctl.redaction`)."""
         key = self.key
@@ -426,7 +426,7 @@ class Observer:
             error = exc
         else:
             logger.error("observer %s failed; ending its subscriptions with 500 Internal server error",
-                         self.name, exc_info=exc)
+                         self.log_name, exc_info=exc)
             error = internal_server_error()
         subscribers = self._waiting + self.subscribers
         self._waiting, self.subscribers = [], []
@@ -438,7 +438,7 @@ class Observer:
         not older than this observer's first query (else, or if the snapshot is gone, as
         they are now)."""
         snapshot = changes.snapshot if self.reads_in_snapshot(changes) else None
-        return read_in_snapshot(snapshot, lambda: self._run_queries(changes), f"observer {self.name}")
+        return read_in_snapshot(snapshot, lambda: self._run_queries(changes), f"observer {self.log_name}")
 
     def _run_queries(self, changes: ChangeSet) -> list[Result]:
         # All queries first (they yield to other greenlets), then every update at once.

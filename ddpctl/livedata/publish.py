@@ -13,14 +13,17 @@ Model-backed publications build on this.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
 from typing import Any, Protocol
 
+from ..ddp.ejson import to_json_value
 from ..ddp.errors import MeteorError, internal_server_error, match_failed
 from ..invocation import ConnectionHandle, call_user_code
-from ..redaction import SensitiveParams, declare_sensitive, forget_sensitive
+from ..redaction import SensitiveParams, declare_sensitive, forget_sensitive, redact_params
 from ..values import to_ddp_value
 
 __all__ = ["Subscription", "SubscriptionSink", "PreparedMessage", "PublicationRegistry", "publications",
@@ -156,6 +159,13 @@ class Subscription:
         self.started_at = time.time()
         self.observer: Any = None  # set by a Publication: the observer it joined
         self._stop_callbacks: list[Callable[[], None]] = []
+
+    @cached_property
+    def shown_params(self) -> str:
+        """The params as the node registry (``ddpctl subs ls``) holds them: compact EJSON text
+        with secrets redacted (:mod:`ddpctl.redaction`); computed once."""
+        shown = redact_params("publication", self.name, to_json_value(self.params))
+        return json.dumps(shown, separators=(",", ":"))
 
     @property
     def refresh_mode(self) -> str:
