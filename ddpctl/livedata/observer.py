@@ -40,6 +40,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple, TypeVar
 
 from django.core.exceptions import ValidationError
@@ -293,10 +294,10 @@ class Cursor:
 
 
 class Observer:
-    @property
+    @cached_property
     def log_name(self) -> str:
         """The observer's key as logs show it: a publication's ``(name, params JSON, scope)``
-        with its secret params redacted (:mod:`ddpctl.redaction`)."""
+        with its secret params redacted (:mod:`ddpctl.redaction`); computed once."""
         key = self.key
         if isinstance(key, tuple) and len(key) >= 2 and isinstance(key[0], str) and isinstance(key[1], str):
             key = (key[0], redact_params_json("publication", key[0], key[1]), *key[2:])

@@ -35,7 +35,7 @@ from django.db.models import QuerySet
 
 from ..ddp.ejson import to_json_value
 from ..ddp.errors import match_failed
-from ..redaction import declare_sensitive, redact_params_json
+from ..redaction import declare_sensitive
 from .collection import Collection, collections
 from .observer import Cursor, observers
 from .publish import Subscription, publications
@@ -170,7 +170,7 @@ def _handler_for(cls: type[Publication]):
         observer, created = observers.get_or_create(
             key, lambda: [Cursor(c, c.prepare(c.visible(qs, user))) for c, qs in specs])
         logger.debug("subscription %s of %s %s %s observer %r: %s; refresh: %s", sub.id, cls.name,
-                     redact_params_json("publication", cls.name, params_json),
+                     sub.shown_params,
                      "creates" if created else "joins", sharing.scope, sharing.reason, observer.refresh_mode)
         sub.observer = observer
         observer.add(sub)
