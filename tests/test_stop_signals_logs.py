@@ -127,6 +127,45 @@ def test_serve_stops_gracefully_on_sigint_ignored_at_start(live_database_url, wo
     assert "shutting down (SIGINT)" in err or "stopping 2 worker(s) (SIGINT)" in err, err
 
 
+def _alive_children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (zombies left out)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_stop_when_the_supervisor_is_killed(live_database_url):
+    """``kill -9`` of ``serve --workers 2`` leaves no worker serving on."""
+    process, port = _serve(live_database_url, "--workers", "2")
+    with _running(process):
+        workers = eventually(lambda: (lambda found: found if len(found) == 2 else None)(
+            _alive_children(process.pid)))
+        process.kill()
+        process.communicate()
+        try:
+            eventually(lambda: not any(map(_alive, workers)), timeout=30)
+        finally:
+            for worker in filter(_alive, workers):  # (a failed test leaves none behind)
+                os.kill(worker, signal.SIGKILL)
+    assert not _listening(port)
+
+
 def test_serve_stops_on_sigint_during_start_up(live_database_url):
     """Before the server's own handlers are in place (Django loading), SIGINT still ends it."""
     port = free_port()
