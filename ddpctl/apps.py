@@ -9,7 +9,16 @@ class DdpctlConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.conf import settings
+        from django.core.exceptions import ImproperlyConfigured
+
         from . import checks  # noqa: F401  (registers the system checks)
+        from .redaction import configure as configure_redaction
+
+        try:  # more dict keys whose values are kept out of the registry and logs
+            configure_redaction(getattr(settings, "DDPCTL_SECRET_PARAM_KEYS", None))
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc)) from None
 
         # Every installed app's ddp.py registers its methods and publications.
         autodiscover_modules("ddp")

@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "CONTROL_CHANNEL",
     "COMMAND_TTL",
+    "close_connections",
     "expire_commands",
     "pending_commands",
     "record_result",
@@ -54,6 +55,25 @@ def wait_for_results(
         if nodes <= set(results) or time.monotonic() >= deadline:
             return results
         time.sleep(0.05)
+
+
+def close_connections(
+    cursor: Any,
+    connections: list[tuple[str, str]],
+    timeout: float,
+) -> dict[str, dict[str, Any] | None]:
+    """Ask the node of each ``(connection id, node id)`` to close that connection (code 1000,
+    after its queued messages); each connection's answer: ``{"closed": true}``, ``{"closed":
+    false}`` (already gone), ``{"error": ...}``, or ``None`` if its node did not answer
+    within ``timeout`` seconds (one deadline for all).  ``cursor`` must be in autocommit."""
+    commands = [(conn_id, node, send_command(cursor, "close", {"connection": conn_id}, node=node))
+                for conn_id, node in connections]
+    deadline = time.monotonic() + timeout
+    answers: dict[str, dict[str, Any] | None] = {}
+    for conn_id, node, command_id in commands:
+        results = wait_for_results(cursor, command_id, {node}, max(0.0, deadline - time.monotonic()))
+        answers[conn_id] = results.get(node)
+    return answers
 
 
 def pending_commands(cursor: Any, node: str, since: Any) -> list[tuple[int, str, dict[str, Any]]]:

@@ -20,8 +20,9 @@ from typing import Any, TypeVar, overload
 
 from django.db import transaction
 
-from .ddp.errors import MeteorError
+from .ddp.errors import MeteorError, match_failed
 from .invocation import MethodInvocation, call_user_code
+from .redaction import SensitiveParams, declare_sensitive, forget_sensitive
 from .values import to_ddp_value
 
 __all__ = ["MethodRegistry", "methods", "method"]
@@ -35,12 +36,15 @@ class MethodRegistry:
         self._signatures: dict[str, inspect.Signature] = {}
         self._not_atomic: set[str] = set()
 
-    def register(self, name: str, func: Callable[..., Any], atomic: bool = True) -> None:
+    def register(self, name: str, func: Callable[..., Any], atomic: bool = True,
+                 sensitive_params: SensitiveParams = None) -> None:
         """``atomic=False``: the method's writes are not rolled back when it raises (a failed
-        login still records what it must, e.g. deleting an expired token)."""
+        login still records what it must, e.g. deleting an expired token).
+        ``sensitive_params``: params never logged (:mod:`ddpctl.redaction`)."""
         existing = self._methods.get(name)
         if existing is not None and existing is not func:
             raise ValueError(f"A DDP method named {name!r} is already registered ({existing!r})")
+        declare_sensitive("method", name, sensitive_params, func)
         self._methods[name] = func
         self._signatures[name] = inspect.signature(func)
         if atomic:
@@ -52,6 +56,7 @@ class MethodRegistry:
         self._methods.pop(name, None)
         self._signatures.pop(name, None)
         self._not_atomic.discard(name)
+        forget_sensitive("method", name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._methods
@@ -71,7 +76,7 @@ class MethodRegistry:
         try:
             self._signatures[name].bind(*params)
         except TypeError as exc:
-            raise MeteorError(400, "Match failed", str(exc)) from None
+            raise match_failed(f"method {name!r}: {exc}") from None
         where = f"result of method {name!r}"
         # A method that raises (or returns what cannot be sent) leaves no writes behind.
         if atomic and name not in self._not_atomic:
@@ -90,10 +95,11 @@ methods = MethodRegistry()
 @overload
 def method(name_or_func: F) -> F: ...
 @overload
-def method(name_or_func: str | None = None, *, atomic: bool = True) -> Callable[[F], F]: ...
+def method(name_or_func: str | None = None, *, atomic: bool = True,
+           sensitive_params: SensitiveParams = None) -> Callable[[F], F]: ...
 
 
-def method(name_or_func: Any = None, *, atomic: bool = True) -> Any:
+def method(name_or_func: Any = None, *, atomic: bool = True, sensitive_params: SensitiveParams = None) -> Any:
     """Register a function as a DDP method (``@method`` or ``@method("name")``); returns the
     function unchanged.
 
@@ -105,13 +111,18 @@ def method(name_or_func: Any = None, *, atomic: bool = True) -> Any:
     error``, its traceback logged.  The method runs in a transaction (``atomic=True``): if it
     raises, its writes are undone.  Inside it, :func:`~ddpctl.invocation.current_invocation`
     is Meteor's ``this``.  ``ValueError`` if another function already has this name.
+    ``sensitive_params``: ``True``, or the positions (``int``) and names (``str``: the
+    function's parameters, and dict keys at any depth) of params never written to a log;
+    parameters and keys that look secret (``password``, ``token``...) never are either
+    (:mod:`ddpctl.redaction`).
     """
     if callable(name_or_func):
         methods.register(name_or_func.__name__, name_or_func)
         return name_or_func
 
     def decorate(func: F) -> F:
-        methods.register(name_or_func or func.__name__, func, atomic=atomic)
+        methods.register(name_or_func or func.__name__, func, atomic=atomic,
+                         sensitive_params=sensitive_params)
         return func
 
     return decorate

@@ -82,6 +82,10 @@ class LiveConnection(models.Model):
 
     class Meta:
         db_table = "ddpctl_connection"
+        verbose_name = "live connection"
+
+    def __str__(self) -> str:
+        return self.id
 
 
 class LiveSubscription(models.Model):
@@ -98,6 +102,31 @@ class LiveSubscription(models.Model):
 
     class Meta:
         db_table = "ddpctl_subscription"
+
+
+class LiveSubscriptionListing(models.Model):
+    """``ddpctl_subscription`` as a read-only view with a single-column key (``connection``
+    and ``sub_id`` joined by a space), for Django's admin, which cannot list a model with a
+    composite primary key.  Never written."""
+
+    id = models.TextField(primary_key=True)
+    connection = models.CharField(max_length=64)
+    sub_id = models.TextField()
+    node = models.CharField(max_length=32)
+    publication = models.TextField()
+    params = models.TextField(help_text="EJSON, secrets redacted")
+    documents = models.IntegerField()
+    collections = ArrayField(models.TextField(), default=list)
+    started_at = models.DateTimeField()
+    refresh = models.TextField(help_text="how its observer refreshes: multiplexed, alone: why")
+
+    class Meta:
+        managed = False
+        db_table = "ddpctl_subscription_listing"
+        verbose_name = "live subscription"
+
+    def __str__(self) -> str:
+        return f"{self.publication} ({self.sub_id} of {self.connection})"
 
 
 class Command(models.Model):

@@ -156,18 +156,31 @@ def test_conns_close_disconnects_the_right_client(start_server, clean, ddpctl):
 # -- tail ---------------------------------------------------------------------------------
 
 class Tail:
-    """``ddpctl tail --json`` running in the background."""
+    """``ddpctl tail --json`` running in the background (killed after the test if still running)."""
+
+    running: list["Tail"] = []
 
     def __init__(self, url, *args):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ddpctl", "tail", "--json", *args, *SERVER_ARGS],
             env={**os.environ, "DATABASE_URL": url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
+        Tail.running.append(self)
 
     def stop(self):
         self.process.send_signal(signal.SIGINT)
         out, err = self.process.communicate(timeout=20)
         return self.process.returncode, [json.loads(line) for line in out.splitlines()], err
+
+
+@pytest.fixture(autouse=True)
+def _no_tail_left_behind():
+    yield
+    while Tail.running:
+        process = Tail.running.pop().process
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def tail_backend(sql):

@@ -51,7 +51,7 @@ def _check_object(value: Any, what: str = "options") -> dict[str, Any]:
     return value
 
 
-@method("login", atomic=False)
+@method("login", atomic=False, sensitive_params=["resume"])  # a login token; passwords by their key
 def login(options: Any) -> dict[str, Any]:
     _check_object(options)
     return run_login(current_invocation(), lambda: login_with(options))

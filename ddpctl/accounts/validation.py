@@ -3,15 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ddp.errors import MeteorError
+from ..ddp.errors import match_failed
 from . import conf
 
 __all__ = ["match_failed", "check_password_option", "check_user_selector", "check_string"]
-
-
-def match_failed(why: str) -> MeteorError:
-    """What a failed ``check()`` sends: Meteor's ``Match.Error`` sanitized to ``400 Match failed``."""
-    return MeteorError(400, "Match failed", why)
 
 
 def check_string(value: Any, what: str, non_empty: bool = False) -> str:

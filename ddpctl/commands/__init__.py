@@ -1,6 +1,8 @@
 """The Click command group; one thin module per command."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from .. import __version__
@@ -38,8 +40,17 @@ def cli() -> None:
       ddpctl meteor build ./app -o ./build    then: ddpctl serve --meteor-bundle ./build
 
     Every option can also come from an environment variable (shown in each
-    command's --help), e.g. DDPCTL_LISTEN=0.0.0.0:8000.
+    command's --help), e.g. DDPCTL_LISTEN=0.0.0.0:8000; DDPCTL_LOG_FORMAT=json makes
+    every command log JSON lines.  Ctrl-C or SIGTERM stops any command, even one started
+    with SIGINT ignored (a background job of a shell script).
     """
+    from ..log import FORMAT_ENV, FORMATS
+    from ..stop_signals import handle_stop_signals
+
+    handle_stop_signals()
+    log_format = os.environ.get(FORMAT_ENV, "").strip().lower()
+    if log_format and log_format not in FORMATS:
+        raise click.UsageError(f"{FORMAT_ENV}={log_format!r} is not one of: {', '.join(FORMATS)}")
 
 
 for command in (serve, migrate, subs, conns, nodes, top, tail, replay, changelog, meteor):

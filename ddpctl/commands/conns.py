@@ -103,11 +103,9 @@ def conns_close(
                 match = matches[0]
                 conn_id, node, node_name, remote = (match["id"], match["node"], match["node_name"],
                                                     match["remote_address"])
-                command = control.send_command(cursor, "close", {"connection": conn_id}, node=node)
-                results = control.wait_for_results(cursor, command, {node}, timeout)
+                result = control.close_connections(cursor, [(conn_id, node)], timeout)[conn_id]
         finally:
             conn.close()
-    result = results.get(node)
     if result is None:
         raise click.ClickException(f"node {node_name} did not confirm within {timeout:g} s")
     if "error" in result:

@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..config import DEFAULT_DB_CONNECTIONS, SYSTEM_CONNECTIONS, ServeConfig, parse_listen
-from ..log import LEVELS, configure_logging
+from ..log import FORMATS, LEVELS, configure_logging, log_format_in_use
 from .byte_size import ByteSize
 from .django_setup import django_options, setup_django
 from .observability import (
@@ -111,6 +111,13 @@ def _removed_send_queue_size(ctx: click.Context, param: click.Parameter, value: 
                    "[env: DDPCTL_RELOAD]")
 @click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True,
               envvar="DDPCTL_LOG_LEVEL", help="[env: DDPCTL_LOG_LEVEL]")
+@click.option("--log-format", type=click.Choice(FORMATS, case_sensitive=False), default=None,
+              envvar="DDPCTL_LOG_FORMAT",
+              help="text: 'TIME LEVEL LOGGER: MESSAGE' lines; json: one object per line (time, level, "
+                   "logger, message, exception) for log shippers.  Times are ISO 8601 with the UTC "
+                   "offset of the zone the process started in (TZ=UTC for UTC), whatever Django's "
+                   "TIME_ZONE.  Default: the DDPCTL_LOG_FORMAT Django setting, else text.  "
+                   "[env: DDPCTL_LOG_FORMAT]")
 @click.option("--max-frame-size", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
               envvar="DDPCTL_MAX_FRAME_SIZE", metavar="BYTES",
               help="Largest DDP message accepted (a raw WebSocket message, or one message of a SockJS "
@@ -285,7 +292,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
       DDPCTL_LISTEN=:443 ddpctl serve --ssl-certfile cert.pem --ssl-keyfile key.pem
       ddpctl serve --meteor-bundle ../myapp-build --root-url https://app.example.com/
     """
-    configure_logging(options["log_level"])
+    configure_logging(options["log_level"], options["log_format"] or "text")
     if options["reload"]:
         _run_with_reloader()
         return
@@ -297,13 +304,13 @@ def serve(ctx: click.Context, **options: Any) -> None:
     if problems:
         raise click.ClickException("\n".join(problems))
     applied = apply_settings(ctx, options, django_settings, other_sources=OTHER_SOURCES)
-    if "DDPCTL_LOG_LEVEL" in applied:
-        configure_logging(options["log_level"])
+    if "DDPCTL_LOG_LEVEL" in applied or "DDPCTL_LOG_FORMAT" in applied:
+        configure_logging(options["log_level"], options["log_format"] or "text")
     if applied:
         logger.debug("from the Django settings: %s", ", ".join(applied))
     meteor = {name: options.pop(name) for name in METEOR_OPTIONS}
     workers = options.pop("workers")
-    for name in ("pythonpath", "reload"):
+    for name in ("pythonpath", "reload", "log_format"):
         options.pop(name)
     if options["db_connections"] is None:
         options["db_connections"] = DEFAULT_DB_CONNECTIONS
@@ -421,7 +428,13 @@ def _banner(config: ServeConfig, addresses: list[tuple[str, int]], workers: int)
                              f"publication(s), at most {config.db_connections + SYSTEM_CONNECTIONS + 1} "
                              f"DB connections ({config.db_connections} for user code)"
                              + (f" per worker, {workers} workers" if workers > 1 else ""))
-    console.print(f"[bold]ddpctl {__version__}[/bold] (pid {os.getpid()}) - Ctrl-C or SIGTERM to stop")
+    title = f"ddpctl {__version__} (pid {os.getpid()}) - Ctrl-C or SIGTERM to stop"
+    if log_format_in_use() == "json":  # stderr stays one JSON object per line
+        logger.info("%s", title)
+        for name, value in zip(table.columns[0].cells, table.columns[1].cells, strict=True):
+            logger.info("%s: %s", name, value)
+        return
+    console.print(f"[bold]{title}[/bold]")
     console.print(table)
 
 

@@ -57,10 +57,13 @@ def subs_ls(
       ddpctl subs ls --json | jq 'group_by(.publication) | map({(.[0].publication): length})'
     """
     setup_django(settings, pythonpath)
+    from ..redaction import redact_params_json
     from ..registry import list_subscriptions
 
     rows = fresh_rows(node, timeout, lambda cursor: list_subscriptions(
         cursor, node=node, user=user, publication=publication, collection=collection), as_json)
+    for row in rows:  # (nodes redact them before storing; a node of an older version did not)
+        row["params"] = redact_params_json("publication", row["publication"], row["params"])
     if as_json:
         for row in rows:
             row["params"] = json.loads(row["params"])

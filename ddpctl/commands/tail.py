@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import select
-import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -184,7 +183,6 @@ def tail(
 
     lost_connection = (psycopg2.OperationalError, psycopg2.InterfaceError, db.OperationalError,
                        db.InterfaceError)
-    signal.signal(signal.SIGTERM, _interrupt)
     reader: ChangelogReader | None = None
     conn = None
     delay = 0.2
@@ -242,10 +240,6 @@ def tail(
     finally:
         if conn is not None:
             conn.close()
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _start(cursor: Any, since: str | None) -> Any:

@@ -1,10 +1,11 @@
 """``Meteor.Error`` objects and the protocol-level error reasons Meteor's server sends."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 __all__ = [
-    "MeteorError", "internal_server_error", "BAD_REQUEST", "MUST_CONNECT_FIRST",
+    "MeteorError", "internal_server_error", "match_failed", "BAD_REQUEST", "MUST_CONNECT_FIRST",
     "ALREADY_CONNECTED", "MALFORMED_SUBSCRIPTION", "MALFORMED_METHOD", "PARSE_ERROR",
 ]
 
@@ -17,6 +18,8 @@ MALFORMED_METHOD = "Malformed method invocation"
 PARSE_ERROR = "Parse error"
 
 _MISSING = object()
+
+logger = logging.getLogger(__name__)
 
 
 class MeteorError(Exception):
@@ -59,3 +62,12 @@ class MeteorError(Exception):
 def internal_server_error() -> MeteorError:
     """What the client sees for an exception that is not a ``MeteorError``."""
     return MeteorError(500, "Internal server error")
+
+
+def match_failed(detail: str) -> MeteorError:
+    """Params that do not fit: ``400 Match failed``, as Meteor's client receives a failed
+    ``check()`` (``Match.Error``'s ``sanitizedError``: no details, message ``"Match failed
+    [400]"``).  ``detail`` (what did not fit: Python's binding message, the expected shape)
+    is logged here at INFO level, never sent: it may name what the server expects."""
+    logger.info("Match failed: %s", detail)
+    return MeteorError(400, "Match failed")

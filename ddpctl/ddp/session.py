@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..redaction import redact_message, redact_text
 from . import errors
 from .errors import MeteorError
 from .mergebox import SessionView
@@ -187,8 +188,9 @@ class Session:
             return
         suffix = ("; further bad frames of this session are logged at debug level only"
                   if self._bad_logged == BAD_FRAMES_LOGGED else "")
+        shown = redact_text(frame) if isinstance(frame, str) else redact_message(frame)  # no secrets
         logger.log(level, "session %s: %s%s: %s%s", self.id or "-", what, f" ({exc})" if exc else "",
-                   _excerpt.repr(frame), suffix,
+                   _excerpt.repr(shown), suffix,
                    exc_info=exc if exc is not None and logger.isEnabledFor(logging.DEBUG) else None)
 
     def _connect(self, msg: Message) -> list[Send | Close | Enqueue]:

@@ -41,6 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple, TypeVar
 
 from django.core.exceptions import ValidationError
@@ -50,6 +51,7 @@ from django.db.models import QuerySet
 from ..database_errors import is_connection_error
 from ..ddp.ejson import equals
 from ..ddp.errors import MeteorError, internal_server_error
+from ..redaction import redact_params_json
 from .capture import ensure_captured
 from .collection import Collection
 from .publish import AddedTexts, PreparedMessage, SharedDocuments, Subscription
@@ -293,6 +295,15 @@ class Cursor:
 
 
 class Observer:
+    @cached_property
+    def log_name(self) -> str:
+        """The observer's key as logs show it: a publication's ``(name, params JSON, scope)``
+        with its secret params redacted (:mod:`ddpctl.redaction`); computed once."""
+        key = self.key
+        if isinstance(key, tuple) and len(key) >= 2 and isinstance(key[0], str) and isinstance(key[1], str):
+            key = (key[0], redact_params_json("publication", key[0], key[1]), *key[2:])
+        return repr(key)
+
     def __init__(self, key: Hashable, cursors: list[Cursor], registry: ObserverRegistry) -> None:
         self.key = key
         self.cursors = cursors
@@ -423,8 +434,8 @@ class Observer:
         if isinstance(exc, MeteorError):
             error = exc
         else:
-            logger.error("observer %r failed; ending its subscriptions with 500 Internal server error",
-                         self.key, exc_info=exc)
+            logger.error("observer %s failed; ending its subscriptions with 500 Internal server error",
+                         self.log_name, exc_info=exc)
             error = internal_server_error()
         subscribers = self._waiting + self.subscribers
         self._waiting, self.subscribers = [], []
@@ -436,7 +447,7 @@ class Observer:
         not older than this observer's first query (else, or if the snapshot is gone, as
         they are now)."""
         snapshot = changes.snapshot if self.reads_in_snapshot(changes) else None
-        return read_in_snapshot(snapshot, lambda: self._run_queries(changes), f"observer {self.key!r}")
+        return read_in_snapshot(snapshot, lambda: self._run_queries(changes), f"observer {self.log_name}")
 
     def _run_queries(self, changes: ChangeSet) -> list[Result]:
         # All queries first (they yield to other greenlets), then every update at once.

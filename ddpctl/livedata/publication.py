@@ -34,7 +34,8 @@ from typing import Any, ClassVar
 from django.db.models import QuerySet
 
 from ..ddp.ejson import to_json_value
-from ..ddp.errors import MeteorError
+from ..ddp.errors import match_failed
+from ..redaction import declare_sensitive
 from .collection import Collection, collections
 from .observer import Cursor, observers
 from .publish import Subscription, publications
@@ -74,6 +75,11 @@ class Publication:
     """For a universal publication whose ``get_queries`` returns nothing without a user:
     run it only while the connection is logged in (no client can tell the difference; an
     idle logged-out connection then holds no subscription for it)."""
+    sensitive_params: ClassVar[bool | list[int | str]] = False
+    """Params never stored in the node registry, shown by ``ddpctl subs ls`` or logged:
+    ``True`` for all, or a list of positions (``int``, from 0) and names (``str``: parameters
+    of ``get_queries``, and dict keys at any depth).  Dict keys and ``get_queries`` parameters
+    that look secret (``password``, ``token``, ``apiKey``...) always are: :mod:`ddpctl.redaction`."""
     PRIVATE: ClassVar[Any] = PRIVATE
     """Return it from :meth:`sharing_key` to give each subscription an observer of its own."""
 
@@ -84,6 +90,7 @@ class Publication:
         if register:
             publications.register(cls.name, _handler_for(cls), universal=cls.universal,
                                   user_only=cls.universal and cls.user_only)
+            declare_sensitive("publication", cls.name, cls.sensitive_params, cls.get_queries, skip=1)
             _classes[cls.name] = cls
 
     def __init__(self, subscription: Subscription | TrackedSubscription) -> None:
@@ -136,7 +143,7 @@ class Publication:
         try:
             inspect.signature(self.get_queries).bind(*params)
         except TypeError as exc:
-            raise MeteorError(400, "Match failed", str(exc)) from None
+            raise match_failed(f"subscription to {self.name!r}: {exc}") from None
 
     def _cursor_specs(self, params: list[Any]) -> list[tuple[Collection, QuerySet]]:
         specs = []
@@ -182,8 +189,8 @@ def _handler_for(cls: type[Publication]):
         observer, created = observers.get_or_create(
             key, lambda: [Cursor(c, c.prepare(c.visible(qs, user))) for c, qs in specs])
         logger.debug("subscription %s of %s %s %s observer %r: %s; refresh: %s", sub.id, cls.name,
-                     params_json, "creates" if created else "joins", sharing.scope, sharing.reason,
-                     observer.refresh_mode)
+                     sub.shown_params,
+                     "creates" if created else "joins", sharing.scope, sharing.reason, observer.refresh_mode)
         sub.observer = observer
         observer.add(sub)
         sub.on_stop(lambda: observer.remove(sub))

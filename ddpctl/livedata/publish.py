@@ -13,14 +13,18 @@ Model-backed publications build on this.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
 from typing import Any, Protocol
 
-from ..ddp.errors import MeteorError, internal_server_error
+from ..ddp.ejson import to_json_value
+from ..ddp.errors import MeteorError, internal_server_error, match_failed
 from ..ddp.messages import added_text
 from ..invocation import ConnectionHandle, call_user_code
+from ..redaction import SensitiveParams, declare_sensitive, forget_sensitive, redact_params
 from ..values import to_ddp_value
 
 __all__ = ["Subscription", "SubscriptionSink", "PreparedMessage", "PublicationRegistry", "publications",
@@ -157,6 +161,13 @@ class Subscription:
         self.observer: Any = None  # set by a Publication: the observer it joined
         self._stop_callbacks: list[Callable[[], None]] = []
 
+    @cached_property
+    def shown_params(self) -> str:
+        """The params as the node registry (``ddpctl subs ls``) holds them: compact EJSON text
+        with secrets redacted (:mod:`ddpctl.redaction`); computed once."""
+        shown = redact_params("publication", self.name, to_json_value(self.params))
+        return json.dumps(shown, separators=(",", ":"))
+
     @property
     def refresh_mode(self) -> str:
         """How the observer of this subscription refreshes (``multiplexed`` or ``alone:
@@ -248,16 +259,19 @@ class PublicationRegistry:
         self._handlers: dict[str, Handler] = {}
         self._universal: dict[str, bool] = {}  # names, in registration order -> user_only
 
-    def register(self, name: str, handler: Handler, universal: bool = False, user_only: bool = False) -> None:
+    def register(self, name: str, handler: Handler, universal: bool = False, user_only: bool = False,
+                 sensitive_params: SensitiveParams = None) -> None:
         """``universal``: Meteor's ``Meteor.publish(null, ...)``, started for every connection
         without a ``sub`` message (and re-run at login); clients cannot subscribe to it by name.
         ``user_only``: a universal publication that publishes nothing to a logged-out
         connection: it runs only while the connection has a user (started at login, stopped
         at logout), which no client can tell apart, and an idle logged-out connection holds
-        no subscription for it."""
+        no subscription for it.  ``sensitive_params``: params never stored in the registry,
+        printed or logged (``True``, or positions and names: :mod:`ddpctl.redaction`)."""
         existing = self._handlers.get(name)
         if existing is not None and existing is not handler:
             raise ValueError(f"A publication named {name!r} is already registered ({existing!r})")
+        declare_sensitive("publication", name, sensitive_params, handler, skip=1)
         self._handlers[name] = handler
         if universal:
             self._universal[name] = user_only
@@ -267,6 +281,7 @@ class PublicationRegistry:
     def unregister(self, name: str) -> None:
         self._handlers.pop(name, None)
         self._universal.pop(name, None)
+        forget_sensitive("publication", name)
 
     def __contains__(self, name: object) -> bool:
         """True for a publication clients may subscribe to by name."""
@@ -295,7 +310,7 @@ class PublicationRegistry:
         try:
             inspect.signature(handler).bind(sub, *sub.params)
         except TypeError as exc:
-            sub.error(MeteorError(400, "Match failed", str(exc)))
+            sub.error(match_failed(f"subscription to {sub.name!r}: {exc}"))
             return
         try:
             call_user_code(f"publication {sub.name!r}", handler, sub, *sub.params)
@@ -306,8 +321,12 @@ class PublicationRegistry:
 publications = PublicationRegistry()
 
 
-def publish(name: str | None) -> Callable[[Handler], Handler]:
+def publish(name: str | None, *, sensitive_params: SensitiveParams = None) -> Callable[[Handler], Handler]:
     """Register a low-level publication handler under ``name``.
+
+    ``sensitive_params``: ``True``, or the positions (``int``) and names (``str``, handler
+    parameters or dict keys) of params that are never stored in the node registry, shown by
+    ``ddpctl subs ls`` or logged; keys that look secret always are (:mod:`ddpctl.redaction`).
 
     ``@publish(None)`` is Meteor's ``Meteor.publish(null, handler)``: a universal
     publication, run for every connection (``handler(sub)``, no params) as soon as it
@@ -318,6 +337,6 @@ def publish(name: str | None) -> Callable[[Handler], Handler]:
         if name is None:
             publications.register(f"{handler.__module__}.{handler.__qualname__}", handler, universal=True)
         else:
-            publications.register(name, handler)
+            publications.register(name, handler, sensitive_params=sensitive_params)
         return handler
     return decorate

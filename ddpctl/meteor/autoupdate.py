@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..ddp.errors import MeteorError
+from ..ddp.errors import match_failed
 from ..livedata.publish import Subscription, publications
 from .boilerplate import autoupdate_versions
 from .bundle import Bundle
@@ -51,7 +51,7 @@ class Autoupdate:
 
     def publish(self, sub: Subscription, app_id: str | None = None) -> None:
         if app_id is not None and not isinstance(app_id, str):
-            raise MeteorError(400, "Match failed", "appId must be a string")
+            raise match_failed("meteor_autoupdate_clientVersions: appId must be a string")
         if app_id and self.app_id and app_id != self.app_id:
             sub.ready()  # another app's client: nothing for it
             return

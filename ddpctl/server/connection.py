@@ -38,7 +38,6 @@ Flow control counts bytes (UTF-8 text queued plus what the writer is writing):
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import time
 from collections import deque
@@ -51,7 +50,6 @@ from gevent.event import Event
 from gevent.hub import Waiter, get_hub
 
 from ..connection_hooks import connection_hooks
-from ..ddp.ejson import to_json_value
 from ..ddp.errors import MeteorError, internal_server_error
 from ..ddp.heartbeat import Beat, Heartbeat
 from ..ddp.messages import EncodeError, stringify
@@ -69,6 +67,7 @@ from ..livedata.publish import AddedTexts, Documents, PreparedMessage, Subscript
 from ..methods import methods
 from ..ratelimit import Event as RateLimitEvent
 from ..ratelimit import rate_limit
+from ..redaction import redact_message
 from ..registry import ConnectionEntry, SubscriptionEntry
 from ..session_login import session_login_enabled, session_login_listeners, session_user_id
 from . import sockjs
@@ -550,7 +549,7 @@ class DDPConnection:
                     return  # the client is gone: nothing more to answer
                 except Exception:  # a bug: log it and go on with the next message
                     logger.exception("connection %s: internal error processing %.200r",
-                                     self.handle.id, msg if task is None else task)
+                                     self.handle.id, redact_message(msg) if task is None else task)
         finally:
             self._processor = None
 
@@ -824,9 +823,8 @@ class DDPConnection:
             if sub_id in self.session.universal:
                 continue  # listed are the subscriptions the client made
             held = self.session.documents_held(sub_id)
-            params = json.dumps(to_json_value(sub.params), separators=(",", ":"))
             subs.append(SubscriptionEntry(
-                self.handle.id, sub_id, sub.name, params, sum(held.values()), sorted(held),
+                self.handle.id, sub_id, sub.name, sub.shown_params, sum(held.values()), sorted(held),
                 datetime.datetime.fromtimestamp(sub.started_at, utc), sub.refresh_mode))
         return entry, subs
 

@@ -5,21 +5,41 @@ forks the workers, each of which binds and listens on its own ``SO_REUSEPORT`` s
 the kernel spreads connections evenly (a single shared socket would let the busiest
 process accept nearly everything).  Each worker is a full server with its own database
 workers and change dispatcher.  The parent forwards SIGTERM/SIGINT, restarts a worker that
-dies unexpectedly, and exits 0 once all have shut down gracefully.
+dies unexpectedly, and exits 0 once all have shut down gracefully.  On Linux a worker also
+gets SIGTERM when the parent dies without forwarding it (``kill -9``): no orphan serves on.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 
 import gevent
+
+from ..stop_signals import handle_stop_signals
 
 __all__ = ["run_workers"]
 
 logger = logging.getLogger(__name__)
 _RESTART_DELAY = 1.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this worker when the supervisor dies, however it dies (``kill -9``
+    too), so that no orphan keeps serving (``PR_SET_PDEATHSIG``); elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        logger.warning("worker %d: prctl(PR_SET_PDEATHSIG) failed: %s", os.getpid(),
+                       os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_workers(count: int, serve_one: Callable[[], None],
@@ -42,14 +62,22 @@ def run_workers(count: int, serve_one: Callable[[], None],
 
     handlers = [gevent.signal_handler(sig, forward, sig) for sig in (signal.SIGTERM, signal.SIGINT)]
 
+    parent = os.getpid()
+
     def spawn(number: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
             for handler in handlers:
                 handler.cancel()
+            # Until its server has its own handlers, a stop signal ends the worker cleanly
+            # (the parent forwards SIGTERM to a worker still starting up).
+            handle_stop_signals()
+            _stop_with_parent(parent)
             code = 0
             try:
                 serve_one()
+            except KeyboardInterrupt:
+                logger.info("worker %d stopped while starting up", number)
             except BaseException:
                 logger.exception("worker %d failed", number)
                 code = 1

@@ -596,3 +596,27 @@ _connect_auth_signals()
 def auth_signals():
     """The auth signals fired in this process so far: ``[[name, username, credentials]]``."""
     return list(_auth_signals)
+
+
+# -- secrets in params (issue 15): kept out of the registry, `subs ls` and logs --------------
+
+class BooksWithCode(Publication):
+    """Its second param is secret (declared by position); dict keys that look secret always
+    are.  Its query fails for a book with 0 pages (division by zero), to log its observer."""
+
+    sensitive_params = [1]
+
+    def get_queries(self, min_pages, code, options=None):
+        return [Book.objects.annotate(ratio=1000 / F("pages")).filter(pages__gte=min_pages)]
+
+
+@publish("secret_echo", sensitive_params=True)
+def secret_echo(sub, *params):
+    sub.added("params", sub.id or "-", {"count": len(params)})
+    sub.ready()
+
+
+@method
+def sign_in(username, password):
+    """A method whose second parameter's name looks secret."""
+    return username
