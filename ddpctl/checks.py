@@ -12,7 +12,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     """``ddpctl.E001``: the database is not PostgreSQL; ``ddpctl.E002``: a setting of a
     ``ddpctl serve`` option (``DDPCTL_DB_CONNECTIONS``, ``DDPCTL_LISTEN``, ...) has the wrong
     type or value; ``ddpctl.E003``: ``DDPCTL_CHANGELOG_RETENTION``; ``ddpctl.E006``:
-    ``DDPCTL_CAPTURE_MODELS``; ``ddpctl.E010``: the rate limit settings."""
+    ``DDPCTL_CAPTURE_MODELS``; ``ddpctl.E008``: ``DDPCTL_SECRET_PARAM_KEYS``; ``ddpctl.E010``:
+    the rate limit settings."""
     problems: list[Error | Warning] = []
     engine = settings.DATABASES.get("default", {}).get("ENGINE", "")
     if "postgresql" not in engine and "postgis" not in engine:
@@ -40,6 +41,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         configured_retention()
     except ValueError as exc:
         problems.append(Error(str(exc), id="ddpctl.E003"))
+    from .redaction import compile_patterns
+
+    try:
+        compile_patterns(getattr(settings, "DDPCTL_SECRET_PARAM_KEYS", None))
+    except ValueError as exc:
+        problems.append(Error(str(exc), id="ddpctl.E008"))
     from .ratelimit.config import read_settings
 
     try:

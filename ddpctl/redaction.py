@@ -44,8 +44,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["REDACTED", "SensitiveParams", "configure", "declare_sensitive", "forget_sensitive",
-           "is_secret_key", "redact", "redact_message", "redact_params", "redact_params_json", "redact_text"]
+__all__ = ["REDACTED", "SensitiveParams", "compile_patterns", "configure", "declare_sensitive",
+           "forget_sensitive", "is_secret_key", "redact", "redact_message", "redact_params", "redact_params_json", "redact_text"]
 
 REDACTED = "[redacted]"
 
@@ -62,15 +62,16 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _extra: re.Pattern[str] | None = None
 
 
-def configure(patterns: str | Iterable[str] | None) -> None:
-    """Add ``patterns`` (the ``DDPCTL_SECRET_PARAM_KEYS`` setting) to the default ones;
-    ``ValueError`` naming the one that is not a valid regular expression."""
-    global _extra
+def compile_patterns(patterns: object) -> re.Pattern[str] | None:
+    """The ``DDPCTL_SECRET_PARAM_KEYS`` setting (a regular expression or a list/tuple of them)
+    as one case-insensitive pattern (``None`` for none); ``ValueError`` naming what is wrong."""
     if patterns is None:
-        _extra = None
-        return
+        return None
     if isinstance(patterns, str):
         patterns = [patterns]
+    if not isinstance(patterns, (list, tuple)):
+        raise ValueError(f"DDPCTL_SECRET_PARAM_KEYS must be a list of regular expressions, not "
+                         f"{type(patterns).__name__}")
     compiled = []
     for pattern in patterns:
         if not isinstance(pattern, str):
@@ -81,7 +82,14 @@ def configure(patterns: str | Iterable[str] | None) -> None:
             raise ValueError(f"DDPCTL_SECRET_PARAM_KEYS: {pattern!r} is not a valid regular expression: "
                              f"{exc}") from None
         compiled.append(f"(?:{pattern})")
-    _extra = re.compile("|".join(compiled), re.IGNORECASE) if compiled else None
+    return re.compile("|".join(compiled), re.IGNORECASE) if compiled else None
+
+
+def configure(patterns: object) -> None:
+    """Add ``patterns`` (the ``DDPCTL_SECRET_PARAM_KEYS`` setting) to the default ones;
+    ``ValueError`` as :func:`compile_patterns`."""
+    global _extra
+    _extra = compile_patterns(patterns)
 
 
 def is_secret_key(key: object) -> bool:
