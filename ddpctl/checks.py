@@ -101,3 +101,14 @@ def check_origins_and_session_login(app_configs: Any = None, **kwargs: Any) -> l
             hint="List your sites' origins in DDPCTL_ALLOWED_ORIGINS (or `ddpctl serve "
                  "--allowed-origin`) instead of '*', or narrow ALLOWED_HOSTS.", id="ddpctl.W011"))
     return problems
+
+
+@register("ddpctl")
+def check_embedded_database(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """``ddpctl.E040``: a database left to the embedded PostgreSQL (no ``DATABASE_URL``)
+    while ``pgserver`` is not installed (``ddpctl.database.database_settings``)."""
+    from .database import embedded_missing
+    from .embedded import MISSING_MESSAGE
+
+    return [Error(f"DATABASES[{alias!r}]: {MISSING_MESSAGE}.", id="ddpctl.E040")
+            for alias in embedded_missing(settings.DATABASES)]
