@@ -6,6 +6,7 @@ import click
 from .. import __version__
 from .changelog import changelog
 from .conns import conns
+from .dbshell import dbshell
 from .meteor import meteor
 from .migrate import migrate
 from .nodes import nodes
@@ -30,6 +31,7 @@ def cli() -> None:
       ddpctl subs ls / conns ls / nodes ls    who is connected and subscribed
       ddpctl tail                             changes as they are committed
       ddpctl replay --since 10m               send past changes again
+      ddpctl dbshell                          psql on the configured database
 
     \b
     Meteor front ends:
@@ -40,5 +42,5 @@ def cli() -> None:
     """
 
 
-for command in (serve, migrate, subs, conns, nodes, tail, replay, changelog, meteor):
+for command in (serve, migrate, subs, conns, nodes, tail, replay, changelog, meteor, dbshell):
     cli.add_command(command)
