@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import django
+
 from ddpctl.database import database_settings, parse_database_url
 
 # The bookstore's settings read DATABASE_URL, else start the example's own embedded PostgreSQL
@@ -34,9 +36,13 @@ DDPCTL_ACCOUNTS_ALLOW_CREATE_USER = os.environ.get("DDPCTL_TEST_ALLOW_CREATE_USE
 DDPCTL_ACCOUNTS_AMBIGUOUS_ERRORS = os.environ.get("DDPCTL_TEST_METEOR2_ERRORS") != "1"
 # Meteor's default rate limit on login (5 per 10 s per connection), unless a test of many logins turns it off
 DDPCTL_RATE_LIMIT_DEFAULT_RULE = os.environ.get("DDPCTL_TEST_DEFAULT_RATE_LIMIT", "1") == "1"
-EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
-EMAIL_FILE_PATH = os.environ.get("DDPCTL_TEST_EMAIL_DIR",
-                                 str(Path(tempfile.gettempdir()) / "ddpctl-test-mail"))
+_mail_dir = os.environ.get("DDPCTL_TEST_EMAIL_DIR", str(Path(tempfile.gettempdir()) / "ddpctl-test-mail"))
+if django.VERSION >= (6, 1):  # MAILERS replaced EMAIL_BACKEND
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+                           "OPTIONS": {"file_path": _mail_dir}}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = _mail_dir
 
 _url = os.environ.get("DATABASE_URL") or os.environ.get("DDPCTL_TEST_DATABASE_URL")
 if _url:
