@@ -10,9 +10,13 @@ the last holder to leave stops the server.  On top of pgserver, ddpctl:
   the list, so the server was never stopped again);
 * removes a ``postmaster.pid`` whose process is gone or is not this directory's postmaster (a
   pid reused after a crash made pgserver report a server that was not running);
-* starts a watchdog process (``python -m ddpctl.embedded DATA_DIR``, in its own session) with
+* starts a watchdog process (``python -m ddpctl.embedded watch DATA_DIR``, in its own session) with
   the server: once a second it drops dead holders, and when none is left it stops the server
   (``pg_ctl stop -m fast``) and exits.  A holder killed by SIGKILL thus stops the server too.
+
+``python -m ddpctl.embedded run DATA_DIR COMMAND...`` runs a command with ``DATABASE_URL`` set to
+the server of ``DATA_DIR`` (``scripts/test`` runs the suite so on a Python that pgserver has no
+wheel for).
 
 All of it happens under pgserver's inter-process lock, so processes may start, join and leave
 concurrently.  Relies on pgserver 0.1's holder list and lock (``pgserver>=0.1.4,<0.2``).
@@ -160,7 +164,7 @@ def _ensure_watchdog(data_dir: Path) -> None:
     if pid is not None and _runs(pid, "ddpctl.embedded", str(data_dir)):
         return
     process = subprocess.Popen(
-        [sys.executable, "-m", "ddpctl.embedded", str(data_dir)], start_new_session=True,
+        [sys.executable, "-m", "ddpctl.embedded", "watch", str(data_dir)], start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(data_dir / "watchdog.log", "ab"))
     pid_file.write_text(f"{process.pid}\n")
 
@@ -243,7 +247,41 @@ def watch(data_dir: Path, interval: float = WATCH_INTERVAL) -> None:
                 return
 
 
+def run(data_dir: Path, command: list[str]) -> int:
+    """Run ``command`` with ``DATABASE_URL`` set to the embedded PostgreSQL of ``data_dir``,
+    held until it ends; its exit status.  SIGTERM and SIGHUP are passed on to it; SIGINT (a
+    terminal's Ctrl-C reaches both) is left to it."""
+    url = server_url(data_dir)
+    child = subprocess.Popen(command, env={**os.environ, "DATABASE_URL": url})
+    previous = {signum: signal.signal(signum, lambda signum, frame: child.send_signal(signum))
+                for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        release(data_dir)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m ddpctl.embedded watch DATA_DIR`` (the watchdog) or
+    ``python -m ddpctl.embedded run DATA_DIR COMMAND...`` (:func:`run`)."""
+    if len(argv) >= 2 and argv[0] == "watch":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        watch(Path(argv[1]))
+        return 0
+    if len(argv) >= 3 and argv[0] == "run":
+        logging.basicConfig(level=logging.WARNING)
+        try:
+            return run(Path(argv[1]), argv[2:])
+        except EmbeddedUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print("usage: python -m ddpctl.embedded watch DATA_DIR | run DATA_DIR COMMAND...", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
-    watch(Path(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

@@ -11,11 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import psutil
 import pytest
 from conftest import ROOT, eventually
 
 pytest.importorskip("pgserver", reason="the embedded PostgreSQL is not installed (ddpctl[embedded])")
+import psutil  # comes with pgserver
 
 INNER = '''
 import json, os, time
