@@ -266,6 +266,7 @@ def test_replay_of_a_tail_file_and_of_a_since_range(start_server, clean, sql, dd
         reader.subscribe("AllBooks")
         other.subscribe("BooksByAuthorEmail", "nobody@example.com")  # may not see these books
         tail = Tail(live_database_url, "--since", str(start + 1))
+        eventually(lambda: tail_backend(sql))  # started (a SIGINT before that aborts it), reading
         first = insert_book(sql, "Dune")
         second = insert_book(sql, "Emma", email="jane@austen.org")
         sql("UPDATE bookstore_book SET pages = 9 WHERE id = %s", [first])
