@@ -163,9 +163,10 @@ def _ensure_watchdog(data_dir: Path) -> None:
     pid = _read_pid(pid_file)
     if pid is not None and _runs(pid, "ddpctl.embedded", str(data_dir)):
         return
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ddpctl.embedded", "watch", str(data_dir)], start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(data_dir / "watchdog.log", "ab"))
+    with open(data_dir / "watchdog.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ddpctl.embedded", "watch", str(data_dir)], start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     pid_file.write_text(f"{process.pid}\n")
 
 
