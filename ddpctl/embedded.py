@@ -163,10 +163,14 @@ def _ensure_watchdog(data_dir: Path) -> None:
     pid = _read_pid(pid_file)
     if pid is not None and _runs(pid, "ddpctl.embedded", str(data_dir)):
         return
+    # ddpctl may be importable here only through sys.path changes (--pythonpath, a checkout).
+    package_root = str(Path(__file__).resolve().parent.parent)
+    pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     with open(data_dir / "watchdog.log", "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "ddpctl.embedded", "watch", str(data_dir)], start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            env={**os.environ, "PYTHONPATH": pythonpath}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=log)
     pid_file.write_text(f"{process.pid}\n")
 
 
