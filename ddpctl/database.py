@@ -63,17 +63,11 @@ def database_settings(*, embedded_dir: str | os.PathLike[str], env: str = "DATAB
     system checks do), and check ``ddpctl.E040`` reports it.
     """
     url = os.environ.get(env)
-    missing = False
-    if not url:
-        try:
-            url = embedded.server_url(embedded_dir)
-        except embedded.EmbeddedUnavailable:
-            missing = True
-            url = "postgresql://postgres@/postgres"
-    config = parse_database_url(url)
-    if missing:
-        config["HOST"] = str(Path(embedded_dir).expanduser().resolve())
-        config["EMBEDDED_MISSING"] = True
+    try:
+        config = parse_database_url(url or embedded.server_url(embedded_dir))
+    except embedded.EmbeddedUnavailable:
+        config = {**parse_database_url("postgresql://postgres@/postgres"), "EMBEDDED_MISSING": True,
+                  "HOST": str(Path(embedded_dir).expanduser().resolve())}
     config["CONN_MAX_AGE"] = conn_max_age  # ddpctl's database workers keep their connections
     config["CONN_HEALTH_CHECKS"] = True
     return config
