@@ -64,8 +64,10 @@ def check_capture(app_configs: Any = None, databases: Any = None, **kwargs: Any)
     ``ddpctl.W001``: a table that
     Collections, ``DDPCTL_CAPTURE_MODELS`` or a traced queryset read lacks its change-capture
     triggers (``manage.py check --database default``)."""
-    if not databases or "default" not in databases:
-        return []
+    from .database import embedded_missing
+
+    if not databases or "default" not in databases or "default" in embedded_missing(settings.DATABASES):
+        return []  # no database to look at: ddpctl.E040 says why
     from django.db import DatabaseError
 
     from .livedata.capture import missing, missing_tables
@@ -134,3 +136,14 @@ def check_origins_and_session_login(app_configs: Any = None, **kwargs: Any) -> l
             hint="List your sites' origins in DDPCTL_ALLOWED_ORIGINS (or `ddpctl serve "
                  "--allowed-origin`) instead of '*', or narrow ALLOWED_HOSTS.", id="ddpctl.W011"))
     return problems
+
+
+@register("ddpctl")
+def check_embedded_database(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """``ddpctl.E040``: a database left to the embedded PostgreSQL (no ``DATABASE_URL``)
+    while ``pgserver`` is not installed (``ddpctl.database.database_settings``)."""
+    from .database import embedded_missing
+    from .embedded import MISSING_MESSAGE
+
+    return [Error(f"DATABASES[{alias!r}]: {MISSING_MESSAGE}.", id="ddpctl.E040")
+            for alias in embedded_missing(settings.DATABASES)]

@@ -6,20 +6,23 @@ In a settings module::
     DATABASES = {"default": database_settings(embedded_dir=BASE_DIR / ".pgdata")}
 
 ``DATABASE_URL`` looks like ``postgres://user:password@host:5432/name`` (a socket
-directory goes in ``?host=/path``).  Without it, the ``pgserver`` package runs a private
-PostgreSQL on a Unix socket in ``embedded_dir``, shared by every process that uses the
-same directory, and stopped when the last of them exits.
+directory goes in ``?host=/path``).  Without it, the embedded PostgreSQL
+(:mod:`ddpctl.embedded`, ``pip install 'ddpctl[embedded]'``) runs on a Unix socket in
+``embedded_dir``, shared by every process that uses the same directory, and stopped when
+the last of them exits.  Without either, the entry is marked ``EMBEDDED_MISSING`` and
+system check ``ddpctl.E040`` (and every ``ddpctl`` command) says what to install or set.
 """
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["parse_database_url", "database_settings", "embedded_server_url"]
+from . import embedded
+
+__all__ = ["parse_database_url", "database_settings", "embedded_missing", "embedded_server_url"]
 
 logger = logging.getLogger(__name__)
 _SCHEMES = {"postgres", "postgresql", "pgsql", "postgis"}
@@ -46,23 +49,30 @@ def parse_database_url(url: str) -> dict[str, Any]:
 
 
 def embedded_server_url(data_dir: str | os.PathLike[str]) -> str:
-    """Start (or join) the embedded PostgreSQL in ``data_dir`` and return its URL."""
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine.
-        warnings.simplefilter("ignore")
-        import pgserver  # imported lazily: only needed without DATABASE_URL
-
-    path = Path(data_dir).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("using the embedded PostgreSQL in %s", path)
-    return pgserver.get_server(path, cleanup_mode="stop").get_uri()
+    """Start (or join) the embedded PostgreSQL in ``data_dir`` and return its URL
+    (:func:`ddpctl.embedded.server_url`; ``EmbeddedUnavailable`` without pgserver)."""
+    return embedded.server_url(data_dir)
 
 
 def database_settings(*, embedded_dir: str | os.PathLike[str], env: str = "DATABASE_URL",
                       conn_max_age: int | None = None) -> dict[str, Any]:
-    """``DATABASES["default"]`` from ``$DATABASE_URL``, else the embedded server."""
-    url = os.environ.get(env) or embedded_server_url(embedded_dir)
-    config = parse_database_url(url)
+    """``DATABASES["default"]`` from ``$DATABASE_URL``, else the embedded server.
+
+    With neither (pgserver not installed), an entry for the socket the embedded server would
+    have, with ``EMBEDDED_MISSING`` set: importing the settings still works (so ``--help`` and
+    system checks do), and check ``ddpctl.E040`` reports it.
+    """
+    url = os.environ.get(env)
+    try:
+        config = parse_database_url(url or embedded.server_url(embedded_dir))
+    except embedded.EmbeddedUnavailable:
+        config = {**parse_database_url("postgresql://postgres@/postgres"), "EMBEDDED_MISSING": True,
+                  "HOST": str(Path(embedded_dir).expanduser().resolve())}
     config["CONN_MAX_AGE"] = conn_max_age  # ddpctl's database workers keep their connections
     config["CONN_HEALTH_CHECKS"] = True
     return config
+
+
+def embedded_missing(databases: dict[str, dict[str, Any]]) -> list[str]:
+    """The aliases of ``databases`` that need the embedded PostgreSQL, which is not installed."""
+    return [alias for alias, config in databases.items() if config.get("EMBEDDED_MISSING")]

@@ -13,11 +13,25 @@ import psycopg2
 import pytest
 from django.conf import settings
 
+from ddpctl import embedded
 from ddpctl.testing import DDPClient, LiveServer, eventually  # noqa: F401  (eventually: for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH_ARGS = ["--pythonpath", str(ROOT / "examples" / "bookstore"), "--pythonpath", str(ROOT / "tests")]
 SERVER_ARGS = ["--settings", "test_settings", *PYTHONPATH_ARGS]
+
+
+def pytest_configure(config):
+    # SIGINT, SIGTERM and SIGHUP interrupt the run the way Ctrl-C does, whatever the inherited
+    # disposition: fixtures tear down (servers stop, databases are dropped), then the session ends.
+    embedded.interrupt_on_signals()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the embedded PostgreSQL this run started (unless another process still holds it);
+    atexit and the embedded server's watchdog cover runs that end otherwise."""
+    embedded.release_all()
 
 
 def wait_for(client, predicate, timeout=10.0):

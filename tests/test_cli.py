@@ -10,7 +10,7 @@ from conftest import SERVER_ARGS
 from ddpctl.config import parse_listen
 
 COMMANDS = [[], ["serve"], ["migrate"], ["subs", "ls"], ["conns", "ls"], ["conns", "close"], ["nodes", "ls"],
-            ["tail"], ["replay"], ["changelog", "prune"]]
+            ["tail"], ["replay"], ["changelog", "prune"], ["dbshell"]]
 
 
 def ddpctl(*args, env=None, timeout=60):
@@ -66,6 +66,7 @@ def test_port_in_use(live_database_url):
                         env={"DATABASE_URL": live_database_url})
     line = one_line_error(result)
     assert f"cannot listen on 127.0.0.1:{port}" in line and "in use" in line
+    assert "is another server, perhaps ddpctl serve, running on it?" in line
 
 
 def test_missing_tls_file(tmp_path):

@@ -12,6 +12,7 @@ import psycopg2
 import pytest
 from conftest import wait_for
 
+from ddpctl.commands.dbshell import psql_executable
 from ddpctl.testing import DDPClient
 
 BOOK = "bookstore.book"
@@ -82,12 +83,11 @@ def test_changed_sends_only_changed_fields(live, sql):
 
 
 def test_psql_binary_writes_reach_clients(live, live_database_url):
-    from pgserver._commands import POSTGRES_BIN_PATH
-    psql = Path(POSTGRES_BIN_PATH) / "psql"
+    psql = psql_executable()
     with DDPClient(live.ws_url) as client:
         client.connect()
         client.subscribe("AllBooks")
-        subprocess.run([str(psql), live_database_url, "-v", "ON_ERROR_STOP=1", "-c",
+        subprocess.run([psql, live_database_url, "-v", "ON_ERROR_STOP=1", "-c",
                         "INSERT INTO bookstore_author (name, email) VALUES ('P', 'p@sql') RETURNING id; "
                         "INSERT INTO bookstore_book (title, author_id, pages, blurb) "
                         "SELECT 'From psql', id, 1, '' FROM bookstore_author WHERE email = 'p@sql'"],
@@ -280,7 +280,7 @@ def test_postgresql_restart_loses_nothing(live, live_database_url, sql):
 
     if os.environ.get("DDPCTL_TEST_DATABASE_URL"):
         pytest.skip("restarts only the embedded PostgreSQL, not an external server")
-    import pgserver
+    pgserver = pytest.importorskip("pgserver", reason="restarts the embedded PostgreSQL, not installed")
     from django.conf import settings
     from pgserver._commands import pg_ctl
     pgdata = settings.DATABASES["default"]["HOST"]

@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import websocket
 from conftest import SERVER_ARGS, eventually
 from test_live_data import BOOK, books, insert_book, wait_for
 
+from ddpctl.commands.dbshell import psql_executable
 from ddpctl.testing import DDPClient
 
 BEAT = "0.3"  # --node-heartbeat: a node is gone after 3 missed beats (0.9 s)
@@ -200,7 +200,6 @@ def last_position(sql):
 
 def test_tail_json_follows_orm_and_psql_writes_in_commit_order_across_a_killed_connection(
         start_server, clean, sql, live_database_url):
-    from pgserver._commands import POSTGRES_BIN_PATH
 
     server = start_server()
     start = last_position(sql)
@@ -210,8 +209,8 @@ def test_tail_json_follows_orm_and_psql_writes_in_commit_order_across_a_killed_c
         client.connect()
         first = client.call("books.add", "Dune", "frank@herbert.com", 412)  # the ORM, in the server
         client.call("books.rename", first, "Dune Messiah")
-        psql = Path(POSTGRES_BIN_PATH) / "psql"
-        subprocess.run([str(psql), live_database_url, "-v", "ON_ERROR_STOP=1", "-c",
+        psql = psql_executable()
+        subprocess.run([psql, live_database_url, "-v", "ON_ERROR_STOP=1", "-c",
                         "UPDATE bookstore_book SET pages = 500"], check=True, capture_output=True)
         old = tail_backend(sql)
         sql("SELECT pg_terminate_backend(%s)", [old])

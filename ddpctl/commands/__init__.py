@@ -8,6 +8,7 @@ import click
 from .. import __version__
 from .changelog import changelog
 from .conns import conns
+from .dbshell import dbshell
 from .meteor import meteor
 from .migrate import migrate
 from .nodes import nodes
@@ -34,6 +35,7 @@ def cli() -> None:
       ddpctl top                              live dashboard of every node
       ddpctl tail                             changes as they are committed
       ddpctl replay --since 10m               send past changes again
+      ddpctl dbshell                          psql on the configured database
 
     \b
     Meteor front ends:
@@ -53,5 +55,5 @@ def cli() -> None:
         raise click.UsageError(f"{FORMAT_ENV}={log_format!r} is not one of: {', '.join(FORMATS)}")
 
 
-for command in (serve, migrate, subs, conns, nodes, top, tail, replay, changelog, meteor):
+for command in (serve, migrate, subs, conns, nodes, top, tail, replay, changelog, meteor, dbshell):
     cli.add_command(command)

@@ -48,6 +48,13 @@ def setup_django(settings: str | None, pythonpath: tuple[str, ...] = ()) -> None
         django.setup()
     except ImproperlyConfigured as exc:
         raise click.ClickException(f"settings {settings!r}: {exc}") from None
+    from django.conf import settings as django_settings
+
+    from ..database import embedded_missing
+    from ..embedded import MISSING_MESSAGE
+
+    if "default" in embedded_missing(django_settings.DATABASES):
+        raise click.ClickException(MISSING_MESSAGE)
 
 
 def raw_connection(application_name: str) -> Any:

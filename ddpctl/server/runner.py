@@ -21,6 +21,7 @@ requests being answered, then stop the database workers.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
@@ -82,7 +83,9 @@ def bind_sockets(addresses: list[tuple[str, int]], reuse_port: bool = False) -> 
             try:
                 sock.bind((host, port))
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+                hint = (" (is another server, perhaps ddpctl serve, running on it? Stop it, or "
+                        "choose another port with -l/--listen)") if exc.errno == errno.EADDRINUSE else ""
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
             sock.setblocking(False)
     except OSError:
         for sock in sockets:

@@ -54,6 +54,15 @@ class LiveServer:
                *self.args]
         self.process = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=self._log,
                                         stderr=subprocess.STDOUT)
+        try:
+            self._wait_listening()
+        except BaseException:  # not started, or interrupted meanwhile (Ctrl-C): no server left behind
+            self.stop()
+            raise
+        return self
+
+    def _wait_listening(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -61,10 +70,9 @@ class LiveServer:
                     f"ddpctl serve exited with {self.process.returncode}:\n{self.output()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                    return
             except OSError:
                 time.sleep(0.05)
-        self.stop()
         raise ServerDidNotStart(
             f"ddpctl serve did not listen within {self.startup_timeout} s:\n{self.output()}")
 

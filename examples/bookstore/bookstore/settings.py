@@ -6,6 +6,8 @@ With no ``DATABASE_URL`` the example runs on an embedded PostgreSQL kept in
 import os
 from pathlib import Path
 
+import django
+
 from ddpctl.database import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -35,7 +37,11 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
     "django.contrib.auth.hashers.ScryptPasswordHasher",
 ]
-EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # password reset e-mails
+# Password reset e-mails go to the console (Django 6.1 replaced EMAIL_BACKEND with MAILERS).
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
