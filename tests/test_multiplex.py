@@ -835,6 +835,10 @@ class _Sink:
     def send(self, message) -> None:
         self.messages.append((message.op, message.id, message.fields))
 
+    def send_all(self, messages) -> None:
+        for message in messages:
+            self.send(message)
+
     def error(self, error) -> None:
         self.messages.append(("error", str(error), None))
 

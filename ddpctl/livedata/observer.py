@@ -469,14 +469,14 @@ class Observer:
                     old[doc_id] = after
                     if not (changed or cleared):
                         continue
-                    message = PreparedMessage("changed", name, doc_id, changed, cleared)
+                    message = PreparedMessage("changed", name, doc_id, changed, cleared, before, after)
                 ordered.append((own.get(doc_id, other), message))
         if not ordered:
             return
         ordered.sort(key=lambda item: item[0])
+        messages = [message for _, message in ordered]
         for sub in list(self.subscribers):
-            for _, message in ordered:
-                sub.send(message)
+            sub.send_all(messages)  # one call per subscriber, not one per message
 
 
 class _SnapshotUnavailable(Exception):
