@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 
 import gevent
+import test_connection_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,32 +26,12 @@ BATCH = st.tuples(st.sampled_from("ab"), st.dictionaries(st.sampled_from(DOCS), 
                                                          min_size=1, max_size=3))
 
 
-class RecordingTransport:
-    """A WebSocket transport that takes every write at once and keeps what was written."""
-
-    kind, heartbeats, closed, sent_at = "websocket", False, False, 0.0
-
-    def __init__(self) -> None:
-        self.writes: list[list[str]] = []
-
-    def open(self) -> None:
-        pass
-
-    def send(self, texts: list[str]) -> None:
-        self.writes.append(list(texts))
+class RecordingTransport(test_connection_writer.RecordingTransport):
+    """The writer tests' client, which also takes direct (non-blocking) writes whole."""
 
     def send_nowait(self, texts: list[str]) -> int:
-        self.writes.append(list(texts))
+        self.send(texts)
         return 0
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def send_heartbeat(self) -> None:
-        pass
 
 
 def _connection(sub_ids):
@@ -127,12 +108,12 @@ def test_a_batch_is_one_write_and_the_client_sees_what_precedence_lists_give(bat
                 out += reference.removed(handle, "books", m.id)
         for msg in out:
             _apply(expected, json.dumps(msg))
-        writes = len(transport.writes)
+        writes = len(transport.batches)
         subs[observer].send_all(messages)
         gevent.sleep(0)  # the direct writes
-        assert len(transport.writes) == writes + (1 if out else 0)  # one write per batch
+        assert len(transport.batches) == writes + (1 if out else 0)  # one write per batch
     client: dict[str, dict] = {}
-    for texts in transport.writes:
+    for texts in transport.batches:
         for text in texts:
             _apply(client, text)
     assert _same(client, expected)
