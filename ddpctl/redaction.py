@@ -44,9 +44,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["REDACTED", "SensitiveParams", "compile_patterns", "configure", "declare_sensitive",
-           "forget_sensitive", "is_secret_key", "redact", "redact_message", "redact_params", "redact_params_json",
-           "redact_text"]
+__all__ = [
+    "REDACTED", "SensitiveParams", "compile_patterns", "configure", "declare_sensitive", "forget_sensitive",
+    "is_secret_key", "redact", "redact_message", "redact_params", "redact_params_json", "redact_text",
+]
 
 REDACTED = "[redacted]"
 

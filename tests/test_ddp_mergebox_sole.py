@@ -68,8 +68,10 @@ def _same(a, b):
 
 
 @settings(max_examples=400, deadline=None)
-@given(OPS)
-def test_sole_owner_path_matches_precedence_lists(ops):
+@given(OPS, st.booleans())
+def test_sole_owner_path_matches_precedence_lists(ops, whole):
+    """``whole``: a diffed ``changed`` also carries the observer's whole documents before and
+    after (what ``Observer.apply`` passes), so a sole document may take ``after`` as it is."""
     fast, reference = SessionView(), SessionView(sole=False)
     published = {h: {} for h in HANDLES}  # what each subscription has sent: its observer's state
     fast_client, reference_client = {}, {}
@@ -107,11 +109,13 @@ def test_sole_owner_path_matches_precedence_lists(ops):
             out_fast = fast.changed(handle, collection, doc_id, values, cleared)
             out_ref = reference.changed(handle, collection, doc_id, values, cleared)
         elif key in mine:  # the observer diffs the new state against what it sent
-            changed, gone = diff_fields(mine[key], fields)
+            before = mine[key]
+            changed, gone = diff_fields(before, fields)
             mine[key] = fields
             if not (changed or gone):
                 continue
-            out_fast = fast.apply_diffed(handle, "changed", collection, doc_id, changed, gone)
+            out_fast = fast.apply_diffed(handle, "changed", collection, doc_id, changed, gone,
+                                         *((before, fields) if whole else ()))
             if out_fast is None:
                 out_fast = [_message("changed", collection, doc_id, changed, gone)]
             out_ref = reference.changed(handle, collection, doc_id, changed, gone)
@@ -183,3 +187,24 @@ def test_removing_a_document_of_another_subscription_still_raises():
         pass
     else:
         raise AssertionError("expected MergeboxError")
+
+
+def test_a_sole_document_shares_the_observers_dicts():
+    """The view keeps the observer's document (an ``added`` let through) and, on a diffed
+    ``changed`` whose ``before`` is that very dict, takes ``after`` without copying; a
+    document the view copied (here: changed by a low-level ``changed()``) is updated as a
+    copy, never replaced by ``after``."""
+    view = SessionView()
+    first = {"title": "a", "year": 1}
+    assert view.apply_diffed("A", "added", "books", "1", first) is None
+    second = {"title": "b", "year": 1}
+    assert view.apply_diffed("A", "changed", "books", "1", {"title": "b"}, None, first, second) is None
+    assert view._collections["books"]["1"].fields is second
+    assert view.document("books", "1") == {"title": "b", "year": 1}
+    assert view.changed("A", "books", "1", {"year": 2}) == [
+        {"msg": "changed", "collection": "books", "id": "1", "fields": {"year": 2}}]
+    assert second == {"title": "b", "year": 1}  # the observer's dict is never written
+    third = {"title": "c", "year": 1}  # the observer's state: it does not know of year 2
+    assert view.apply_diffed("A", "changed", "books", "1", {"title": "c"}, None, second, third) is None
+    assert view._collections["books"]["1"].fields is not third
+    assert view.document("books", "1") == {"title": "c", "year": 2}

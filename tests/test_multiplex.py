@@ -835,6 +835,10 @@ class _Sink:
     def send(self, message) -> None:
         self.messages.append((message.op, message.id, message.fields))
 
+    def send_all(self, messages) -> None:
+        for message in messages:
+            self.send(message)
+
     def error(self, error) -> None:
         self.messages.append(("error", str(error), None))
 
@@ -942,3 +946,71 @@ def test_parameters_keep_the_type_of_their_literal_in_a_multiplexed_statement():
     big = cursor(2**40, 70)  # an integer too big for "integer": bigint, not an error
     assert big.shape is whole.shape
     assert sorted(whole.shape.query([whole.params, big.params], None)) == [(book.pk, 0), (book.pk, 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_a_shape_of_every_row_of_its_table_is_every_row():
+    from ddpctl.livedata.observer import Cursor
+
+    every = [Book.objects.all(), Book.objects.order_by("-title"), Book.objects.defer("blurb")]
+    not_every = [Book.objects.filter(author__email="x@y"), Book.objects.filter(pages__gt=3),
+                 Book.objects.all()[:5], Book.objects.distinct(), Book.objects.exclude(title=""),
+                 Book.objects.extra(where=["pages > 0"]), Book.objects.filter(genres__name="g")]
+    for queryset, expected in [(q, True) for q in every] + [(q, False) for q in not_every]:
+        cursor = Cursor(collections.for_model(Book), queryset)
+        assert cursor.shape is not None, cursor.alone
+        assert cursor.shape.every_row is expected, queryset.query
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shape_of_every_row_reads_the_changed_rows_without_a_key_statement(monkeypatch):
+    """Batches of inserts, updates and deletes give an observer of every book (no key
+    statement: its changed rows are read, those gone are removed) and a filtered one the
+    same messages as each observer refreshing alone with its own queries."""
+    from ddpctl.livedata.multiplex import BatchRefresh
+    from ddpctl.livedata.observer import ChangeSet, Cursor, ObserverRegistry
+    from ddpctl.livedata.shape import Shape
+
+    authors = [Author.objects.create(name=f"E{i}", email=f"every{i}@example.com") for i in range(2)]
+    books = [Book.objects.create(title=f"b{i}", author=authors[i % 2], pages=i) for i in range(6)]
+
+    def queries():
+        # (a filter of its own: shapes are shared process-wide, and another test breaks one)
+        return [Book.objects.all(), Book.objects.filter(author__email=authors[0].email, pages__lt=100)]
+
+    multiplexed, alone, sinks = ObserverRegistry(), ObserverRegistry(), {}
+    for registry in (multiplexed, alone):
+        for number in range(2):
+            observer, _ = registry.get_or_create(number, lambda n=number: [
+                Cursor(collections.for_model(Book), queries()[n])])
+            sinks[registry, number] = _Sink()
+            observer.add(sinks[registry, number])
+            observer.initialize()
+    assert [o.cursors[0].shape.every_row for o in multiplexed.all()] == [True, False]
+    assert {o.refresh_mode for o in multiplexed.all()} == {"multiplexed"}
+    statements = []
+    real_query = Shape.query
+    monkeypatch.setattr(Shape, "query", lambda self, cohorts, keys: statements.append(self.every_row)
+                        or real_query(self, cohorts, keys))
+    rng = random.Random(14)
+    for _ in range(25):
+        changes = ChangeSet()
+        for _ in range(rng.randint(1, 4)):
+            kind = rng.choice(["insert", "update", "update", "delete"])
+            if kind == "insert" or not books:
+                book = Book.objects.create(title="new", author=rng.choice(authors), pages=rng.randint(0, 9))
+                books.append(book)
+            elif kind == "update":
+                book = rng.choice(books)
+                Book.objects.filter(pk=book.pk).update(pages=rng.randint(0, 9), author=rng.choice(authors))
+            else:
+                book = books.pop(rng.randrange(len(books)))
+                Book.objects.filter(pk=book.pk).delete()
+            changes.add("bookstore_book", str(book.pk))
+        BatchRefresh(changes, multiplexed.affected(changes)).run(lambda jobs: [job() for job in jobs])
+        for observer in alone.affected(changes):
+            observer.refresh(changes)
+    assert statements and not any(statements)  # only the filtered shape asked for keys
+    for number in range(2):
+        assert sinks[multiplexed, number].messages == sinks[alone, number].messages
+    assert {op for op, _, _ in sinks[multiplexed, 0].messages} == {"added", "changed", "removed"}

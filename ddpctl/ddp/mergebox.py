@@ -269,11 +269,19 @@ class SessionView:
 
     def apply_diffed(self, handle: str, op: str, collection: str, doc_id: str,
                      fields: Mapping[str, Any] | None = None, cleared: list[str] | None = None,
+                     before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
                      ) -> list[Message] | None:
         """``added``/``changed``/``removed`` (``op``) that an observer computed by diffing
         what it sent this subscription before: ``changed`` holds only fields whose values
         differ and ``cleared`` only fields it had sent.  ``fields`` of an ``added`` is kept
         as is (it must not change any more).
+
+        ``before``/``after`` (optional, ``changed`` only): the observer's whole document
+        the message was diffed from and to (dicts that nobody changes any more).  A document
+        this subscription alone holds whose fields are ``before`` itself (the view kept the
+        observer's dict: an ``added`` let through, a welcome's ``owned`` document, or the
+        last such ``changed``) then takes ``after`` as it is: no copy, no field written,
+        and the session shares the observer's document instead of holding its own.
 
         Returns ``None`` when the client must get exactly that message -- the document is
         (or becomes, or was) this subscription's alone -- without comparing a field; else
@@ -283,9 +291,12 @@ class SessionView:
         view = docs.get(doc_id) if docs is not None else None
         if self._sole:
             if op == "changed":
-                if (isinstance(view, _SoleDocument) and view.handle == handle and (fields or cleared)
+                if (view.__class__ is _SoleDocument and view.handle == handle and (fields or cleared)
                         and (not fields or "_id" not in fields)):
                     doc = view.fields
+                    if doc is before and before is not None and type(after) is dict:
+                        view.fields, view.mine = after, False  # what the client now has, exactly
+                        return _FORWARD
                     if not cleared or all(key in doc for key in cleared):
                         doc = view.writable()
                         if cleared:

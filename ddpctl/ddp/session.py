@@ -315,10 +315,12 @@ class Session:
                 {"msg": "result", "id": call.id, "error": error.to_json()}]
 
     def subscription_added(self, sub_id: str, collection: str, doc_id: str,
-                           fields: Mapping[str, Any]) -> list[Message]:
+                           fields: Mapping[str, Any], *, owned: bool = False) -> list[Message]:
+        """``owned``: ``fields`` never changes any more (an observer's document); the
+        mergebox may keep that dict rather than a copy (:meth:`SessionView.added`)."""
         if sub_id not in self.subscriptions:
             return []
-        return self.view.added(_sub_handle(sub_id), collection, doc_id, fields)
+        return self.view.added(_sub_handle(sub_id), collection, doc_id, fields, owned=owned)
 
     def subscription_added_many(self, sub_id: str, collection: str,
                                 docs: list[tuple[str, Mapping[str, Any]]]) -> list[list[Message] | None]:
@@ -338,13 +340,21 @@ class Session:
 
     def subscription_diffed(self, sub_id: str, op: str, collection: str, doc_id: str,
                             fields: Mapping[str, Any] | None = None,
-                            cleared: list[str] | None = None) -> list[Message] | None:
+                            cleared: list[str] | None = None, before: Mapping[str, Any] | None = None,
+                            after: Mapping[str, Any] | None = None) -> list[Message] | None:
         """A message an observer diffed against what it sent this subscription (see
         :meth:`SessionView.apply_diffed`): ``None`` if the client gets it as it is, else the
         messages to send instead (none for a subscription that is gone)."""
         if sub_id not in self.subscriptions:
             return []
-        return self.view.apply_diffed(_sub_handle(sub_id), op, collection, doc_id, fields, cleared)
+        return self.view.apply_diffed(_sub_handle(sub_id), op, collection, doc_id, fields, cleared,
+                                      before, after)
+
+    def diffed_handle(self, sub_id: str) -> str | None:
+        """The mergebox handle under which to pass ``sub_id``'s diffed messages straight to
+        :meth:`SessionView.apply_diffed` (a batch of them: one lookup, not one per message),
+        or ``None`` if the subscription is gone (its messages are dropped)."""
+        return _sub_handle(sub_id) if sub_id in self.subscriptions else None
 
     def subscription_removed(self, sub_id: str, collection: str, doc_id: str) -> list[Message]:
         if sub_id not in self.subscriptions:

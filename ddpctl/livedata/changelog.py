@@ -57,7 +57,7 @@ _COLUMNS = 'c.id, c."table", c.op, c."row", c.fields, c.at'
 # changes, by id.  The last two arms only look at or below the position (above it, the
 # first arm finds every row), so no row comes twice.
 _READ = _SNAPSHOT + f"""
-SELECT NULL::bigint AS id, NULL::text, NULL::text, NULL::text, NULL::text[], NULL::timestamptz, s::text
+SELECT NULL::bigint AS id, {{export}}, NULL::text, NULL::text, NULL::text[], NULL::timestamptz, s::text
 FROM snap
 UNION ALL
 (SELECT *, NULL FROM (SELECT {_COLUMNS} FROM ddpctl_change c
@@ -71,6 +71,11 @@ UNION ALL
  WHERE c.xid >= %(horizon)s::text::xid8 AND c.id <= %(position)s)
 ORDER BY id NULLS FIRST
 """
+
+# The statement's snapshot, exported for other sessions (pg_export_snapshot) in the same
+# round trip, or not.
+_READ, _READ_EXPORT = _READ.format(export="NULL::text"), _READ.format(export="pg_export_snapshot()")
+_BEGIN_READ_ONLY = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
 
 _END = _SNAPSHOT + "SELECT s::text, (SELECT coalesce(max(id), 0) FROM ddpctl_change) FROM snap"
 _NOW = _SNAPSHOT + "SELECT s::text FROM snap"
@@ -121,15 +126,26 @@ class ChangelogReader:
         ``cursor``: a psycopg2 cursor, not inside a REPEATABLE READ transaction (each read
         needs a fresh snapshot).  Database errors propagate; the reader is then unchanged.
         """
-        cursor.execute(_READ, {"position": self.position, "limit": self.batch_size,
-                               "in_flight": [str(x) for x in sorted(self.in_flight)],
-                               "horizon": None if self.horizon is None else str(self.horizon)})
+        return self._read(cursor, _READ)[1]
+
+    def read_exported(self, cursor: Any) -> tuple[str, list[ChangeRow]]:
+        """:meth:`read` in a new read-only REPEATABLE READ transaction that it begins, with
+        the read's snapshot exported (``pg_export_snapshot()``), in one round trip:
+        ``(snapshot id, rows)``.  The caller ends the transaction (the export with it).
+
+        ``cursor``: a psycopg2 cursor of an autocommit connection, outside any transaction."""
+        return self._read(cursor, _BEGIN_READ_ONLY + _READ_EXPORT)
+
+    def _read(self, cursor: Any, statement: str) -> tuple[str, list[ChangeRow]]:
+        cursor.execute(statement, {"position": self.position, "limit": self.batch_size,
+                                   "in_flight": [str(x) for x in sorted(self.in_flight)],
+                                   "horizon": None if self.horizon is None else str(self.horizon)})
         rows = cursor.fetchall()
         snapshot = Snapshot.parse(rows[0][6])
         changes = [ChangeRow(*r[:6]) for r in rows[1:]]
         self.position = max([self.position, *(c.id for c in changes[-1:])])
         self.in_flight, self.horizon = snapshot.xip, snapshot.xmax
-        return changes
+        return rows[0][1], changes
 
     def catch_up_all(self, cursor: Any) -> list[ChangeRow]:
         """Read until nothing new is visible."""

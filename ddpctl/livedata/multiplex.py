@@ -6,7 +6,8 @@ group is refreshed with one statement for all its cohorts, which returns ``(prim
 cohort)`` pairs:
 
 * of the changed rows only (``WHERE key = ANY(changed keys)``), when only rows of the
-  cursor's own table changed;
+  cursor's own table changed (no statement at all for a shape whose results are every row
+  of its table, :attr:`Shape.every_row`: a changed row is in them if it still exists);
 * of the whole results, keys only, when the batch can move documents without a change to
   their own row: a change to a table the query joins (an author's email for books by
   author email), a TRUNCATE, or any change for a sliced queryset or one whose rows depend
@@ -187,9 +188,16 @@ class BatchRefresh:
             changed_ids.update(changes.doc_ids(collection, parent).values())
         truncated = any(table in changes.full for table in collection.row_tables)
         found: dict[Cursor, list[tuple[str, Any]]] = {}  # cursor -> [(document id, key)]
+        every_row: list[tuple[str, Any]] | None = None  # the changed rows, for every_row shapes
         for shape, requests in by_shape.items():
             rows = [r for r in requests if not r.full]
-            if rows:
+            if rows and shape.every_row:
+                # Every row of the table is in its results: the changed rows, those that
+                # still exist once read (the others are dropped below, as gone).
+                if every_row is None:
+                    every_row = [(doc_id, collection.pk_from_id(doc_id)) for doc_id in changed.values()]
+                found.update((r.cursor, every_row) for r in rows)
+            elif rows:
                 found.update(self._keys(shape, rows, list(changed)))
             whole = [r for r in requests if r.full]
             if whole:

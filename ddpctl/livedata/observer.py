@@ -488,16 +488,16 @@ class Observer:
                     old[doc_id] = after
                     if not (changed or cleared):
                         continue
-                    message = PreparedMessage("changed", name, doc_id, changed, cleared)
+                    message = PreparedMessage("changed", name, doc_id, changed, cleared, before, after)
                 ordered.append((own.get(doc_id, other), message))
         if not ordered:
             return
         ordered.sort(key=lambda item: item[0])
+        messages = [message for _, message in ordered]
         subscribers = list(self.subscribers)
-        self._registry.messages_sent[self.publication] += len(ordered) * len(subscribers)  # per batch
+        self._registry.messages_sent[self.publication] += len(messages) * len(subscribers)  # per batch
         for sub in subscribers:
-            for _, message in ordered:
-                sub.send(message)
+            sub.send_all(messages)  # one call per subscriber, not one per message
 
 
 class _SnapshotUnavailable(Exception):
@@ -507,8 +507,15 @@ class _SnapshotUnavailable(Exception):
 def read_in_snapshot(snapshot: str | None, read: Callable[[], T], who: str) -> T:
     """``read()`` in a transaction reading ``snapshot`` (``pg_export_snapshot()`` text), or,
     if it is None or PostgreSQL no longer has it (logged for ``who``), reading current rows.
-    Database errors of ``read`` propagate."""
+    Database errors of ``read`` propagate.
+
+    On a connection in autocommit mode (the system lane's), the transaction begins and
+    imports the snapshot in one round trip (``BEGIN ...; SET TRANSACTION SNAPSHOT``) and
+    ends with ``ROLLBACK`` (it only read), instead of psycopg2's own ``BEGIN`` round trip
+    before them: the NOTIFY-to-client path pays each round trip per batch."""
     if snapshot is not None:
+        if connection.get_autocommit() and not connection.in_atomic_block:
+            return _read_in_own_transaction(snapshot, read, who)
         try:
             with transaction.atomic():
                 _import_snapshot(snapshot)
@@ -516,6 +523,32 @@ def read_in_snapshot(snapshot: str | None, read: Callable[[], T], who: str) -> T
         except _SnapshotUnavailable as exc:
             logger.info("%s: reading current rows, the batch's snapshot is gone (%s)", who, exc)
     return read()
+
+
+def _read_in_own_transaction(snapshot: str, read: Callable[[], T], who: str) -> T:
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT %s",
+                           [snapshot])
+        except DatabaseError as exc:
+            if is_connection_error(exc):
+                raise
+            cursor.execute("ROLLBACK")  # BEGIN ran; the failed import aborted the transaction
+            logger.info("%s: reading current rows, the batch's snapshot is gone (%s)", who, str(exc).strip())
+            return read()
+    try:
+        result = read()
+    except BaseException as exc:
+        if not (isinstance(exc, Exception) and is_connection_error(exc)):  # else nothing to end
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("ROLLBACK")
+            except Exception:  # the read's own error is the one that counts
+                logger.debug("%s: ROLLBACK after a failed read failed too", who, exc_info=True)
+        raise
+    with connection.cursor() as cursor:
+        cursor.execute("ROLLBACK")  # it only read: ends the transaction
+    return result
 
 
 def _import_snapshot(snapshot: str) -> None:

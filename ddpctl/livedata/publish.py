@@ -34,14 +34,21 @@ logger = logging.getLogger(__name__)
 
 
 class PreparedMessage:
-    """A data message that many subscriptions send alike; serialized at most once."""
+    """A data message that many subscriptions send alike; serialized at most once.
 
-    __slots__ = ("op", "collection", "id", "fields", "cleared", "_text", "_size")
+    ``before``/``after``: for a ``changed`` an observer diffed, its whole document before
+    and after (dicts it never changes again): a session that holds ``before`` itself for a
+    document only this subscription publishes takes ``after`` as it is
+    (:meth:`ddpctl.ddp.mergebox.SessionView.apply_diffed`)."""
+
+    __slots__ = ("op", "collection", "id", "fields", "cleared", "before", "after", "_text", "_size")
 
     def __init__(self, op: str, collection: str, doc_id: str, fields: Mapping[str, Any] | None = None,
-                 cleared: list[str] | None = None) -> None:
+                 cleared: list[str] | None = None, before: Mapping[str, Any] | None = None,
+                 after: Mapping[str, Any] | None = None) -> None:
         self.op, self.collection, self.id = op, collection, doc_id
         self.fields, self.cleared = fields, cleared
+        self.before, self.after = before, after
         self._text: str | None = None
         self._size = -1
 
@@ -139,6 +146,7 @@ class SubscriptionSink(Protocol):
                     fields: Mapping[str, Any] | None, cleared: Iterable[str]) -> None: ...
     def sub_removed(self, sub_id: str, collection: str, doc_id: str) -> None: ...
     def sub_prepared(self, sub_id: str, message: PreparedMessage) -> None: ...
+    # Optional: ``sub_prepared_all(sub_id, messages)``, a batch's messages in one call.
     def sub_welcome(self, sub: Subscription, documents: Documents) -> None: ...
     def sub_ready(self, sub_id: str) -> None: ...
     def sub_failed(self, sub_id: str, error: MeteorError) -> None: ...
@@ -198,6 +206,21 @@ class Subscription:
     def send(self, message: PreparedMessage) -> None:
         """``added``/``changed``/``removed`` from a message shared with other subscriptions."""
         if self.active:
+            self._sink.sub_prepared(self.id, message)
+
+    def send_all(self, messages: list[PreparedMessage]) -> None:
+        """:meth:`send` each of ``messages`` (an observer's batch, in order), in one call to a
+        sink that has ``sub_prepared_all`` (the server's connection: one queue item and one
+        write for the batch)."""
+        if not self.active:
+            return
+        send_all = getattr(self._sink, "sub_prepared_all", None)
+        if send_all is not None:
+            send_all(self.id, messages)
+            return
+        for message in messages:
+            if not self.active:
+                return
             self._sink.sub_prepared(self.id, message)
 
     def welcome(self, documents: Documents) -> None:

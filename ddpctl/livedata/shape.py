@@ -191,7 +191,11 @@ class Shape:
     the shape's SQL reads (:func:`.reads.relation_scans` of the first cursor); ``sliced``: the
     queryset has a LIMIT/OFFSET (each cohort's own, in the lateral subquery); ``whole``:
     a row's presence depends on other rows of its table
-    (:func:`.reads.depends_on_other_rows`), so any change to the table re-reads whole results.
+    (:func:`.reads.depends_on_other_rows`), so any change to the table re-reads whole results;
+    ``every_row``: each cohort's result is every row of the collection's table (no filter,
+    join, slice, ``DISTINCT``, grouping or set operation, no parameter), so a changed row
+    is in it exactly when it exists: :mod:`.multiplex` then reads the changed rows
+    without asking for keys first (one statement less per batch).
     """
 
     _numbers = itertools.count(1)
@@ -210,6 +214,10 @@ class Shape:
         scans = relation_scans(queryset)
         self.tables = frozenset(scans) | {collection.table}
         self.whole = depends_on_other_rows(queryset, scans)
+        query = queryset.query
+        self.every_row = (not params and not self.sliced and not self.whole and not query.where
+                          and not query.distinct and query.group_by is None and not query.combinator
+                          and self.tables == {collection.table})
 
     def __repr__(self) -> str:
         return f"<Shape {self.number} of {self.collection.name}>"

@@ -767,11 +767,48 @@ class DDPConnection:
             return
         self._deliver_prepared(sub_id, message)
 
+    def sub_prepared_all(self, sub_id: str, messages: list[PreparedMessage]) -> None:
+        """An observer's batch for ``sub_id``, in order: through the mergebox message by
+        message as :meth:`sub_prepared` does, queued as one item (one write per batch)."""
+        if self._close_queued:
+            return
+        handle = self.session.diffed_handle(sub_id)
+        if handle is None:
+            return  # the subscription is gone: nothing to send or record
+        if self._mute_data or sub_id in self._welcoming or gevent.getcurrent() is self._processor:
+            for message in messages:  # the general path (held for a welcome, muted, paced)
+                self.sub_prepared(sub_id, message)
+            return
+        apply_diffed = self.session.view.apply_diffed
+        texts: list[str] = []
+        size = 0
+        for message in messages:
+            try:
+                text, length = message.text, message.size  # encoded once for every session
+            except EncodeError as exc:  # dropped before the mergebox records it
+                logger.warning("connection %s: dropping a %r message (%s)", self.handle.id, message.op, exc)
+                continue
+            out = apply_diffed(handle, message.op, message.collection, message.id, message.fields,
+                               message.cleared, message.before, message.after)
+            if out is None:
+                texts.append(text)
+                size += length
+                continue
+            for msg in out:
+                text = message.text if message.same_as(msg) else self._encode(msg)
+                if text is not None:
+                    texts.append(text)
+                    size += utf8_size(text)
+        if not texts or not self._reserve(size):
+            return
+        self._push(texts[0] if len(texts) == 1 else _TextBatch(texts, size), size)
+
     def _deliver_prepared(self, sub_id: str, message: PreparedMessage) -> None:
         # The observer diffed it already: a document only this subscription holds takes it
         # as it is, with its shared text (no field compared again in the mergebox).
         out = self.session.subscription_diffed(sub_id, message.op, message.collection, message.id,
-                                               message.fields, message.cleared)
+                                               message.fields, message.cleared, message.before,
+                                               message.after)
         if out is None:
             if not self._mute_data:
                 self._queue_text(message.text, message.size)

@@ -214,11 +214,10 @@ class Dispatcher:
             with conn.cursor() as cur:
                 # The batch is read in a snapshot that stays exported while observers apply
                 # it: they read its rows as of that snapshot (see ChangeSet.snapshot).
-                # One round trip for both (the NOTIFY-to-client path pays each one per batch).
-                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()")
+                # BEGIN, the read and the export in one round trip (the NOTIFY-to-client
+                # path pays each one per batch).
                 try:
-                    snapshot = cur.fetchone()[0]
-                    rows = self.reader.read(cur)
+                    snapshot, rows = self.reader.read_exported(cur)
                     if rows:
                         self._dispatch(rows, snapshot, taken_at)
                 except Exception:
