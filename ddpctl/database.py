@@ -54,17 +54,25 @@ def embedded_server_url(data_dir: str | os.PathLike[str]) -> str:
     return embedded.server_url(data_dir)
 
 
-def database_settings(*, embedded_dir: str | os.PathLike[str], env: str = "DATABASE_URL",
+def database_settings(*, embedded_dir: str | os.PathLike[str] | None = None, env: str = "DATABASE_URL",
                       conn_max_age: int | None = None) -> dict[str, Any]:
-    """``DATABASES["default"]`` from ``$DATABASE_URL``, else the embedded server.
+    """``DATABASES["default"]`` from ``$DATABASE_URL``, else the embedded server in
+    ``embedded_dir`` (development; without ``embedded_dir``, ``$DATABASE_URL`` is required:
+    ``ImproperlyConfigured`` when it is unset).
 
     With neither (pgserver not installed), an entry for the socket the embedded server would
     have, with ``EMBEDDED_MISSING`` set: importing the settings still works (so ``--help`` and
-    system checks do), and check ``ddpctl.E040`` reports it.
+    system checks do), and check ``ddpctl.E040`` reports it.  ``ValueError`` for a malformed
+    URL.
     """
     url = os.environ.get(env)
+    if not url and embedded_dir is None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"${env} is not set (postgres://user:password@host:5432/name); "
+                                   "pass embedded_dir= to database_settings() for an embedded server")
     try:
-        config = parse_database_url(url or embedded.server_url(embedded_dir))
+        config = parse_database_url(url or embedded.server_url(embedded_dir))  # type: ignore[arg-type]
     except embedded.EmbeddedUnavailable:
         config = {**parse_database_url("postgresql://postgres@/postgres"), "EMBEDDED_MISSING": True,
                   "HOST": str(Path(embedded_dir).expanduser().resolve())}

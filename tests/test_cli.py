@@ -227,3 +227,35 @@ def test_serve_refuses_durations_that_are_not_finite_or_too_long(option, value):
                             text=True, timeout=60)
     assert result.returncode == 2
     assert option in result.stderr and "Traceback" not in result.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [["migrate", "--noinput"], ["migrate", "--check"], ["subs", "ls"],
+                                     ["nodes", "ls"], ["changelog", "prune"]], ids=" ".join)
+@pytest.mark.parametrize("kind", ["malformed", "unreachable", "no such database"])
+def test_a_bad_database_url_is_a_one_line_error_for_every_command(command, kind):
+    """A malformed DATABASE_URL, a server that does not answer, or a database that does not
+    exist: exit 1 and one ``Error:`` line naming the problem, never a traceback."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    url = {
+        "malformed": "not a url",
+        "unreachable": f"postgresql://postgres@127.0.0.1:{_closed_port()}/x",
+        "no such database": (f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/ddpctl_absent_db"
+                             if not db["HOST"].startswith("/")
+                             else f"postgresql://{db['USER']}@:{db['PORT'] or 5432}/ddpctl_absent_db"
+                                  f"?host={db['HOST']}"),
+    }[kind]
+    result = ddpctl(*command, *SERVER_ARGS, env={"DATABASE_URL": url})
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: "), result.stderr
+    expected = {"malformed": "scheme", "unreachable": "connect", "no such database": "ddpctl_absent_db"}[kind]
+    assert expected in result.stderr, result.stderr

@@ -539,3 +539,54 @@ def test_a_chunked_body_over_its_limit_gets_413(start_server):
         data = _read_to_eof(sock)
     assert data.startswith(b"HTTP/1.1 413 "), data[:200]
     assert data.count(b"HTTP/1.1 ") == 1
+
+
+_cookie_name = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-",
+                       min_size=1, max_size=12)
+_cookie_value = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~:/", max_size=20)
+_padding = st.text(alphabet=" \t", max_size=3)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(cookies=st.dictionaries(_cookie_name, _cookie_value, max_size=3), before=_padding, after=_padding,
+       value=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=20))
+def test_cookies_and_padded_header_values_are_sent_trimmed(server, cookies, before, after, value):
+    """Any response Django makes is sent: cookies (Django's WSGI handler writes Set-Cookie
+    values with a leading space) and header values with leading/trailing whitespace go out
+    trimmed (RFC 9110 5.5), never as a 500."""
+    from urllib.parse import urlencode
+
+    query = urlencode([*(("cookie", f"{k}={v}") for k, v in cookies.items()),
+                       ("header", before + value + after)])
+    with _connect(server) as sock:
+        sock.sendall(b"GET /testapp/http/cookies?" + query.encode() + b" HTTP/1.1\r\n" + HOST + b"\r\n")
+        ((response, body),) = _responses(sock, 1)
+    assert response.status_code == 200 and body == b"ok"
+    headers = [(n.decode(), v.decode()) for n, v in response.headers]
+    assert dict(headers)["x-padded"] == value
+    sent = sorted(v.split(";")[0] for n, v in headers if n == "set-cookie")
+    from http.cookies import SimpleCookie
+
+    expected = sorted(SimpleCookie({k: v})[k].OutputString().split(";")[0] for k, v in cookies.items())
+    assert sent == expected
+
+
+def test_the_admin_login_page_sets_its_csrf_cookie_and_logs_in(server):
+    """The Django admin over ddpctl's HTTP: its login form's CSRF cookie is set (a 500 before)."""
+    import http.cookiejar
+    import urllib.request
+    from urllib.parse import urlencode
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{server.url}/admin/login/", timeout=10) as response:
+        page = response.read().decode()
+        assert response.status == 200
+    assert any(cookie.name == "csrftoken" for cookie in jar)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    data = urlencode({"csrfmiddlewaretoken": token, "username": "nobody", "password": "wrong",
+                      "next": "/admin/"}).encode()
+    request = urllib.request.Request(f"{server.url}/admin/login/", data=data,
+                                     headers={"Referer": f"{server.url}/admin/login/"})
+    with opener.open(request, timeout=10) as response:  # the form, again: CSRF passed, login failed
+        assert response.status == 200 and "csrfmiddlewaretoken" in response.read().decode()

@@ -99,3 +99,17 @@ def test_a_fresh_database_is_not_refused_by_the_check(project):
     result = run(project, "migrate", "--noinput", "--settings", "nomig_settings", module="django")
     assert "Applying ddpctl.0001_initial... OK" in result.stdout
     assert result.returncode == 1 and "nomig_gadget" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_warns_of_each_missing_table_at_start(project):
+    """``ddpctl serve`` starts (the other publications work) and names each missing table,
+    with check E007, in its log."""
+    from ddpctl.testing import LiveServer
+
+    directory, url = project
+    run(project, "migrate", "--noinput", "--settings", "nomig_settings")  # the other tables
+    env = {"DATABASE_URL": url, "PYTHONPATH": os.pathsep.join(PYTHONPATH_ARGS[1::2])}
+    with LiveServer(["--settings", "nomig_settings"], env=env, cwd=str(directory)) as server:
+        log = server.output()  # the checks run before it listens
+    for table in ("nomig_gadget", "nomig_gadget_parts"):
+        assert f"table '{table}' of model nomig.Gadget" in log and "(ddpctl.E007)" in log, log

@@ -15,7 +15,11 @@ from conftest import ROOT
 from ddpctl.commands import cli
 
 PATH_WORDS = ("FILE", "DIR", "PATH", "OUT")
-NOT_A_PATH_TYPE = {("meteor build", "meteor_path")}  # a path or a command name on PATH: find_meteor
+NOT_A_PATH_TYPE = {
+    ("meteor build", "meteor_path"),  # a path or a command name on PATH: find_meteor
+    # URL paths, not files
+    ("serve", "metrics_path"), ("serve", "liveness_path"), ("serve", "readiness_path"),
+}
 
 
 def _commands(group: click.Group, prefix: str = ""):

@@ -36,13 +36,16 @@ def setup_django(settings: str | None, pythonpath: tuple[str, ...] = ()) -> None
     if not settings:
         raise click.UsageError("no Django settings: pass --settings MODULE or set "
                                "DJANGO_SETTINGS_MODULE")
+    from django.core.exceptions import ImproperlyConfigured
+
     try:
         importlib.import_module(settings)
     except ImportError as exc:
         raise click.ClickException(f"cannot import settings module {settings!r}: {exc}") from None
+    except (ValueError, ImproperlyConfigured) as exc:  # e.g. a malformed DATABASE_URL
+        raise click.ClickException(f"settings {settings!r}: {exc}") from None
     os.environ["DJANGO_SETTINGS_MODULE"] = settings
     import django
-    from django.core.exceptions import ImproperlyConfigured
 
     try:
         django.setup()

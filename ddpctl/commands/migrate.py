@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .django_setup import django_options, setup_django
+from .django_setup import database_errors, django_options, setup_django
 
 
 @click.command()
@@ -33,11 +33,16 @@ def migrate(settings: str | None, pythonpath: tuple[str, ...], noinput: bool, ch
       ddpctl migrate --settings mysite.settings --check    # in CI or a deploy check
     """
     setup_django(settings, pythonpath)
+    args = [a for a in (app_label, migration_name) if a]
+    with database_errors():  # an unreachable or missing database: one line, no traceback
+        _migrate(args, noinput, check)
+
+
+def _migrate(args: list[str], noinput: bool, check: bool) -> None:
     from django.core.management import call_command
 
     from ..livedata import capture
 
-    args = [a for a in (app_label, migration_name) if a]
     if check:
         problems = []
         try:

@@ -328,6 +328,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
         raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
     _configure_rate_limits()
     _check_origins(config)
+    _warn_missing_tables()
     _configure_meteor(config, **meteor)
     from ..server.runner import DDPServer, bind_sockets
 
@@ -354,6 +355,23 @@ def serve(ctx: click.Context, **options: Any) -> None:
     server = DDPServer(config, sockets, ssl_context, metrics_sockets)
     _banner(config, server.addresses, 1)
     server.serve()
+
+
+def _warn_missing_tables() -> None:
+    """System check ``ddpctl.E007`` at start, as warnings: a published model whose table does
+    not exist makes every subscription reading it fail (``manage.py migrate`` refuses to start
+    with it, ``serve`` starts: the other publications still work)."""
+    from django.db import DatabaseError
+
+    from ..livedata.capture import missing_tables
+
+    try:
+        absent = missing_tables()
+    except DatabaseError as exc:  # the dispatcher reports an unreachable database on its own
+        logger.warning("could not check the published tables: %s", str(exc).strip())
+        return
+    for problem in absent.problems if absent is not None else ():
+        logger.warning("%s (ddpctl.E007): subscriptions reading it fail until it exists", problem)
 
 
 def _configure_rate_limits() -> None:

@@ -642,7 +642,9 @@ class HTTPConnection:
             if self._status is None:
                 raise AssertionError("the application wrote before start_response")
             code, _, reason = self._status.partition(" ")
-            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self._headers]
+            # A field value has no leading or trailing whitespace (RFC 9110 5.5), which h11
+            # enforces; Django's WSGI handler writes each Set-Cookie value with a leading space.
+            headers = [(n.encode("latin-1"), v.strip(" \t").encode("latin-1")) for n, v in self._headers]
             if self.server.draining or self.close_connection:
                 headers.append((b"Connection", b"close"))
             out = self.h11.send(h11.Response(status_code=int(code), headers=headers,

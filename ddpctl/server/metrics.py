@@ -135,6 +135,7 @@ class Metrics:
         self._last: dict[Any, float] = {}
         self._seen: dict[str, set[tuple[str, ...]]] = {}
         self._changelog_at = -CHANGELOG_EVERY
+        self._changelog_head = 0
         self._changelog_reader: gevent.Greenlet | None = None
         self._sampler: gevent.Greenlet | None = None
         timings.append(self)
@@ -169,6 +170,10 @@ class Metrics:
         g["dispatcher_connected"].labels(*node).set(1 if dispatcher["connected"] else 0)
         if dispatcher["position"] is not None:
             g["dispatcher_position"].labels(*node).set(dispatcher["position"])
+            # The head is read every CHANGELOG_EVERY seconds; it is never behind what the
+            # dispatcher has read (so head - position, "not read yet", is never negative).
+            self._changelog_head = max(self._changelog_head, dispatcher["position"])
+            g["changelog_head_position"].labels(*node).set(self._changelog_head)
         g["dispatcher_lag_seconds"].labels(*node).set(dispatcher["lag_seconds"])
         self._set_each(self._connections, "transports", {(k,): v for k, v in s["transports"].items()})
         db = s["db"]
@@ -218,7 +223,8 @@ class Metrics:
         finally:
             self._changelog_reader = None
         g = self._gauges
-        g["changelog_head_position"].labels(*self.labels).set(head)
+        self._changelog_head = max(self._changelog_head, head)
+        g["changelog_head_position"].labels(*self.labels).set(self._changelog_head)
         g["changelog_bytes"].labels(*self.labels).set(size)
         g["changelog_rows"].labels(*self.labels).set(max(0, rows))
 

@@ -25,7 +25,11 @@ class DDPClient(ClientSession):
 
     def __init__(self, url: str, *, sockjs: bool | None = None, timeout: float = 10.0,
                  auto_pong: bool = True, history: int | None = 10_000, **options: Any) -> None:
-        import websocket  # websocket-client
+        try:
+            import websocket  # websocket-client
+        except ImportError as exc:
+            raise ImportError("ddpctl.testing.DDPClient needs the websocket-client package: "
+                              "pip install 'ddpctl[test]'") from exc
 
         super().__init__(timeout=timeout, history=history)
         self.url = url

@@ -29,6 +29,19 @@ def http_echo(request: HttpRequest) -> HttpResponse:
 http_echo.csrf_exempt = True
 
 
+def http_cookies(request: HttpRequest) -> HttpResponse:
+    """Sets each ``cookie`` query parameter (``name=value``) as a cookie, as Django's
+    ``set_cookie`` does (its WSGI handler writes Set-Cookie values with a leading space), and
+    answers the ``header`` parameter as ``X-Padded``, with its whitespace as given."""
+    response = HttpResponse("ok", content_type="text/plain")
+    for item in request.GET.getlist("cookie"):
+        name, _, value = item.partition("=")
+        response.set_cookie(name, value, samesite="Lax")
+    if "header" in request.GET:
+        response["X-Padded"] = request.GET["header"]
+    return response
+
+
 def http_sse(request: HttpRequest) -> StreamingHttpResponse:
     """Server-sent events: one event, then a second once the file ``?release=`` exists
     (with ``?forever``, then more until the response is closed); ``<release>.closed`` is
