@@ -27,6 +27,7 @@ DATABASES = {"default": parse_database_url(os.environ["INNER_DATABASE_URL"])}
 USE_TZ = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "myproject.urls"
+TIME_ZONE = "Pacific/Kiritimati"  # +14:00; the run starts in Asia/Kolkata (TZ)
 '''
 
 MODELS = '''
@@ -233,6 +234,7 @@ def project(pytester, monkeypatch):
     monkeypatch.setenv("INNER_DATABASE_URL", database_url({**base, "NAME": name}))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # the zone the user's test run starts in
     pytester.makefile(".ini", pytest=textwrap.dedent("""
         [pytest]
         DJANGO_SETTINGS_MODULE = myproject.settings
@@ -274,5 +276,8 @@ def test_a_projects_tests_use_the_fixtures(project):
     # A failed live test shows what the server logged meanwhile: here the method's traceback.
     result.stdout.fnmatch_lines(["*Captured ddpctl serve log*", "*Exception in method 'notes.crash'*",
                                  "*ZeroDivisionError: division by zero*"], consecutive=False)
+    # The server logs in the zone the run started in, not in the TIME_ZONE Django set TZ to.
+    result.stdout.fnmatch_lines(["*+05:30 ERROR*Exception in method 'notes.crash'*"])
+    assert "+14:00" not in text
     # The in-process one names the message awaited.
     assert """waiting for a message matching {"msg": "removed"}""" in text

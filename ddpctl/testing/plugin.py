@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from .communicator import DDPCommunicator
     from .live_server import LiveServer
 
+# The time zone the test run started in, before Django's settings set TZ to TIME_ZONE: the
+# server logs in it, as a `ddpctl serve` started from the same shell would (":/etc/localtime"
+# is the system's zone for a TZ that was not set).
+_STARTING_TZ = os.environ.get("TZ", ":/etc/localtime" if os.path.exists("/etc/localtime") else None)
+
 
 @pytest.fixture(scope="session")
 def ddp_server_args() -> list[str]:
@@ -59,6 +64,8 @@ def ddp_server(django_db_setup: None, django_db_blocker: Any, ddp_server_args: l
                                 "(pytest-django's --ds option or its ini setting)")
     with django_db_blocker.unblock():
         args, env = server_settings(tmp_path_factory.mktemp("ddp_server"), settings_module)
+    if _STARTING_TZ is not None:
+        env["TZ"] = _STARTING_TZ
     with LiveServer([*args, *ddp_server_args], env=env) as server:
         yield server
 
