@@ -425,3 +425,13 @@ def test_replaying_tail_ddp_gives_what_a_subscriber_holds(start_server, sql, liv
         assert not any(held.get(c) for c in collections)  # all gone at the end
     code, err = tail.stop()
     assert code == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(("name", "warned"), [("nosuch", True), ("bookstore_boook", True), (BOOK, False),
+                                              ("bookstore_book", False), ("ddpctl_change", False)])
+def test_a_collection_filter_naming_nothing_is_warned_of(ddpctl, name, warned):
+    """``-c`` takes a collection or a table name; one that names neither (a typo) would
+    match nothing in silence: tail and replay say so on stderr."""
+    result = ddpctl("replay", "--since", "1", "-c", name, "--dry-run", check=False)
+    assert (f"no Collection and no table is named {name!r}" in result.stderr) is warned, result.stderr
+    assert "Traceback" not in result.stderr

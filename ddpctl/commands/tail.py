@@ -54,11 +54,22 @@ def table_filter(names: tuple[str, ...]) -> list[str] | None:
     """``--collection`` values (collection names or table names) as table names."""
     if not names:
         return None
+    from django.db import connection
+
     from ..livedata.collection import collections
 
     tables = []
+    existing: set[str] | None = None
     for name in names:
         collection = collections.by_name(name)
+        if collection is None:
+            if existing is None:
+                with database_errors():
+                    existing = set(connection.introspection.table_names())
+            if name not in existing:  # a typo would otherwise show nothing, silently
+                click.echo(f"Warning: no Collection and no table is named {name!r}: it matches no change "
+                           f"(collections: {', '.join(sorted(c.name for c in collections.all())) or '-'})",
+                           err=True)
         tables.append(collection.table if collection is not None else name)
     return tables
 
