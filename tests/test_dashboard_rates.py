@@ -2,7 +2,7 @@
 readings of each node, totals, and the busiest publications, for any readings."""
 import math
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from ddpctl.dashboard.rates import RATES, dashboard
@@ -91,3 +91,45 @@ def test_first_reading_has_no_rates():
     assert view["publications"] == [{"publication": "P", "subscriptions": 1, "observers": 0, "documents": 0,
                                      "messages_per_second": None}]
     assert view["interval"] is None
+
+
+@given(st.lists(st.sampled_from("ABCDEFGH"), unique=True, min_size=1, max_size=4).flatmap(
+    lambda ids: st.tuples(*(node_pair(i) for i in ids)).map(
+        lambda pairs: dict(zip(ids, pairs, strict=True)))),
+    st.integers(min_value=80, max_value=220), st.integers(min_value=0, max_value=10**5))
+def test_the_screen_fits_the_terminal_without_cutting_a_value(nodes, width, scale):
+    """``ddpctl top`` on a terminal of ``width`` columns (80 and up) for nodes of up to
+    100,000 connections and a million messages/s: no line longer, no value or header cut
+    ("…"), connections, subscriptions, observers, messages/s, lag and state always shown;
+    every column once there is room."""
+    from rich.console import Console
+
+    from ddpctl.dashboard.view import render
+
+    def sized(reading):  # counts of a busy node, node ids as long as real ones
+        if reading is None:
+            return None
+        reading = {**reading, "node": reading["node"] * 17}
+        for key in ("connections", "subscriptions", "observers"):
+            if key in reading:
+                reading[key] = reading[key] % (scale + 1)
+        return reading
+
+    before = Snapshot({i * 17: sized(b) for i, (_, b, _, _, _) in nodes.items() if b is not None},
+                      taken_at=1.0)
+    after = Snapshot({i * 17: sized(a) for i, (_, _, a, _, _) in nodes.items()}, taken_at=2.0)
+    view = dashboard(before, after, top=3)
+    assume(all((row[rate] or 0) < 10**6 for row in view["nodes"] for rate in RATES))
+    console = Console(width=width, record=True, force_terminal=False, color_system=None)
+    console.print(render(view, 1.0, width=width))
+    text = console.export_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("node "))
+    table = lines[start:start + 1 + len(nodes)]  # the header line and one line per node
+    assert "…" not in "\n".join(table), text
+    assert all(len(line) <= width for line in table), text
+    for header in ("conns", "subs", "observers", "msg/s", "lag", "state"):
+        assert header in table[0], text
+    if width >= 200:
+        for header in ("host:pid", "position", "buffered", "db", "errors", "out/s", "calls/s", "changes/s"):
+            assert header in table[0], text

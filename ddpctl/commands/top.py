@@ -108,7 +108,7 @@ def _live(interval: float, timeout: float, top: int) -> None:
                     if conn is not None:
                         conn.close()
                     conn = None
-                live.update(render(view, interval, error), refresh=True)
+                live.update(render(view, interval, error, width=console.width), refresh=True)
                 while True:  # the keys pressed meanwhile, at least once even if the nodes were slow
                     left = started + interval - time.monotonic()
                     if any(key in "qQ" for key in keys.wait(max(0.0, left))):

@@ -39,8 +39,47 @@ def _ready(row: dict[str, Any]) -> Text:
     return Text("ready", style="green") if row["ready"] else Text("NOT READY", style="bold red")
 
 
-def render(view: dict[str, Any], interval: float, error: str | None = None) -> Group:
-    """The whole screen: a summary line, the nodes, the busiest publications."""
+# The node table's columns, in order; when the terminal is narrower than all of them, the
+# ones of _DROPPED go first, in that order (the issue's essentials stay: connections,
+# subscriptions, observers, messages/s, lag, state).
+_COLUMNS = ("node", "host:pid", "conns", "subs", "observers", "msg/s", "out/s", "calls/s", "changes/s", "lag",
+            "position", "buffered", "db", "errors", "state")
+_DROPPED = ("position", "buffered", "host:pid", "out/s", "db", "changes/s", "calls/s", "errors")
+_LEFT = ("node", "host:pid", "state")
+
+
+def _node_cells(row: dict[str, Any]) -> dict[str, str | Text]:
+    db = "-" if row["db_in_use"] is None else f"{row['db_in_use']}/{row['db_size']}"
+    return {
+        "node": row["node"], "host:pid": f"{row['hostname']}:{row['pid']}",
+        "conns": _number(row["connections"]),
+        "subs": _number(row["subscriptions"]), "observers": _number(row["observers"]),
+        "msg/s": _number(row["messages_per_second"], 1), "out/s": _bytes(row["bytes_per_second"]),
+        "calls/s": _number(row["method_calls_per_second"], 1),
+        "changes/s": _number(row["changes_per_second"], 1), "lag": _lag(row),
+        "position": _number(row["position"]), "buffered": _bytes(row["buffered_bytes"]), "db": db,
+        "errors": _number(row["errors"]), "state": _ready(row),
+    }
+
+
+def _node_columns(rows: list[dict[str, Any]], width: int | None) -> list[str]:
+    """The columns that fit in ``width`` characters (all without a width), none cut."""
+    columns = list(_COLUMNS)
+    if width is None:
+        return columns
+    cells = [_node_cells(row) for row in rows]
+    sizes = {header: max([len(header), *(len(str(c[header])) for c in cells)]) for header in columns}
+    for header in _DROPPED:
+        if sum(sizes[h] + 2 for h in columns) - 2 <= width:  # a space each side, none at the edges
+            break
+        columns.remove(header)
+    return columns
+
+
+def render(view: dict[str, Any], interval: float, error: str | None = None,
+           width: int | None = None) -> Group:
+    """The whole screen: a summary line, the nodes, the busiest publications.  ``width``: the
+    terminal's columns; the node table leaves out its less important columns to fit."""
     totals = view["totals"]
     summary = Text.assemble(
         ("ddpctl top", "bold"),
@@ -53,22 +92,14 @@ def render(view: dict[str, Any], interval: float, error: str | None = None) -> G
     parts: list[Any] = [summary]
     if error:
         parts.append(Text(error, style="bold red"))
+    columns = _node_columns(view["nodes"], width)
     nodes = Table(box=None, header_style="bold", pad_edge=False, expand=False)
-    for header, justify in (("node", "left"), ("host:pid", "left"), ("conns", "right"), ("subs", "right"),
-                            ("observers", "right"), ("msg/s", "right"), ("out/s", "right"),
-                            ("calls/s", "right"), ("changes/s", "right"), ("lag", "right"),
-                            ("position", "right"), ("buffered", "right"), ("db", "right"),
-                            ("errors", "right"), ("state", "left")):
-        nodes.add_column(header, justify=justify, style="cyan" if header == "node" else None,  # type: ignore[arg-type]
-                         no_wrap=header in ("node", "host:pid"))
+    for header in columns:
+        nodes.add_column(header, justify="left" if header in _LEFT else "right",  # type: ignore[arg-type]
+                         style="cyan" if header == "node" else None, no_wrap=True)
     for row in view["nodes"]:
-        db = "-" if row["db_in_use"] is None else f"{row['db_in_use']}/{row['db_size']}"
-        nodes.add_row(
-            row["node"], f"{row['hostname']}:{row['pid']}", _number(row["connections"]),
-            _number(row["subscriptions"]), _number(row["observers"]), _number(row["messages_per_second"], 1),
-            _bytes(row["bytes_per_second"]), _number(row["method_calls_per_second"], 1),
-            _number(row["changes_per_second"], 1), _lag(row), _number(row["position"]),
-            _bytes(row["buffered_bytes"]), db, _number(row["errors"]), _ready(row))
+        cells = _node_cells(row)
+        nodes.add_row(*(cells[header] for header in columns))
     if not view["nodes"]:
         parts.append(Text("no live nodes (is `ddpctl serve` running on this database?)", style="dim"))
     else:
