@@ -361,7 +361,7 @@ def _warn_missing_tables() -> None:
     """System check ``ddpctl.E007`` at start, as warnings: a published model whose table does
     not exist makes every subscription reading it fail (``manage.py migrate`` refuses to start
     with it, ``serve`` starts: the other publications still work)."""
-    from django.db import DatabaseError
+    from django.db import DatabaseError, connections
 
     from ..livedata.capture import missing_tables
 
@@ -370,6 +370,8 @@ def _warn_missing_tables() -> None:
     except DatabaseError as exc:  # the dispatcher reports an unreachable database on its own
         logger.warning("could not check the published tables: %s", str(exc).strip())
         return
+    finally:
+        connections.close_all()  # not kept open beside the lanes' connections (the budget)
     for problem in absent.problems if absent is not None else ():
         logger.warning("%s (ddpctl.E007): subscriptions reading it fail until it exists", problem)
 
