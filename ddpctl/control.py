@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "CONTROL_CHANNEL",
     "COMMAND_TTL",
+    "ask_nodes",
     "close_connections",
     "expire_commands",
     "pending_commands",
@@ -112,3 +113,13 @@ def expire_commands(cursor: Any) -> None:
         "DELETE FROM ddpctl_command WHERE created_at < clock_timestamp() - make_interval(secs => %s)",
         (COMMAND_TTL,),
     )
+
+
+def ask_nodes(cursor: Any, kind: str, node_ids: set[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Send ``kind`` (no arguments) to the nodes ``node_ids`` and wait up to ``timeout``
+    seconds for their answers: ``{node id: result}`` of those that answered (a result may
+    be ``{"error": ...}``).  Nothing is sent without nodes or with ``timeout`` <= 0."""
+    if not node_ids or timeout <= 0:
+        return {}
+    only = next(iter(node_ids)) if len(node_ids) == 1 else None
+    return wait_for_results(cursor, send_command(cursor, kind, {}, node=only), node_ids, timeout)

@@ -33,10 +33,10 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
-__all__ = ["EmbeddedUnavailable", "MISSING_MESSAGE", "bin_dir", "interrupt_on_signals", "release",
+__all__ = ["EmbeddedUnavailable", "MISSING_MESSAGE", "bin_dir", "release",
            "release_all", "server_url"]
 
 logger = logging.getLogger(__name__)
@@ -217,19 +217,6 @@ def release_all() -> None:
     """:func:`release` every embedded PostgreSQL this process holds."""
     for path in list(_held):
         release(path)
-
-
-def interrupt_on_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> None:
-    """Make each of ``signals`` raise ``KeyboardInterrupt`` in the main thread, whatever
-    disposition the process inherited (a shell's ``&`` ignores SIGINT; SIGTERM and SIGHUP
-    kill without running ``atexit``).  A test runner then tears down, and :func:`release`
-    runs at exit.  Main thread only."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    for signum in signals:
-        signal.signal(signum, interrupt)
 
 
 def watch(data_dir: Path, interval: float = WATCH_INTERVAL) -> None:

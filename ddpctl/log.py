@@ -22,8 +22,7 @@ import logging
 import os
 import sys
 
-__all__ = ["FORMATS", "LEVELS", "JSONFormatter", "TextFormatter", "configure_logging", "log_format_in_use",
-           "set_log_format"]
+__all__ = ["FORMATS", "LEVELS", "JSONFormatter", "TextFormatter", "configure_logging", "log_format_in_use"]
 
 LEVELS = ["critical", "error", "warning", "info", "debug"]
 FORMATS = ["text", "json"]
@@ -71,10 +70,10 @@ class JSONFormatter(TextFormatter):
         }, ensure_ascii=False, default=str)
 
 
-def _formatter(log_format: str, zone: datetime.tzinfo | None = None) -> logging.Formatter:
+def _formatter(log_format: str) -> logging.Formatter:
     if log_format not in FORMATS:
         raise ValueError(f"unknown log format {log_format!r} (one of: {', '.join(FORMATS)})")
-    return JSONFormatter(zone) if log_format == "json" else TextFormatter(zone)
+    return JSONFormatter() if log_format == "json" else TextFormatter()
 
 
 _handler: logging.Handler | None = None
@@ -104,12 +103,3 @@ def log_format_in_use() -> str | None:
     if _handler is None:
         return None
     return "json" if isinstance(_handler.formatter, JSONFormatter) else "text"
-
-
-def set_log_format(log_format: str) -> None:
-    """Switch the handler :func:`configure_logging` installed to ``log_format``, keeping its
-    time zone (``ValueError`` for an unknown format)."""
-    if _handler is None:
-        raise RuntimeError("configure_logging() first")
-    zone = getattr(_handler.formatter, "zone", None)
-    _handler.setFormatter(_formatter(log_format, zone))

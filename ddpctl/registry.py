@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from psycopg2.extras import execute_values
 
 __all__ = ["WRITE_NOW", "ConnectionEntry", "NodeInfo", "RegistryWriter", "SubscriptionEntry",
-           "list_connections", "list_nodes", "list_subscriptions", "mark_source", "purge_stale_nodes",
+           "list_connections", "list_nodes", "list_subscriptions", "purge_stale_nodes",
            "request_fresh_rows"]
 
 # The operator command (:mod:`ddpctl.control`) asking a node to write its rows now.
@@ -223,16 +223,6 @@ def request_fresh_rows(cursor: Any, node: str | None,
     if not nodes or timeout <= 0:
         return set(), nodes
     wanted = {n["id"] for n in nodes}
-    only = next(iter(wanted)) if len(wanted) == 1 else None
-    command = control.send_command(cursor, WRITE_NOW, {}, node=only)
-    results = control.wait_for_results(cursor, command, wanted, timeout)
+    results = control.ask_nodes(cursor, WRITE_NOW, wanted, timeout)
     answered = {node_id for node_id, result in results.items() if node_id in wanted and "error" not in result}
     return answered, [n for n in nodes if n["id"] not in answered]
-
-
-def mark_source(rows: list[dict[str, Any]], answered: set[str]) -> list[dict[str, Any]]:
-    """Set each row's ``source``: ``"live"`` if its node wrote it on request just now,
-    else ``"registry"`` (from the node's last heartbeat, at ``as_of``)."""
-    for row in rows:
-        row["source"] = "live" if row["node"] in answered else "registry"
-    return rows

@@ -29,12 +29,14 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def handle_stop_signals() -> None:
-    """Make SIGINT and SIGTERM raise ``KeyboardInterrupt`` (an inherited ``SIG_IGN`` too).
+def handle_stop_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+    """Make each of ``signals`` (SIGINT and SIGTERM) raise ``KeyboardInterrupt`` (an
+    inherited ``SIG_IGN`` too).  A test session adds SIGHUP (which kills without running
+    ``atexit``), so that it tears down and stops its embedded PostgreSQL.
 
     Call it from the main thread (``ValueError`` otherwise, as ``signal.signal``).
     """
-    for signum in STOP_SIGNALS:
+    for signum in signals:
         if signal.getsignal(signum) == signal.SIG_IGN:
             logger.debug("%s was ignored (inherited); handling it", signal.Signals(signum).name)
         signal.signal(signum, _interrupt)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 from django.conf import settings
 
 from ddpctl import embedded
+from ddpctl.stop_signals import handle_stop_signals
 from ddpctl.testing import DDPClient, LiveServer, eventually  # noqa: F401  (eventually: for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +26,7 @@ SERVER_ARGS = ["--settings", "test_settings", *PYTHONPATH_ARGS]
 def pytest_configure(config):
     # SIGINT, SIGTERM and SIGHUP interrupt the run the way Ctrl-C does, whatever the inherited
     # disposition: fixtures tear down (servers stop, databases are dropped), then the session ends.
-    embedded.interrupt_on_signals()
+    handle_stop_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
 
 
 @pytest.hookimpl(trylast=True)

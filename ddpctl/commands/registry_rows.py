@@ -43,7 +43,7 @@ def fresh_rows(
     CLI errors."""
     from django.db import connection
 
-    from ..registry import mark_source, request_fresh_rows
+    from ..registry import request_fresh_rows
     from .django_setup import database_errors
 
     with database_errors(), connection.cursor() as cursor:
@@ -56,7 +56,7 @@ def fresh_rows(
                 f"{timeout:g} s; its rows are from its last heartbeat, {age(info['heartbeat_at'])} ago",
                 err=True,
             )
-    for row in mark_source(rows, answered):
-        if not as_json and row["source"] != "live":
-            row["source"] = f"registry {age(row['as_of'])} old"
+    for row in rows:  # live: written on request just now; else as of the node's last heartbeat
+        live = row["node"] in answered
+        row["source"] = "live" if live else "registry" if as_json else f"registry {age(row['as_of'])} old"
     return rows

@@ -27,10 +27,7 @@ def take_snapshot(cursor: Any, timeout: float) -> Snapshot:
 
     ``cursor``: on an autocommit connection (the command's NOTIFY goes out at once)."""
     registry = {row["id"]: row for row in list_nodes(cursor)}
-    answers: dict[str, dict[str, Any]] = {}
-    if registry:
-        command = control.send_command(cursor, "stats", {})
-        answers = control.wait_for_results(cursor, command, set(registry), timeout)
+    answers = control.ask_nodes(cursor, "stats", set(registry), timeout)
     snapshot = Snapshot(taken_at=time.monotonic())
     for node_id, row in registry.items():
         answer = answers.get(node_id)

@@ -345,10 +345,10 @@ class Session:
         """A message an observer diffed against what it sent this subscription (see
         :meth:`SessionView.apply_diffed`): ``None`` if the client gets it as it is, else the
         messages to send instead (none for a subscription that is gone)."""
-        if sub_id not in self.subscriptions:
+        handle = self.diffed_handle(sub_id)
+        if handle is None:
             return []
-        return self.view.apply_diffed(_sub_handle(sub_id), op, collection, doc_id, fields, cleared,
-                                      before, after)
+        return self.view.apply_diffed(handle, op, collection, doc_id, fields, cleared, before, after)
 
     def diffed_handle(self, sub_id: str) -> str | None:
         """The mergebox handle under which to pass ``sub_id``'s diffed messages straight to

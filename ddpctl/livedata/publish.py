@@ -159,6 +159,7 @@ class Subscription:
     def __init__(self, sink: SubscriptionSink, sub_id: str, name: str, params: list[Any],
                  connection: ConnectionHandle | None = None, user_id: Any = None) -> None:
         self._sink = sink
+        self._send_all = getattr(sink, "sub_prepared_all", None)  # the server's connection has it
         self.id = sub_id
         self.name = name
         self.params = params
@@ -214,7 +215,7 @@ class Subscription:
         write for the batch)."""
         if not self.active:
             return
-        send_all = getattr(self._sink, "sub_prepared_all", None)
+        send_all = self._send_all
         if send_all is not None:
             send_all(self.id, messages)
             return

@@ -448,7 +448,7 @@ class DDPConnection:
                             watcher.start(self._on_readable)
                         return
                     waiter = Waiter()
-                    self._reader_parked, self._reader_parked_at = waiter, time.monotonic()
+                    self._reader_parked, self._reader_parked_at = waiter, now
                     watcher.start(waiter.switch, None)
                     try:
                         retiring = waiter.get() is _RETIRE
@@ -795,10 +795,14 @@ class DDPConnection:
                 size += length
                 continue
             for msg in out:
-                text = message.text if message.same_as(msg) else self._encode(msg)
-                if text is not None:
+                if message.same_as(msg):  # the shared text, already measured
                     texts.append(text)
-                    size += utf8_size(text)
+                    size += length
+                    continue
+                encoded = self._encode(msg)
+                if encoded is not None:
+                    texts.append(encoded)
+                    size += utf8_size(encoded)
         if not texts or not self._reserve(size):
             return
         self._push(texts[0] if len(texts) == 1 else _TextBatch(texts, size), size)

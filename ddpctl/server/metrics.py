@@ -79,7 +79,7 @@ class Metrics:
         self.registry = None if multiprocess else CollectorRegistry()
         r = self.registry
         mode = {"multiprocess_mode": "livesum"}
-        self.labels = (server.node.id or "", socket.gethostname())
+        self.labels = (server.node.id, socket.gethostname())
         if multiprocess:  # the merge adds "pid" itself (and drops any of ours, in other modes)
             self._info = Gauge("ddpctl_node_info", _INFO, [*_NODE, "version"], registry=r,
                                multiprocess_mode="liveall")

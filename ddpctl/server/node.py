@@ -46,19 +46,15 @@ class NodeAgent:
         self.server = server
         self.heartbeat = heartbeat
         self.writer: RegistryWriter | None = None
-        self.node_id = random_id(8)  # known from the start: metrics label their series with it
+        self.id = random_id(8)  # known from the start: metrics label their series with it
         self._since: datetime.datetime | None = None
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._last_prune = -PRUNE_EVERY
 
-    @property
-    def id(self) -> str:
-        return self.node_id
-
     def start(self, addresses: list[str]) -> None:
         info = NodeInfo(
-            id=self.node_id,
+            id=self.id,
             host=socket.gethostname(),
             pid=os.getpid(),
             addresses=addresses,
@@ -115,8 +111,9 @@ class NodeAgent:
         with transaction.atomic(), connection.cursor() as cursor:
             return fn(cursor, *args)
 
-    def _beat(self) -> dict[str, int]:
-        """Write this node's registry rows (what changed) and expire others'; the counts written about."""
+    def _beat(self, housekeeping: bool = True) -> dict[str, int]:
+        """Write this node's registry rows (what changed) and, with ``housekeeping`` (the
+        heartbeat's, not an operator's ``ls``), expire others'; the counts written about."""
         conns, subs = [], []
         for i, conn in enumerate(list(self.server.connections)):
             entries = conn.registry_entries()
@@ -128,6 +125,8 @@ class NodeAgent:
 
         def write(cursor: Any) -> None:
             self.writer.heartbeat(cursor, conns, subs)
+            if not housekeeping:
+                return
             gone = purge_stale_nodes(cursor)
             if gone:
                 logger.info("removed node(s) that stopped sending heartbeats: %s", ", ".join(gone))
@@ -167,7 +166,7 @@ class NodeAgent:
         if kind == "replay":
             return self._replay(args["changes"], bool(args.get("dry_run")))
         if kind == WRITE_NOW:  # `ddpctl subs/conns ls`: the current state, not the last heartbeat's
-            return self._beat()
+            return self._beat(housekeeping=False)
         if kind == "stats":
             return node_stats(self.server)  # ddpctl top
         raise ValueError(f"unknown command {kind!r}")

@@ -139,7 +139,6 @@ class DDPServer:
                             max_request_line=config.max_request_line,
                             max_header_size=config.max_header_size, max_headers=config.max_headers,
                             max_chunked_body=config.max_chunked_body)
-        self._sockets = sockets
         self._servers: list[HTTPServer] = []
         for sock in sockets:
             server = HTTPServer(sock, app, limits, connection_class=DDPHandler, ssl_context=ssl_context)
@@ -148,16 +147,16 @@ class DDPServer:
         # Observability: health endpoints and Prometheus metrics (health.py, metrics.py),
         # answered before Django, on the main listeners and/or a metrics listener of their own.
         LogCounter.install()
-        endpoints = health_endpoints(self)
+        health = health_endpoints(self)
+        endpoints = health
         self.metrics = None
         if config.metrics:
             from .metrics import Metrics
 
             self.metrics = Metrics(self, multiprocess=config.metrics_multiprocess)
-            endpoints[config.metrics_path] = self.metrics.app
+            endpoints = {**health, config.metrics_path: self.metrics.app}
         # With --metrics-address, metrics are served only there; health on both.
-        app.endpoints = {path: endpoint for path, endpoint in endpoints.items()
-                         if not (metrics_sockets and self.metrics and endpoint == self.metrics.app)}
+        app.endpoints = health if metrics_sockets else endpoints
         self._main_servers = len(self._servers)  # then the metrics listeners
         for sock in metrics_sockets or ():
             self._servers.append(HTTPServer(sock, EndpointsApp(endpoints), limits))

@@ -143,7 +143,7 @@ def node_stats(server: DDPServer) -> dict[str, Any]:
     for name, sent in observers.messages_sent.items():
         _publication(per_pub, name)["messages_sent"] = sent
     dispatcher = server.dispatcher
-    reader = dispatcher.reader
+    ready, health = readiness(server)  # its dispatcher block, extended below
     now = time.monotonic()
     warnings = sum(n for (level, _), n in c.log_records.items() if level == "warning")
     return {
@@ -157,9 +157,8 @@ def node_stats(server: DDPServer) -> dict[str, Any]:
         "method_errors": c.method_errors, "publication_starts": c.publication_starts,
         "publication_errors": c.publication_errors, "slow_clients_closed": c.slow_clients_closed,
         "warnings": warnings, "errors": sum(c.log_records.values()) - warnings,
-        "ready": readiness(server)[0], "draining": server.draining,
-        "dispatcher": {"connected": dispatcher.connected, "position": reader.position if reader else None,
-                       "lag_seconds": round(dispatcher.lag(now), 3), "batches": dispatcher.batches,
+        "ready": ready, "draining": server.draining,
+        "dispatcher": {**health["dispatcher"], "batches": dispatcher.batches,
                        "changes": dispatcher.changes, "reconnects": dispatcher.reconnects},
         "db": {"user": {"size": server.db.size, "in_use": server.db.leased,
                         "open": server.db.leased + server.db.idle, "waiting": server.db.waiting},

@@ -260,14 +260,11 @@ class WebSocket:
         # each partial write counts as progress.
         with self._write_lock:
             tail, self._tail = self._tail, None
-            if tail is not None:  # a frame send_many_nowait began: it ends before any other
-                while tail:
-                    tail = tail[self._send(tail):]
+            # A frame send_many_nowait began ends before any other.
+            for view in (memoryview(data),) if tail is None else (tail, memoryview(data)):
+                while view:
+                    view = view[self._send(view):]
                     self.sent_at = time.monotonic()
-            view = memoryview(data)
-            while view:
-                view = view[self._send(view):]
-                self.sent_at = time.monotonic()
 
     def abort(self) -> None:
         """Drop the connection without a close frame (the peer sees 1006)."""
