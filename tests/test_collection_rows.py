@@ -259,3 +259,240 @@ def test_a_collection_s_own_document_ids_and_file_fields_on_the_fast_path():
     docs = assert_same_documents(everything, Everything.objects.order_by("big"))
     files = [d["file"] for d in docs.values()]
     assert files == [None, "a/b.txt"]
+
+
+# -- reads by primary key: statements compiled once, run again with new keys ---------------
+
+def fresh(model):
+    """A new instance of ``model``'s registered Collection class: nothing compiled yet."""
+    return type(collections.for_model(model))()
+
+
+def expected_read(collection, keys):
+    """What ``read(keys)`` must give: ``serialize`` of each instance (many-to-many
+    prefetched), None for a key with no row, in ``keys``' order."""
+    model = collection.model
+    found = by_instances(collection, model._base_manager.filter(pk__in=list(keys.values())))
+    return {doc_id: found.get(doc_id) for doc_id in keys}
+
+
+def assert_reads(collection, keys):
+    read = collection.read(keys)
+    expected = expected_read(collection, keys)
+    assert list(read) == list(keys)
+    assert [doc_id for doc_id, doc in read.items() if doc is None] == \
+        [doc_id for doc_id, doc in expected.items() if doc is None]
+    assert comparable(collection, {i: doc for i, doc in read.items() if doc is not None}) == \
+        comparable(collection, {i: doc for i, doc in expected.items() if doc is not None})
+    return read
+
+
+class CompileCount:
+    """How many statements Django compiled (``SQLCompiler.as_sql`` calls)."""
+
+    def __init__(self, monkeypatch):
+        from django.db.models.sql.compiler import SQLCompiler
+
+        self.calls = 0
+        original = SQLCompiler.as_sql
+
+        def as_sql(compiler, *args, **kwargs):
+            self.calls += 1
+            return original(compiler, *args, **kwargs)
+
+        monkeypatch.setattr(SQLCompiler, "as_sql", as_sql)
+
+    def during(self, action):
+        before = self.calls
+        action()
+        return self.calls - before
+
+
+def make_rows():
+    """Rows of every kind of key and many-to-many: bookstore books (integer keys, genres
+    without an order), hostile rows (text keys with quotes, UUID-keyed tags through a quoted
+    join table), tiny ones (smallint keys), cards (labels), every field type."""
+    author = Author.objects.create(name="A", email="a@example.com")
+    genres = [Genre.objects.create(name=f"g{i}") for i in range(4)]
+    for i in range(6):
+        book = Book.objects.create(title=f"b{i}'", author=author, pages=i, blurb="x" * i)
+        for genre in reversed(genres[:i % 5]):
+            book.genres.add(genre)
+    tags = [HostileTag.objects.create(uuid=uuid.UUID(int=i * 7919 + 1), label=f"t'{i}\"") for i in range(4)]
+    for i, ident in enumerate(["a'b", 'q"uote', "ü ü", "select", "{NULL}", "a,b\\"]):
+        row = Hostile.objects.create(ident=ident, id=i, table=f"t{i}", tag=tags[i % 2])
+        for tag in tags[:i % 5][::-1]:
+            row.tags.add(tag)
+    for value in range(4):
+        Tiny.objects.create(value=value)
+    owner = get_user_model().objects.create(username="owner")
+    board = Board.objects.create(name="b")
+    labels = [Label.objects.create(name=name) for name in ("m", "z", "a", "k")]
+    for i in range(5):
+        card = Card.objects.create(board=board, owner=owner, title=f"c{i}", points=i)
+        for label in labels[i % 3:][::-1]:
+            card.labels.add(label)
+    insert_everything({column: sql for column, (sql, _) in EDGE.items() if column != "tags"})
+    insert_everything({column: sql for column, (sql, _) in UPDATES.items() if column != "tags"})
+    insert_everything({"big": None})
+    return {model: [str(pk) for pk in model.objects.values_list("pk", flat=True)]
+            for model in (Book, Hostile, HostileTag, Tiny, Card, Everything)}
+
+
+MISSING = {Book: ["999999", "0"], Hostile: ["gone", "'"], HostileTag: [str(uuid.UUID(int=5))],
+           Tiny: ["32000"], Card: ["-1"], Everything: ["999999"]}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), ordering=ORDERINGS)
+def test_reads_by_key_give_serialize_s_documents_call_after_call(data, ordering):
+    """For every kind of key and field, ``read`` called again and again on one collection
+    (the first call compiles, the others reuse the statements) with keys that change
+    between calls, rows that exist or not, gives what ``serialize`` gives: ids, fields,
+    values and their types, many-to-many ids in the related model's order (Label's changed
+    between examples, so compiled statements must follow it)."""
+    with transaction.atomic():
+        ids = make_rows()
+        saved = Label._meta.ordering
+        Label._meta.ordering = ordering
+        try:
+            for model in ids:
+                for collection in (fresh(model), collections.for_model(model)):
+                    assert collection._compiled_reader is not None
+                    for _ in range(3):
+                        doc_ids = data.draw(st.lists(st.sampled_from(ids[model] + MISSING[model]),
+                                                     unique=True, max_size=8))
+                        keys = {doc_id: collection.pk_from_id(doc_id) for doc_id in doc_ids}
+                        assert_reads(collection, keys)
+        finally:
+            Label._meta.ordering = saved
+        transaction.set_rollback(True)
+
+
+def test_unordered_many_to_many_ids_stay_in_the_order_they_were_added_on_every_read():
+    make_rows()
+    collection = fresh(Book)
+    books = list(Book.objects.order_by("pk"))
+    keys = {str(book.pk): book.pk for book in books}
+    expected = {str(book.pk): [str(pk) for pk in book.genres.through.objects.filter(book=book)
+                               .order_by("pk").values_list("genre_id", flat=True)] for book in books}
+    for subset in (keys, dict(list(keys.items())[2:]), keys):
+        read = collection.read(subset)
+        assert {doc_id: doc["genres_ids"] for doc_id, doc in read.items()} == \
+            {doc_id: expected[doc_id] for doc_id in subset}
+
+
+def test_a_second_read_runs_the_compiled_statements_only(monkeypatch):
+    make_rows()
+    compiled = CompileCount(monkeypatch)
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    for model, per_read in ((Book, 2), (Hostile, 2), (HostileTag, 1), (Tiny, 1), (Card, 2), (Everything, 1)):
+        collection = fresh(model)
+        pks = list(model.objects.order_by("pk").values_list("pk", flat=True))
+        first = {collection.doc_id(pk): pk for pk in pks[:2]}
+        assert compiled.during(lambda: collection.read(first)) == per_read  # noqa: B023
+        statements.clear()
+        later = {collection.doc_id(pk): pk for pk in pks[1:]} | dict.fromkeys(MISSING[model])
+        later = {doc_id: collection.pk_from_id(doc_id) for doc_id in later}
+        with connection.execute_wrapper(record):
+            assert compiled.during(lambda: collection.read(later)) == 0  # noqa: B023
+            assert compiled.during(lambda: collection.read({})) == 0  # noqa: B023
+        # through Django's cursor (execute_wrappers see it), one statement per table read
+        assert len(statements) == per_read and all("unnest" in sql for sql, _ in statements)
+        assert_reads(collection, later)
+        assert_reads(collection, first)
+
+
+def test_keys_that_are_no_array_are_compiled_each_time(monkeypatch):
+    """Keys that do not go as one array parameter (``keys_in`` gives them back as they
+    are: Django's own ``IN`` list) are compiled each time."""
+    from ddpctl.livedata import collection as module
+
+    make_rows()
+    monkeypatch.setattr(module, "keys_in", lambda keys, prepared, field, connection: keys)
+    compiled = CompileCount(monkeypatch)
+    for model, per_read in ((Book, 2), (Hostile, 2), (HostileTag, 1)):
+        collection = fresh(model)
+        keys = {doc_id: collection.pk_from_id(doc_id)
+                for doc_id in [str(pk) for pk in model.objects.values_list("pk", flat=True)] + MISSING[model]}
+        for _ in range(2):
+            assert compiled.during(lambda: collection.read(keys)) == per_read  # noqa: B023
+        assert_reads(collection, keys)
+
+
+def test_a_base_manager_of_its_own_is_compiled_and_obeyed_each_time(monkeypatch):
+    from django.db import models
+
+    make_rows()
+
+    class Thick(models.Manager):
+        def get_queryset(self):
+            return super().get_queryset().filter(pages__gte=2)
+
+    manager = Thick()
+    manager.model, manager.name, manager.auto_created = Book, "_base_manager", True
+    monkeypatch.setitem(Book._meta.__dict__, "base_manager", manager)
+    collection = fresh(Book)
+    assert collection.row_reader is not None and collection._compiled_reader is None
+    compiled = CompileCount(monkeypatch)
+    pages = dict(Book.objects.values_list("pk", "pages"))
+    keys = {str(pk): pk for pk in pages}
+    assert compiled.during(lambda: collection.read(keys)) == 2
+    for _ in range(2):
+        assert compiled.during(lambda: collection.read(keys)) == 1  # the main one; genres' is plain
+        read = collection.read(keys)
+        assert {doc_id for doc_id, doc in read.items() if doc is not None} == \
+            {str(pk) for pk, n in pages.items() if n >= 2}
+
+
+def test_a_default_manager_with_a_queryset_of_its_own_is_compiled_and_obeyed_each_time(monkeypatch):
+    """The many-to-many statement goes through the related model's default manager (as
+    ``prefetch_related``): one that filters is asked each time, the main statement is not
+    compiled again."""
+    from django.db import models
+
+    make_rows()
+
+    class NotG1(models.Manager):
+        def get_queryset(self):
+            return super().get_queryset().exclude(name="g1")
+
+    manager = NotG1()
+    manager.model, manager.name = Genre, "objects"
+    monkeypatch.setitem(Genre._meta.__dict__, "default_manager", manager)
+    collection = fresh(Book)
+    g1 = str(Genre._base_manager.get(name="g1").pk)
+    books = list(Book.objects.order_by("pk"))
+    keys = {str(book.pk): book.pk for book in books}
+    compiled = CompileCount(monkeypatch)
+    assert compiled.during(lambda: collection.read(keys)) == 2
+    for _ in range(2):
+        assert compiled.during(lambda: collection.read(keys)) == 1  # the many-to-many one
+        read = collection.read(keys)
+        for book in books:
+            added = [str(pk) for pk in book.genres.through.objects.filter(book=book)
+                     .order_by("pk").values_list("genre_id", flat=True)]
+            assert read[str(book.pk)]["genres_ids"] == [pk for pk in added if pk != g1]
+
+
+def test_reads_after_a_post_init_receiver_appears_take_the_instance_path():
+    make_rows()
+    collection = fresh(Book)
+    keys = {str(pk): pk for pk in Book.objects.values_list("pk", flat=True)}
+    assert_reads(collection, keys)  # compiled
+
+    def rename(sender, instance, **kwargs):
+        instance.title = "renamed"
+
+    post_init.connect(rename, sender=Book)
+    try:
+        read = assert_reads(collection, keys)
+    finally:
+        post_init.disconnect(rename, sender=Book)
+    assert {doc["title"] for doc in read.values()} == {"renamed"}
+    assert {doc["title"] for doc in collection.read(keys).values()} != {"renamed"}
