@@ -20,7 +20,7 @@ from ddpctl.livedata.publish import PreparedMessage
 from ddpctl.server import connection as connection_module
 from ddpctl.server.connection import DDPConnection, RawTransport, SockJSTransport
 from ddpctl.server.deflate import DeflateParams
-from ddpctl.server.websocket import WebSocket
+from ddpctl.server.websocket import WebSocket, text_frame
 
 
 def _pair(buffer: int):
@@ -191,3 +191,107 @@ def test_connection_delivers_everything_once_in_order_then_closes(steps, deflate
         received = data
     assert received == sent
     assert conn._buffered == 0 and not conn._outbox
+
+
+# Steps over several connections: (connection, "push" | "fanout", sizes) or ("yield",).
+MANY_STEPS = st.lists(st.one_of(
+    st.tuples(st.integers(0, 2), st.sampled_from(["push", "fanout"]),
+              st.lists(SIZES, min_size=1, max_size=3)),
+    st.tuples(st.just("yield")),
+), max_size=24)
+
+
+@settings(max_examples=60, deadline=None)
+@given(MANY_STEPS, st.booleans(), st.sampled_from([1, 700, 65536]), st.sampled_from([1, 2, 3]))
+def test_connections_written_inside_each_others_sends_each_get_everything_in_order(steps, deflate, chunk,
+                                                                                   write_now_at):
+    """The direct-write list is written by whoever queues its n-th connection: inside
+    another connection's ``_push`` or observer batch, one connection's queue is written
+    while the caller is busy with another's.  Each client still reads its own messages
+    once, in order, in whole frames, then its close frame."""
+    config = ServeConfig()
+    pairs, conns, readers = [], [], []
+    sent: list[list[str]] = [[], [], []]
+    direct_writes = connection_module._direct_writes
+    saved_write_now_at, direct_writes.WRITE_NOW_AT = direct_writes.WRITE_NOW_AT, write_now_at
+    try:
+        for n in range(3):
+            server, client = _pair(4096)
+            pairs.append((server, client))
+            conn = DDPConnection(SimpleNamespace(config=config, connections=set()),
+                                 RawTransport(_websocket(server, deflate)), {})
+            conn.session.id, conn.session.version, conn.handle.id = "s", "1", f"s{n}"
+            conn.session.subscriptions["1"] = "pub"
+            conns.append(conn)
+            readers.append(SlowClient(client, chunk))
+        for step in steps:
+            if step[0] == "yield":
+                gevent.sleep(0)
+                continue
+            n, kind, sizes = step
+            texts = sent[n]
+            if kind == "push":
+                for size in sizes:
+                    texts.append(f'{{"msg":"changed","n":{len(texts)},"s":"{"y" * size}"}}')
+                    conns[n]._queue_text(texts[-1])
+            else:
+                batch = []
+                for size in sizes:
+                    batch.append(PreparedMessage("added", "c", f"d{len(texts)}", {"s": "y" * size}))
+                    texts.append(batch[-1].text)
+                conns[n].sub_prepared_all("1", batch)
+        for conn in conns:
+            conn.close(1000, "done")
+        for reader in readers:
+            reader.greenlet.join(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(conn._writer is not None for conn in conns) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        received = [reader.frames() for reader in readers]
+    finally:
+        direct_writes.WRITE_NOW_AT = saved_write_now_at
+        for reader in readers:
+            reader.greenlet.kill()
+        for conn in conns:
+            if conn._writer is not None:
+                conn._writer.kill()
+        for server, client in pairs:
+            server.close()
+            client.close()
+    for n, frames in enumerate(received):
+        assert frames[-1][0] == 8  # the close frame, last
+        assert [payload.decode() for _opcode, payload in frames[:-1]] == sent[n]
+        assert conns[n]._buffered == 0 and not conns[n]._outbox
+
+
+def test_a_write_that_fails_drops_its_connection_and_the_fan_out_goes_on(caplog):
+    """An error other than the peer being gone, in a write made from an observer's fan-out
+    loop, drops that connection (logged) and reaches neither the loop nor the next client."""
+    config = ServeConfig()
+    pairs, conns = [], []
+    try:
+        for n in range(2):
+            server, client = _pair(65536)
+            pairs.append((server, client))
+            conn = DDPConnection(SimpleNamespace(config=config, connections=set()),
+                                 RawTransport(_websocket(server, False)), {})
+            conn.session.id, conn.session.version, conn.handle.id = "s", "1", f"s{n}"
+            conn.session.subscriptions["1"] = "pub"
+            conns.append(conn)
+
+        def broken(texts):
+            raise RuntimeError("a framing bug")
+
+        conns[0]._send_nowait = broken
+        message = PreparedMessage("added", "c", "d1", {"s": "y"})
+        for conn in conns:  # as Observer.apply does
+            conn.sub_prepared_all("1", [message])
+        assert "a write failed; dropping the connection" in caplog.text
+        assert conns[0].transport.closed and conns[0]._buffered == 0
+        assert not conns[1].transport.closed
+        pairs[1][1].settimeout(5)
+        assert pairs[1][1].recv(4096) == text_frame(message.text.encode())
+    finally:
+        for server, client in pairs:
+            server.close()
+            client.close()

@@ -150,8 +150,10 @@ class Collection:
         return docs
 
     def _by_keys(self, keys: list[Any] | RawSQL, using: str) -> QuerySet:
-        """The queryset :meth:`read` reads (``keys``: the right-hand side of ``pk__in``)."""
-        return self.prepare(self.model._base_manager.using(using).filter(pk__in=keys))
+        """The queryset :meth:`read` reads (``keys``: the right-hand side of ``pk__in``),
+        unordered (:meth:`read` keys its result by ``keys``): the model's ``ordering`` is
+        neither sorted on nor joined for, nor kept in a statement compiled once."""
+        return self.prepare(self.model._base_manager.using(using).filter(pk__in=keys).order_by())
 
     @cached_property
     def _compiled_reader(self) -> _RowReader | None:
@@ -342,7 +344,7 @@ class _RowReader:
         sentinel = object()
         queryset = self.collection._by_keys(_with_parameter(keys, sentinel), using)
         statement = CompiledStatement.of(queryset, sentinel)
-        layout = None if statement is None else self._layout(statement.compiler)
+        layout = None if statement is None else self._layout(statement)
         if statement is None or layout is None:
             logger.debug("%s: its reads by primary key are compiled each time", self.collection.name)
             return None

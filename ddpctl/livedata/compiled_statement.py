@@ -5,8 +5,7 @@ primary key (:meth:`ddpctl.livedata.collection.Collection.read`, one per batch o
 run statements whose text is the same every time but for one parameter, the key array of
 :func:`ddpctl.livedata.collection.keys_in`; building and compiling them each time was about
 0.55 of the 0.74 ms of CPU the read of one ``Book`` (a many-to-many field: two statements)
-took.  A
-:class:`CompiledStatement` keeps that text and what Django would convert the rows with, and
+took.  A :class:`CompiledStatement` keeps that text and what Django would convert the rows with, and
 runs it through the alias's cursor (so ``execute_wrapper``s and the debug cursor see it) with
 only that parameter replaced.
 """
@@ -30,12 +29,14 @@ class CompiledStatement:
     """The SQL of a queryset compiled with a sentinel parameter, to run again with any
     value in its place: :meth:`rows` gives the rows Django's iterable would have read from
     the compiler (``results_iter``: the same columns, through the same converters), as
-    lists or tuples.  ``compiler`` is the one it was compiled with (its ``select`` and
-    ``klass_info`` describe the rows)."""
+    lists or tuples.  ``select`` and ``klass_info`` are the compiler's (they describe the
+    rows); the compiler itself is not kept (it holds the database connection wrapper of
+    the greenlet that compiled it)."""
 
     def __init__(self, compiler: SQLCompiler, sql: str, params: tuple[Any, ...], at: int,
                  tuples: bool) -> None:
-        self.compiler = compiler
+        self.select = compiler.select
+        self.klass_info = compiler.klass_info
         self.sql = sql
         self.params = params
         self.at = at  # the sentinel's place in params
@@ -71,7 +72,7 @@ class CompiledStatement:
             return None
         places = [i for i, param in enumerate(params) if param is sentinel]
         if not sql or len(places) != 1:
-            logger.debug("%s: not compiled once (its parameter is in it %d times)",
+            logger.debug("%s: not compiled once (no statement, or its parameter in it %d times)",
                          query.model._meta.label, len(places))
             return None
         if compiler.has_composite_fields([s[0] for s in compiler.select[0:compiler.col_count]]):

@@ -769,7 +769,9 @@ class DDPConnection:
 
     def sub_prepared_all(self, sub_id: str, messages: list[PreparedMessage]) -> None:
         """An observer's batch for ``sub_id``, in order: through the mergebox message by
-        message as :meth:`sub_prepared` does, queued as one item (one write per batch)."""
+        message as :meth:`sub_prepared` does, then written at once with one non-blocking
+        ``send`` when nothing is queued and no writer is at work, else queued as one item
+        (one write per batch either way)."""
         if self._close_queued:
             return
         handle = self.session.diffed_handle(sub_id)
@@ -805,8 +807,7 @@ class DDPConnection:
                     size += utf8_size(encoded)
         if not texts or not self._reserve(size):
             return
-        if (not self._outbox and self._send_nowait is not None and not self._in_flight
-                and (self._writer is None or self._parked is not None)
+        if (not self._outbox and self._send_nowait is not None and self._writer_idle()
                 and not self._close_queued and not self.transport.closed):
             # Nothing queued and no writer at work: write it now, as the direct-write
             # greenlet would a moment later (the fan-out sends as it goes).
@@ -981,8 +982,9 @@ class DDPConnection:
         self._outbox.append(item)
         if (self._send_nowait is not None and (self._writer is None or self._parked is not None)
                 and (item.__class__ is str or item.__class__ is _TextBatch)):
-            # No writer at work: the direct-write greenlet writes it, with what else comes
-            # for this connection meanwhile, without a switch to a writer of its own.
+            # No writer at work: the direct-write list writes it (the greenlet, or whoever
+            # queues its 16th connection), with what else comes for this connection
+            # meanwhile, without a switch to a writer of its own.
             if not self._direct_due:
                 self._direct_due = True
                 _direct_writes.schedule(self)
@@ -997,13 +999,18 @@ class DDPConnection:
             waiter, self._parked = self._parked, None
             get_hub().loop.run_callback(waiter.switch, None)
 
+    def _writer_idle(self) -> bool:
+        """No writer at work: none, or parked, with nothing of its batch in flight."""
+        return (self._writer is None or self._parked is not None) and not self._in_flight
+
     def _write_direct(self) -> None:
-        """On the direct-write greenlet: write the data at the head of the queue with one
-        non-blocking send, unless a writer is at work; what the socket does not take, and
-        anything queued behind it (a close, a heartbeat), is left to the writer."""
+        """From the direct-write list (its greenlet, or inline from ``schedule``): write the
+        data at the head of the queue with one non-blocking send, unless a writer is at
+        work; what the socket does not take, and anything queued behind it (a close, a
+        heartbeat), is left to the writer.  Never blocks or switches."""
         self._direct_due = False
         outbox = self._outbox
-        if not outbox or (self._writer is not None and self._parked is None) or self._in_flight:
+        if not outbox or not self._writer_idle():
             return  # written already, or a writer is at it
         items: list[Any] = []
         texts: list[str] = []
@@ -1029,15 +1036,22 @@ class DDPConnection:
         """Write ``texts`` (``size`` bytes in UTF-8, counted in the buffer) with one
         non-blocking send; what the socket does not take goes first in the queue as a
         :class:`_Flush`, for the writer (woken).  False, nothing done, when the transport
-        cannot try now (a pong or a close being written): the caller queues them."""
+        cannot try now (a pong or a close being written): the caller queues them.  Raises
+        nothing: a failed write drops the connection (logged)."""
         assert self._send_nowait is not None
         try:
             left = self._send_nowait(texts)
-        except ConnectionClosed:
-            # The peer is gone (or the socket was cut): the reader sees it too and cleans up.
+        except Exception as exc:
+            # ConnectionClosed: the peer is gone (or the socket was cut); the reader sees it
+            # too and cleans up.  Anything else (a framing bug, MemoryError) may have cut a
+            # frame: the connection is dropped, not written to again, and the caller (an
+            # observer's fan-out loop) goes on with the next subscriber.
             self._buffered = max(0, self._buffered - size)
             self._closing = self._close_queued = True
             self._writable.set()
+            if not isinstance(exc, ConnectionClosed):
+                logger.exception("connection %s: a write failed; dropping the connection", self.handle.id)
+                self.transport.abort()
             return True
         if left is None:
             return False

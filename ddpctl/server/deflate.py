@@ -194,7 +194,7 @@ class FrameCompressor:
         data = self._deflater.compress(payload) + self._deflater.flush(zlib.Z_FULL_FLUSH)
         data = data[:-4] if data.endswith(_TAIL) else data
         if len(data) >= len(payload):
-            return _plain_frame(payload)
+            return text_frame(payload)
         return _frame(0xC1, data)  # FIN, RSV1, text
 
 
@@ -210,31 +210,43 @@ def frame_compressor(params: DeflateParams) -> FrameCompressor:
     return compressor
 
 
-def _plain_frame(payload: bytes) -> bytes:
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked, uncompressed server text frame of ``payload`` (UTF-8).
+
+    Built here rather than through wsproto's event objects: this runs once per message per
+    client and dominates fan-out.  wsproto still parses everything the client sends."""
     return _frame(0x81, payload)
 
 
 _PLAIN_FRAMES: dict[str, bytes] = {}
+_plain_frames_bytes = 0
 PLAIN_FRAME_CACHE_TEXT = 4096  # characters: longer texts are framed each time, not kept
-PLAIN_FRAME_CACHE_ENTRIES = 4096  # frames kept, at most (about 16 MiB at worst); then emptied
+PLAIN_FRAME_CACHE_ENTRIES = 4096  # frames kept, at most; then the cache is emptied
+PLAIN_FRAME_CACHE_BYTES = 4 << 20  # ... and bytes of frames (the texts kept as keys about as much)
 
 
 def plain_frame(text: str) -> bytes:
-    """The uncompressed text frame for ``text`` (as :func:`_plain_frame` of its UTF-8).
+    """The uncompressed text frame for ``text`` (:func:`text_frame` of its UTF-8).
 
     Frames of texts up to :data:`PLAIN_FRAME_CACHE_TEXT` characters are kept in a
-    process-wide cache keyed by the text, emptied whenever it reaches
-    :data:`PLAIN_FRAME_CACHE_ENTRIES`: one DDP message fanned out to 1,000 clients (the
-    same ``str`` for every session) is encoded and framed once, then costs a dict lookup
-    per client.  Lone surrogates raise ``UnicodeEncodeError`` as ``str.encode`` does."""
+    process-wide cache keyed by the text, emptied whenever it would pass
+    :data:`PLAIN_FRAME_CACHE_ENTRIES` frames or :data:`PLAIN_FRAME_CACHE_BYTES` bytes of
+    them (the ``str`` keys hold about as much again): one DDP message fanned out to 1,000
+    clients (the same ``str`` for every session) is encoded and framed once, then costs a
+    dict lookup per client.  Lone surrogates raise ``UnicodeEncodeError`` as
+    ``str.encode`` does."""
+    global _plain_frames_bytes
     if len(text) > PLAIN_FRAME_CACHE_TEXT:
-        return _plain_frame(text.encode())
+        return text_frame(text.encode())
     frame = _PLAIN_FRAMES.get(text)
     if frame is None:
-        frame = _plain_frame(text.encode())
-        if len(_PLAIN_FRAMES) >= PLAIN_FRAME_CACHE_ENTRIES:
+        frame = text_frame(text.encode())
+        if (len(_PLAIN_FRAMES) >= PLAIN_FRAME_CACHE_ENTRIES
+                or _plain_frames_bytes + len(frame) > PLAIN_FRAME_CACHE_BYTES):
             _PLAIN_FRAMES.clear()
+            _plain_frames_bytes = 0
         _PLAIN_FRAMES[text] = frame
+        _plain_frames_bytes += len(frame)
     return frame
 
 

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import logging
 import socket
-import struct
 import time
 from collections.abc import Callable
 
@@ -30,7 +29,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from .deflate import DeflateParams, InboundDeflate, frame_compressor, plain_frame
+from .deflate import DeflateParams, InboundDeflate, frame_compressor, plain_frame, text_frame
 
 __all__ = ["WebSocket", "accept_key", "text_frame", "utf8_length", "ConnectionClosed",
            "MESSAGE_TOO_BIG"]
@@ -46,24 +45,6 @@ def utf8_length(text: str) -> int:
     if text.isascii():
         return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
-
-
-def text_frame(payload: bytes) -> bytes:
-    """A complete, unmasked server text frame.
-
-    Built here rather than through wsproto's event objects: this runs once per message per
-    client and dominates fan-out.  wsproto still parses everything the client sends.
-    """
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return _HEADER_16(0x81, 126, n) + payload
-    return _HEADER_64(0x81, 127, n) + payload
-
-
-_HEADER_16 = struct.Struct("!BBH").pack
-_HEADER_64 = struct.Struct("!BBQ").pack
 
 
 def accept_key(key: str) -> str:
