@@ -265,8 +265,9 @@ def test_killed_listen_connection_loses_nothing(live, live_database_url, sql):
         thread = threading.Thread(target=writer)
         thread.start()
         time.sleep(0.15)
-        killed = sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE application_name = 'ddpctl-dispatcher'", fetch=True)
+        killed = sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # this test's server only
+                     "WHERE application_name = 'ddpctl-dispatcher' AND datname = current_database()",
+                     fetch=True)
         assert killed, "the dispatcher's LISTEN connection was not found"
         thread.join()
         messages = wait_for(client, lambda c: len(books(c)) == 100)
