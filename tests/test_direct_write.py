@@ -193,6 +193,14 @@ def test_connection_delivers_everything_once_in_order_then_closes(steps, deflate
     assert conn._buffered == 0 and not conn._outbox
 
 
+def _subscribed(transport, name: str = "s") -> DDPConnection:
+    """A connected DDP connection over ``transport`` with subscription ``1`` (``pub``)."""
+    conn = DDPConnection(SimpleNamespace(config=ServeConfig(), connections=set()), transport, {})
+    conn.session.id, conn.session.version, conn.handle.id = "s", "1", name
+    conn.session.subscriptions["1"] = "pub"
+    return conn
+
+
 # Steps over several connections: (connection, "push" | "fanout", sizes) or ("yield",).
 MANY_STEPS = st.lists(st.one_of(
     st.tuples(st.integers(0, 2), st.sampled_from(["push", "fanout"]),
@@ -209,7 +217,6 @@ def test_connections_written_inside_each_others_sends_each_get_everything_in_ord
     another connection's ``_push`` or observer batch, one connection's queue is written
     while the caller is busy with another's.  Each client still reads its own messages
     once, in order, in whole frames, then its close frame."""
-    config = ServeConfig()
     pairs, conns, readers = [], [], []
     sent: list[list[str]] = [[], [], []]
     direct_writes = connection_module._direct_writes
@@ -218,11 +225,7 @@ def test_connections_written_inside_each_others_sends_each_get_everything_in_ord
         for n in range(3):
             server, client = _pair(4096)
             pairs.append((server, client))
-            conn = DDPConnection(SimpleNamespace(config=config, connections=set()),
-                                 RawTransport(_websocket(server, deflate)), {})
-            conn.session.id, conn.session.version, conn.handle.id = "s", "1", f"s{n}"
-            conn.session.subscriptions["1"] = "pub"
-            conns.append(conn)
+            conns.append(_subscribed(RawTransport(_websocket(server, deflate)), f"s{n}"))
             readers.append(SlowClient(client, chunk))
         for step in steps:
             if step[0] == "yield":
@@ -267,17 +270,12 @@ def test_connections_written_inside_each_others_sends_each_get_everything_in_ord
 def test_a_write_that_fails_drops_its_connection_and_the_fan_out_goes_on(caplog):
     """An error other than the peer being gone, in a write made from an observer's fan-out
     loop, drops that connection (logged) and reaches neither the loop nor the next client."""
-    config = ServeConfig()
     pairs, conns = [], []
     try:
         for n in range(2):
             server, client = _pair(65536)
             pairs.append((server, client))
-            conn = DDPConnection(SimpleNamespace(config=config, connections=set()),
-                                 RawTransport(_websocket(server, False)), {})
-            conn.session.id, conn.session.version, conn.handle.id = "s", "1", f"s{n}"
-            conn.session.subscriptions["1"] = "pub"
-            conns.append(conn)
+            conns.append(_subscribed(RawTransport(_websocket(server, False)), f"s{n}"))
 
         def broken(texts):
             raise RuntimeError("a framing bug")
