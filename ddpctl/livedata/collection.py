@@ -298,12 +298,12 @@ class _RowReader:
         # key of this model, this model's field it holds), as Django's forward manager has them
         self.many = []
         self._readers: dict[tuple[int, ...], Callable[..., dict[str, dict[str, Any]]]] = {}
-        # by_keys(): (alias, vendor, the key array's SQL) -> (statement, layout, reader), or
-        # None when the statement cannot be reused
-        self._by_keys: dict[tuple[str, str, str], _Compiled | None] = {}
-        # _many_ids(): (field's place, alias, vendor, the key array's SQL) ->
+        # by_keys(): (alias, the key array's SQL) -> (statement, layout, reader), or None
+        # when the statement cannot be reused
+        self._key_statements: dict[tuple[str, str], _Compiled | None] = {}
+        # _many_ids(): (field's place, alias, the key array's SQL) ->
         # (the related model's ordering it was compiled with, statement or None)
-        self._many_statements: dict[tuple[int, str, str, str],
+        self._many_statements: dict[tuple[int, str, str],
                                     tuple[tuple[Any, ...], CompiledStatement | None]] = {}
         for field in collection.many:
             source = field.remote_field.through._meta.get_field(field.m2m_field_name())
@@ -329,21 +329,18 @@ class _RowReader:
         """What ``self(collection._by_keys(keys, using))`` gives (``keys``: :func:`keys_in`'s
         one-array form), the statement compiled on the first call per alias and key type
         and only run afterwards; None (nothing run) when it cannot be reused."""
-        connection = connections[using]
-        cache_key = (using, connection.vendor, keys.sql)
+        cache_key = (using, keys.sql)
         try:
-            compiled = self._by_keys[cache_key]
+            compiled = self._key_statements[cache_key]
         except KeyError:
-            compiled = self._by_keys[cache_key] = self._compile_by_keys(keys, using)
+            compiled = self._key_statements[cache_key] = self._compile_by_keys(keys, using)
         if compiled is None:
             return None
         statement, layout, read = compiled
         return self._documents(statement.rows(keys.params[0], using), layout, read, using)
 
     def _compile_by_keys(self, keys: RawSQL, using: str) -> _Compiled | None:
-        sentinel = object()
-        queryset = self.collection._by_keys(_with_parameter(keys, sentinel), using)
-        statement = CompiledStatement.of(queryset, sentinel)
+        statement = _compiled(lambda rhs: self.collection._by_keys(rhs, using), keys)
         layout = None if statement is None else self._layout(statement)
         if statement is None or layout is None:
             logger.debug("%s: its reads by primary key are compiled each time", self.collection.name)
@@ -475,19 +472,21 @@ class _RowReader:
         """:meth:`_many_queryset`'s statement compiled once (again when the related model's
         ``Meta.ordering`` is changed); None when it cannot be reused."""
         ordering = tuple(self.many[n][1]._meta.ordering)
-        cache_key = (n, using, connections[using].vendor, keys.sql)
+        cache_key = (n, using, keys.sql)
         compiled = self._many_statements.get(cache_key)
         if compiled is None or compiled[0] != ordering:
-            sentinel = object()
-            statement = CompiledStatement.of(self._many_queryset(n, _with_parameter(keys, sentinel), using),
-                                             sentinel)
+            statement = _compiled(lambda rhs: self._many_queryset(n, rhs, using), keys)
             compiled = self._many_statements[cache_key] = (ordering, statement)
         return compiled[1]
 
 
-def _with_parameter(keys: RawSQL, value: object) -> RawSQL:
-    """:func:`keys_in`'s array form with ``value`` for its parameter."""
-    return RawSQL(keys.sql, (value,), output_field=keys.output_field)
+def _compiled(build: Callable[[RawSQL], QuerySet], keys: RawSQL) -> CompiledStatement | None:
+    """The statement of ``build(keys)`` compiled once (``keys``: :func:`keys_in`'s array
+    form), its array parameter the one to replace on each run; None when it cannot be.
+    The alias and the array's SQL (its column type) settle the text: the cache keys."""
+    sentinel = object()
+    with_sentinel = RawSQL(keys.sql, (sentinel,), output_field=keys.output_field)
+    return CompiledStatement.of(build(with_sentinel), sentinel)
 
 
 def _plain_default_manager(model: type[Model]) -> bool:

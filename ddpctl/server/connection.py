@@ -808,7 +808,7 @@ class DDPConnection:
         if not texts or not self._reserve(size):
             return
         if (not self._outbox and self._send_nowait is not None and self._writer_idle()
-                and not self._close_queued and not self.transport.closed):
+                and not self.transport.closed):  # (a close queued returned above)
             # Nothing queued and no writer at work: write it now, as the direct-write
             # greenlet would a moment later (the fan-out sends as it goes).
             self._buffered += size
@@ -980,7 +980,7 @@ class DDPConnection:
             self._pending_since = time.monotonic()
         self._buffered += size
         self._outbox.append(item)
-        if (self._send_nowait is not None and (self._writer is None or self._parked is not None)
+        if (self._send_nowait is not None and self._writer_idle()
                 and (item.__class__ is str or item.__class__ is _TextBatch)):
             # No writer at work: the direct-write list writes it (the greenlet, or whoever
             # queues its 16th connection), with what else comes for this connection
